@@ -1,0 +1,23 @@
+"""The ``kaito`` command line: one typer app, one sub-module per command group.
+
+Each command group lives in its own module under ``kaito.cli`` and is registered here, so the
+entry point stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from kaito.cli import local
+
+app = typer.Typer(
+    name="kaito",
+    help="Kubernetes AI toolchain operator: presets, estimates, local clusters, controllers.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(local.app, name="local")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
