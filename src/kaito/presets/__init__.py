@@ -1,0 +1,46 @@
+"""Model presets, GPU SKU tables and the node estimator; pure, no I/O beyond packaged data.
+
+The public API (see docs/presets.md)::
+
+    get_preset(name) -> ModelPreset          list_presets()
+    resolve_preset(name, params=None)        custom_preset(hf_repo, params)
+    get_sku(instance_type) -> GPUSku | None  list_skus(cloud=None)
+    estimate(preset, sku, node_count=None) -> Estimate
+    rank_skus(preset, cloud=None) -> list[Estimate]
+"""
+
+from kaito.presets.catalog import (
+    ModelPreset,
+    PresetError,
+    catalog_version,
+    custom_preset,
+    find_preset,
+    get_preset,
+    is_hf_repo_id,
+    list_presets,
+    preset_names,
+    resolve_preset,
+)
+from kaito.presets.estimator import Estimate, estimate, rank_skus
+from kaito.presets.skus import CLOUDS, GPUSku, get_sku, list_skus, sku_names
+
+__all__ = [
+    "CLOUDS",
+    "Estimate",
+    "GPUSku",
+    "ModelPreset",
+    "PresetError",
+    "catalog_version",
+    "custom_preset",
+    "estimate",
+    "find_preset",
+    "get_preset",
+    "get_sku",
+    "is_hf_repo_id",
+    "list_presets",
+    "list_skus",
+    "preset_names",
+    "rank_skus",
+    "resolve_preset",
+    "sku_names",
+]
