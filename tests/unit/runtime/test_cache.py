@@ -1,0 +1,132 @@
+"""Store: keys, indexes, managedFields stripping, copies, selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kaito.runtime.cache import Store, deep_copy, key_of, match_labels, split_key
+
+
+def cm(name: str, ns: str | None = "default", labels: dict[str, str] | None = None,
+       owner: str | None = None, rv: str = "1") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "resourceVersion": rv, "uid": f"uid-{name}",
+                            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:data": {}}}]}
+    if ns:
+        meta["namespace"] = ns
+    if labels:
+        meta["labels"] = labels
+    if owner:
+        meta["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "X", "name": "o", "uid": "not-controller"},
+            {"apiVersion": "v1", "kind": "X", "name": "o", "uid": owner, "controller": True},
+        ]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"k": "v"}}
+
+
+def test_keys() -> None:
+    assert key_of(cm("a")) == "default/a"
+    assert key_of(cm("n", ns=None)) == "n"
+    assert split_key("default/a") == ("default", "a")
+    assert split_key("n") == (None, "n")
+
+
+def test_strips_managed_fields_by_default_and_opt_out() -> None:
+    s = Store()
+    s.add(cm("a"))
+    assert "managedFields" not in s.get("default/a")["metadata"]  # type: ignore[index]
+    keep = Store(strip_managed_fields=False)
+    keep.add(cm("a"))
+    assert "managedFields" in keep.get("default/a")["metadata"]  # type: ignore[index]
+
+
+def test_shared_view_vs_copy() -> None:
+    s = Store()
+    s.add(cm("a"))
+    view = s.get("default/a")
+    assert view is s.get("default/a")
+    copy = s.get("default/a", copy=True)
+    assert copy == view and copy is not view
+    copy["data"]["k"] = "changed"  # type: ignore[index]
+    assert s.get("default/a")["data"]["k"] == "v"  # type: ignore[index]
+    assert s.list(copy=True)[0] is not view
+
+
+def test_update_returns_old_and_delete() -> None:
+    s = Store()
+    assert s.update(cm("a", rv="1")) is None
+    old = s.update(cm("a", rv="2"))
+    assert old is not None and old["metadata"]["resourceVersion"] == "1"
+    assert len(s) == 1
+    assert s.delete(cm("a")) is not None
+    assert s.get("default/a") is None
+    assert s.delete(cm("a")) is None
+
+
+def test_namespace_and_owner_indexes_follow_updates() -> None:
+    s = Store()
+    s.add(cm("a", ns="n1", owner="o1"))
+    s.add(cm("b", ns="n1"))
+    s.add(cm("c", ns="n2", owner="o1"))
+    assert {o["metadata"]["name"] for o in s.by_index("namespace", "n1")} == {"a", "b"}
+    assert {o["metadata"]["name"] for o in s.by_index("owner", "o1")} == {"a", "c"}
+    assert s.by_index("owner", "not-controller") == []
+    s.update(cm("a", ns="n1", owner="o2"))
+    assert {o["metadata"]["name"] for o in s.by_index("owner", "o1")} == {"c"}
+    assert [o["metadata"]["name"] for o in s.by_index("owner", "o2")] == ["a"]
+    s.delete(cm("c", ns="n2"))
+    assert s.by_index("owner", "o1") == []
+    assert s.list("n2") == []
+    assert {o["metadata"]["name"] for o in s.list("n1")} == {"a", "b"}
+
+
+def test_custom_indexer_added_late_indexes_existing() -> None:
+    s = Store()
+    s.add(cm("a", labels={"app": "x"}))
+    s.add(cm("b", labels={"app": "y"}))
+    s.add_indexer("app", lambda o: [o["metadata"].get("labels", {}).get("app", "")])
+    assert [o["metadata"]["name"] for o in s.by_index("app", "x")] == ["a"]
+    s.add(cm("c", labels={"app": "x"}))
+    assert {o["metadata"]["name"] for o in s.by_index("app", "x")} == {"a", "c"}
+    with pytest.raises(KeyError):
+        s.by_index("nope", "x")
+
+
+def test_replace_rebuilds() -> None:
+    s = Store()
+    s.add(cm("a", owner="o"))
+    s.replace([cm("b", owner="o")], "42")
+    assert s.keys() == ["default/b"]
+    assert [o["metadata"]["name"] for o in s.by_index("owner", "o")] == ["b"]
+    assert s.resource_version == "42"
+
+
+def test_list_with_label_selector() -> None:
+    s = Store()
+    s.add(cm("a", labels={"app": "x", "tier": "web"}))
+    s.add(cm("b", labels={"app": "y"}))
+    s.add(cm("c"))
+    names = lambda sel: sorted(o["metadata"]["name"] for o in s.list(label_selector=sel))  # noqa: E731
+    assert names("app=x") == ["a"]
+    assert names({"app": "y"}) == ["b"]
+    assert names("app!=x") == ["b", "c"]
+    assert names("app in (x, y)") == ["a", "b"]
+    assert names("app notin (x)") == ["b", "c"]
+    assert names("tier") == ["a"]
+    assert names("!tier") == ["b", "c"]
+    assert names("app=x,tier=web") == ["a"]
+
+
+def test_match_labels_edge() -> None:
+    assert match_labels(None, None)
+    assert not match_labels(None, "a=b")
+    assert match_labels({"a": "b"}, "a==b")
+
+
+def test_deep_copy() -> None:
+    o = {"a": [1, {"b": [2]}], "c": {"d": "e"}}
+    c = deep_copy(o)
+    assert c == o
+    c["a"][1]["b"].append(3)
+    assert o["a"][1]["b"] == [2]
