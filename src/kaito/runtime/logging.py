@@ -1,0 +1,58 @@
+"""structlog setup plus the per-reconcile context.
+
+The controller binds ``controller``, ``key`` and ``reconcile_id`` through contextvars, so any
+log line emitted inside a reconcile (including from library code several calls deep, or tasks
+it spawns) carries them without threading a logger through every function.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import structlog
+from structlog.contextvars import bound_contextvars, merge_contextvars
+
+LogFormat = Literal["json", "console"]
+
+
+def configure_logging(fmt: LogFormat = "json", level: int | str = "INFO", *, stream: Any = None) -> None:
+    """Configure structlog process-wide; JSON for clusters (one object per line), console for humans."""
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping()[level.upper()]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "kaito.runtime", **initial: Any) -> Any:
+    return structlog.get_logger(name, **initial)
+
+
+def new_reconcile_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@contextmanager
+def reconcile_context(controller: str, key: str, reconcile_id: str | None = None) -> Iterator[str]:
+    """Bind controller/key/reconcile_id for the duration of one reconcile; yields the id."""
+    rid = reconcile_id or new_reconcile_id()
+    with bound_contextvars(controller=controller, key=key, reconcile_id=rid):
+        yield rid
