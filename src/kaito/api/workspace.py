@@ -1,0 +1,238 @@
+"""The Workspace custom resource (kaito.sh v1alpha1 and v1beta1).
+
+Both versions have the same shape, with ``resource``, ``inference``, ``tuning`` and ``status`` at
+the top level (no ``spec``), so the apiserver converts between them with strategy ``None``.
+The CRD schema in config/crd is generated from these classes (kaito.api.crd): the class and field
+metadata below (CEL rules, patterns, defaults) are what the apiserver enforces without the webhook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from kaito.api import conditions as c
+from kaito.api.meta import Condition, KubeModel, LabelSelector, ObjectMeta
+
+PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+#: "0" .. "1" as a decimal string, e.g. "0.5", "1.0".
+STRENGTH_PATTERN = r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"
+#: Hosts no data source may point at; the webhook does the full check (it parses the URL).
+_FORBIDDEN_HOSTS = (
+    r"^https?://(localhost|127\.|0\.|10\.|169\.254\.|192\.168\.|172\.(1[6-9]|2[0-9]|3[01])\."
+    r"|\[::1\]|\[f[cd]|\[fe80|metadata\.google\.internal|metadata\.azure\.com)"
+)
+
+
+def cel(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+def _rules(*rules: dict[str, str]) -> ConfigDict:
+    return ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={"x-kubernetes-validations": list(rules)},
+    )
+
+
+class ResourceSpec(KubeModel):
+    """Which GPU nodes run the workload: a SKU to provision, or existing nodes to select."""
+
+    model_config = _rules(
+        cel(
+            "has(self.instanceType) == has(oldSelf.instanceType) && "
+            "(!has(self.instanceType) || self.instanceType == oldSelf.instanceType)",
+            "resource.instanceType is immutable; create a new Workspace to change the GPU type",
+        ),
+        cel(
+            "self.labelSelector == oldSelf.labelSelector",
+            "resource.labelSelector is immutable; create a new Workspace to select other nodes",
+        ),
+        cel(
+            "(has(self.labelSelector.matchLabels) && size(self.labelSelector.matchLabels) > 0) || "
+            "(has(self.labelSelector.matchExpressions) && size(self.labelSelector.matchExpressions) > 0)",
+            "resource.labelSelector needs at least one label (matchLabels or matchExpressions)",
+        ),
+    )
+
+    count: int | None = Field(
+        default=None, ge=1, le=64, description="GPU nodes; when unset kaito sizes it from the preset."
+    )
+    instance_type: str | None = Field(default=None, max_length=128)
+    label_selector: LabelSelector
+    preferred_nodes: list[str] | None = Field(default=None, max_length=64)
+
+
+class PresetOptions(KubeModel):
+    """Where private presets come from (image) and the secret that opens gated HF models."""
+
+    image: str | None = None
+    image_pull_secrets: list[str] | None = None
+    model_access_secret: str | None = None
+
+
+class PresetSpec(KubeModel):
+    """A catalog model by name, or any Hugging Face org/model id."""
+
+    name: str = Field(min_length=1, max_length=200)
+    access_mode: Literal["public", "private"] = "public"
+    preset_options: PresetOptions | None = None
+
+
+class DataSource(KubeModel):
+    """Data from URLs, an OCI image or a volume (exactly one for tuning input)."""
+
+    name: str | None = Field(default=None, max_length=253)
+    urls: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        json_schema_extra={
+            "items": {
+                "type": "string",
+                "maxLength": 2048,
+                "pattern": "^https?://",
+                "x-kubernetes-validations": [
+                    cel(
+                        "!self.matches('" + _FORBIDDEN_HOSTS.replace("\\", "\\\\") + "')",
+                        "URLs must not point at loopback, private, link-local or metadata addresses",
+                    )
+                ],
+            }
+        },
+    )
+    image: str | None = Field(default=None, max_length=512)
+    volume_source: dict[str, Any] | None = Field(default=None, json_schema_extra=PRESERVE)
+    image_pull_secrets: list[str] | None = None
+
+
+class AdapterSource(DataSource):
+    """An adapter must be named: the name is its directory and its model id at the endpoint."""
+
+    name: str = Field(min_length=1, max_length=253)  # type: ignore[assignment]
+
+
+class AdapterSpec(KubeModel):
+    source: AdapterSource
+    strength: str | None = Field(default=None, pattern=STRENGTH_PATTERN)
+
+
+class InferenceSpec(KubeModel):
+    model_config = _rules(
+        cel("has(self.preset) != has(self.template)", "inference needs exactly one of preset or template"),
+        cel(
+            "has(self.preset) == has(oldSelf.preset) && "
+            "(!has(self.preset) || self.preset.name == oldSelf.preset.name)",
+            "inference.preset.name is immutable; create a new Workspace for another model",
+        ),
+        cel(
+            "!has(self.adapters) || self.adapters.all(a, "
+            "self.adapters.exists_one(b, b.source.name == a.source.name))",
+            "inference.adapters: adapter source names must be unique",
+        ),
+    )
+
+    preset: PresetSpec | None = None
+    template: dict[str, Any] | None = Field(
+        default=None, description="A pod template (PodTemplateSpec)", json_schema_extra=PRESERVE
+    )
+    config: str | None = Field(default=None, description="ConfigMap with runtime settings")
+    adapters: list[AdapterSpec] | None = Field(default=None, max_length=10)
+
+
+class DataDestination(KubeModel):
+    model_config = _rules(
+        cel("has(self.image) || has(self.volumeSource)", "tuning.output needs an image or a volumeSource"),
+        cel(
+            "!has(self.image) || has(self.imagePushSecret)",
+            "tuning.output.image needs imagePushSecret to push the adapter",
+        ),
+    )
+
+    image: str | None = Field(default=None, max_length=512)
+    image_push_secret: str | None = None
+    volume_source: dict[str, Any] | None = Field(default=None, json_schema_extra=PRESERVE)
+
+
+class TuningSpec(KubeModel):
+    model_config = _rules(
+        cel(
+            "has(self.preset) == has(oldSelf.preset) && "
+            "(!has(self.preset) || self.preset.name == oldSelf.preset.name)",
+            "tuning.preset.name is immutable; create a new Workspace for another model",
+        ),
+        cel(
+            "[has(self.input.urls), has(self.input.image), has(self.input.volumeSource)]"
+            ".filter(x, x).size() == 1",
+            "tuning.input needs exactly one of urls, image or volumeSource",
+        ),
+    )
+
+    preset: PresetSpec | None = None
+    method: Literal["lora", "qlora"] = "lora"
+    config: str | None = None
+    input: DataSource
+    output: DataDestination
+
+
+class WorkspaceStatus(KubeModel):
+    worker_nodes: list[str] | None = None
+    conditions: list[Condition] | None = None
+    state: str | None = None
+    target_node_count: int | None = Field(default=None, ge=0)
+
+
+WORKSPACE_RULES = (
+    cel("has(self.inference) != has(self.tuning)", "a Workspace needs exactly one of inference or tuning"),
+    cel(
+        "has(self.inference) == has(oldSelf.inference)",
+        "inference and tuning cannot be swapped on update; create a new Workspace",
+    ),
+)
+
+
+class Workspace(KubeModel):
+    """A model to serve (inference) or fine-tune (tuning) on GPU nodes (resource)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={"x-kubernetes-validations": list(WORKSPACE_RULES)},
+    )
+
+    api_version: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = Field(
+        default="kaito.sh/v1beta1", alias="apiVersion"
+    )
+    kind: Literal["Workspace"] = "Workspace"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    resource: ResourceSpec
+    inference: InferenceSpec | None = None
+    tuning: TuningSpec | None = None
+    status: WorkspaceStatus | None = None
+
+    @classmethod
+    def from_manifest(cls, obj: dict[str, Any]) -> Self:
+        return cls.model_validate(obj)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    @property
+    def version(self) -> str:
+        return self.api_version.split("/", 1)[1]
+
+    def as_version(self, version: str) -> Workspace:
+        """The same object under another served version (the shapes are identical)."""
+        if version not in c.VERSIONS:
+            raise ValueError(f"unknown Workspace version {version!r}; served: {', '.join(c.VERSIONS)}")
+        return self.model_copy(update={"api_version": f"{c.GROUP}/{version}"})
+
+    def condition(self, type_: str) -> Condition | None:
+        for cond in (self.status.conditions if self.status else None) or []:
+            if cond.type == type_:
+                return cond
+        return None
