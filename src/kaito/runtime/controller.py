@@ -94,7 +94,7 @@ class _Informer(Protocol):
 def _unwrap(obj: Any) -> Obj:
     """Tombstones (a delete seen only on relist) carry the last known state in ``.obj``."""
     inner = getattr(obj, "obj", None)
-    return inner if isinstance(inner, dict) else obj  # type: ignore[no-any-return]
+    return inner if isinstance(inner, dict) else obj
 
 
 class _Handler:

@@ -1,0 +1,248 @@
+"""Controller logic against the real WorkQueue; the event source is a tiny in-process informer
+stand-in (the real informer path is covered by tests/integration/runtime)."""
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from kaito.runtime.controller import Controller, Request, Result, TerminalError
+from kaito.runtime.logging import configure_logging, get_logger
+from kaito.runtime.metrics import Metrics
+from kaito.runtime.predicates import generation_changed
+from kaito.runtime.resources import GVK
+
+GVK_CM = GVK("", "v1", "ConfigMap")
+
+
+class Source:
+    def __init__(self, objs=()):
+        self.handlers = []
+        self.objs = list(objs)
+
+    def add_handler(self, h):
+        self.handlers.append(h)
+
+    async def wait_for_sync(self, timeout=None):
+        return True
+
+    @property
+    def has_synced(self):
+        return True
+
+    @property
+    def store(self):
+        return self
+
+    def list(self):
+        return self.objs
+
+    def add(self, obj):
+        for h in self.handlers:
+            h.on_add(obj)
+
+
+def cm(name, gen=1):
+    return {"metadata": {"name": name, "namespace": "ns", "generation": gen}}
+
+
+async def run_ctrl(ctrl, src, body):
+    ctrl.watch(GVK_CM, src, lambda o: (Request.from_object(o),), ())
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await asyncio.wait_for(ctrl.started.wait(), 5)
+    try:
+        await body()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def value(metrics, metric, **labels):
+    v = metrics.registry.get_sample_value(metric, labels)
+    return v or 0.0
+
+
+async def test_exception_retries_with_backoff_then_success_forgets():
+    calls: list[float] = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def reconcile(req):
+        calls.append(loop.time())
+        if len(calls) < 5:
+            raise RuntimeError("boom")
+        done.set()
+
+    m = Metrics()
+    ctrl = Controller("c", reconcile, metrics=m)
+
+    async def body():
+        ctrl.enqueue(Request("ns", "a"))
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert ctrl.queue.num_requeues(Request("ns", "a")) == 0  # success forgot the backoff
+
+    await run_ctrl(ctrl, Source(), body)
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert len(calls) == 5
+    for i, gap in enumerate(gaps):  # 5, 10, 20, 40 ms
+        assert gap >= 0.005 * 2**i * 0.9, gaps
+    assert value(m, "controller_runtime_reconcile_errors_total", controller="c") == 4
+    assert value(m, "controller_runtime_reconcile_total", controller="c", result="error") == 4
+    assert value(m, "controller_runtime_reconcile_total", controller="c", result="success") == 1
+    assert value(m, "workqueue_retries_total", controller="c", name="c") == 4
+
+
+async def test_terminal_error_is_not_retried():
+    calls = []
+
+    async def reconcile(req):
+        calls.append(req)
+        raise TerminalError("spec is invalid")
+
+    m = Metrics()
+    ctrl = Controller("t", reconcile, metrics=m)
+
+    async def body():
+        ctrl.enqueue(Request("ns", "a"))
+        await asyncio.sleep(0.3)
+
+    await run_ctrl(ctrl, Source(), body)
+    assert len(calls) == 1
+    assert value(m, "controller_runtime_terminal_reconcile_errors_total", controller="t") == 1
+    assert value(m, "workqueue_retries_total", controller="t", name="t") == 0
+
+
+async def test_requeue_after_and_initial_replay_and_predicates():
+    seen: list[str] = []
+
+    class R:
+        async def reconcile(self, req):
+            seen.append(req.name)
+            if req.name == "a" and seen.count("a") == 1:
+                return Result(requeue_after=0.05)
+            return None
+
+    src = Source([cm("a"), cm("b")])
+    ctrl = Controller("r", R())
+    ctrl.watch(GVK_CM, src, lambda o: (Request.from_object(o),), (generation_changed(),))
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await asyncio.wait_for(ctrl.started.wait(), 5)
+    await asyncio.sleep(0.2)
+    assert sorted(seen) == ["a", "a", "b"]  # replay of the store + one requeue_after
+    for h in src.handlers:
+        h.on_update(cm("b", 1), cm("b", 1))  # status-only: filtered
+    await asyncio.sleep(0.05)
+    assert seen.count("b") == 1
+    for h in src.handlers:
+        h.on_update(cm("b", 1), cm("b", 2))
+    await asyncio.sleep(0.05)
+    assert seen.count("b") == 2
+    stop.set()
+    await task
+
+
+async def test_concurrency_limit_and_one_worker_per_key():
+    active = 0
+    peak = 0
+    per_key: dict[str, int] = {}
+
+    async def reconcile(req):
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        per_key[req.name] = per_key.get(req.name, 0) + 1
+        assert per_key[req.name] == 1, "same key reconciled concurrently"
+        await asyncio.sleep(0.02)
+        per_key[req.name] -= 1
+        active -= 1
+
+    ctrl = Controller("p", reconcile, max_concurrent_reconciles=3)
+
+    async def body():
+        for i in range(10):
+            ctrl.enqueue(Request("ns", f"k{i}"))
+            ctrl.enqueue(Request("ns", f"k{i}"))
+        await asyncio.sleep(0.01)
+        ctrl.enqueue(Request("ns", "k0"))
+        await asyncio.sleep(0.3)
+
+    await run_ctrl(ctrl, Source(), body)
+    assert peak == 3
+
+
+async def test_reconcile_timeout_counts_as_error():
+    calls = 0
+
+    async def reconcile(req):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(10)
+
+    m = Metrics()
+    ctrl = Controller("to", reconcile, metrics=m, reconcile_timeout=0.05)
+
+    async def body():
+        ctrl.enqueue(Request(None, "a"))
+        await asyncio.sleep(0.3)
+
+    await run_ctrl(ctrl, Source(), body)
+    assert calls == 2
+    assert value(m, "controller_runtime_reconcile_errors_total", controller="to") == 1
+
+
+async def test_stop_drains_in_flight_and_starts_nothing_new():
+    started, finished = [], []
+
+    async def reconcile(req):
+        started.append(req.name)
+        await asyncio.sleep(0.2)
+        finished.append(req.name)
+
+    ctrl = Controller("d", reconcile)
+    stop = asyncio.Event()
+    ctrl.watch(GVK_CM, Source(), lambda o: (Request.from_object(o),))
+    task = asyncio.create_task(ctrl.start(stop))
+    await ctrl.started.wait()
+    ctrl.enqueue(Request("ns", "a"))
+    ctrl.enqueue(Request("ns", "b"))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert started == ["a"] and finished == ["a"]
+
+
+async def test_log_lines_carry_controller_key_and_reconcile_id():
+    buf = io.StringIO()
+    configure_logging("json", "DEBUG", stream=buf)
+    log = get_logger("test")
+
+    async def reconcile(req):
+        log.info("inside")
+        if req.name == "never":
+            raise RuntimeError("x")
+
+    ctrl = Controller("logc", reconcile)
+
+    async def body():
+        ctrl.enqueue(Request("ns", "a"))
+        await asyncio.sleep(0.05)
+
+    try:
+        await run_ctrl(ctrl, Source(), body)
+    finally:
+        configure_logging("console", "WARNING")
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    inside = [line for line in lines if line["event"] == "inside"]
+    assert len(inside) == 1
+    assert inside[0]["controller"] == "logc" and inside[0]["key"] == "ns/a"
+    assert len(inside[0]["reconcile_id"]) == 16
+
+
+def test_bad_options():
+    with pytest.raises(ValueError):
+        Controller("x", lambda r: None, max_concurrent_reconciles=0)  # type: ignore[arg-type,return-value]
