@@ -440,6 +440,7 @@ class Cluster:
                 str(self.assets / "kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=true",
+                f"--config={Path(__file__).with_name('kwok-stages.yaml')}",
                 f"--server-address={LOOPBACK}:{port}",
                 "--node-lease-duration-seconds=40",
             ],
