@@ -391,7 +391,7 @@ class ControllerBuilder:
         ns = mgr.namespace
 
         def inform(gvk: GVK) -> _Informer:
-            return mgr.cache.get_informer(gvk, namespace=ns)  # type: ignore[no-any-return]
+            return mgr.cache.get_informer(gvk, namespace=ns)
 
         ctrl.watch(for_gvk, inform(for_gvk), lambda o: (Request.from_object(o),), for_preds)
         owner_group, owner_kind = for_gvk.group, for_gvk.kind

@@ -56,7 +56,7 @@ class EventRecorder:
         self._cache_size = cache_size
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self._now = now
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Obj | None]] = set()
 
     def _key(self, obj: Obj, type_: str, reason: str, message: str) -> tuple[str, ...]:
         meta = obj.get("metadata") or {}
@@ -86,7 +86,7 @@ class EventRecorder:
             _log.warning("could not record event", reason=reason, error=str(exc))
             return None
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 self._locks.pop(key, None)
 
     def emit(self, obj: Obj, type_: str, reason: str, message: str) -> None:

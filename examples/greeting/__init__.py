@@ -1,0 +1,1 @@
+"""A complete example operator on kaito.runtime: ``Greeting`` → an owned ConfigMap + status."""

@@ -1,0 +1,357 @@
+"""The Manager: one client, one shared informer cache, many runnables, one lifecycle.
+
+Start-up order is what makes controllers correct: probes and metrics come up first (so a slow
+start is observable), then informers start and must sync (bounded by ``cache_sync_timeout``)
+before any worker runs — a reconciler that reads an empty cache would delete everything it
+owns. Leader-only runnables (controllers) start only while this process holds the Lease, and
+stop when it loses it; the manager then campaigns again.
+
+Shutdown (SIGTERM/SIGINT or ``stop()``) runs in the reverse order: controllers stop taking work
+and drain in-flight reconciles (bounded by ``graceful_shutdown_timeout``), *then* the Lease is
+released so the next leader starts immediately without two leaders ever overlapping, then the
+informers, the client and the HTTP servers go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kaito.runtime.client import Client
+from kaito.runtime.controller import ControllerBuilder
+from kaito.runtime.health import Check, Checks, HTTPServer, parse_bind_address, ping
+from kaito.runtime.informer import InformerCache
+from kaito.runtime.leaderelection import LeaderElector
+from kaito.runtime.logging import get_logger
+from kaito.runtime.metrics import Metrics
+
+_log = get_logger("kaito.runtime.manager")
+
+
+class Runnable(Protocol):
+    """Anything the manager runs: returns once ``stop`` is set and its work is wound down."""
+
+    async def start(self, stop: asyncio.Event) -> None: ...
+
+
+RunnableFn = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class LeaderElectionOptions:
+    """Defaults are client-go's/controller-runtime's: 15 s lease, 10 s renew deadline, 2 s retry."""
+
+    name: str
+    namespace: str = "default"
+    identity: str | None = None
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    release_on_cancel: bool = True
+
+
+def default_identity() -> str:
+    """Hostname (the pod name in a cluster) plus a random suffix, so restarts are distinct holders."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+@dataclass
+class _Entry:
+    runnable: Runnable | RunnableFn
+    needs_leader: bool
+    name: str
+
+
+class ManagerError(RuntimeError):
+    pass
+
+
+class Manager:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        leader_election: LeaderElectionOptions | None = None,
+        metrics_bind_address: str | None = "0",
+        health_probe_bind_address: str | None = "0",
+        cache_sync_timeout: float = 120.0,
+        graceful_shutdown_timeout: float = 30.0,
+        namespace: str | None = None,
+        handle_signals: bool = True,
+        user_agent: str = "kaito-runtime",
+        trace_configs: Sequence[Any] = (),
+        metrics: Metrics | None = None,
+        client: Client | None = None,
+    ) -> None:
+        self.config = config
+        self.leader_election = leader_election
+        self.cache_sync_timeout = cache_sync_timeout
+        self.graceful_shutdown_timeout = graceful_shutdown_timeout
+        self.namespace = namespace
+        self.handle_signals = handle_signals
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.client = (
+            client
+            if client is not None
+            else Client(config, user_agent=user_agent, trace_configs=tuple(trace_configs))
+        )
+        self.cache = InformerCache(self.client)
+        self.client.cache = self.cache
+        self.healthz = Checks("healthz")
+        self.readyz = Checks("readyz")
+        self.healthz.add("ping", ping)
+        self.readyz.add("ping", ping)
+        self.readyz.add("informers", self._informers_synced)
+        self._metrics_addr = parse_bind_address(metrics_bind_address)
+        self._health_addr = parse_bind_address(health_probe_bind_address)
+        self._servers: list[HTTPServer] = []
+        self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self._entries: list[_Entry] = []
+        self._hooks: list[Callable[[], Awaitable[None]]] = []
+        self._stop = asyncio.Event()
+        self._synced = False
+        self._error: BaseException | None = None
+        self.elected = asyncio.Event()
+        self._leader_stop: asyncio.Event | None = None
+        self._leader_tasks: list[asyncio.Task[None]] = []
+        self._other_tasks: list[asyncio.Task[None]] = []
+        self._leader_lock = asyncio.Lock()
+        self._elector: Any = None
+        self._started = False
+        self.identity = (
+            (leader_election.identity or default_identity()) if leader_election is not None else None
+        )
+
+    # ----- registration
+
+    def add(
+        self,
+        runnable: Runnable | RunnableFn,
+        *,
+        needs_leader_election: bool | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Register a runnable; by default it needs leadership (as in controller-runtime)."""
+        if self._started:
+            raise ManagerError("runnables must be added before Manager.start()")
+        if needs_leader_election is None:
+            needs_leader_election = bool(getattr(runnable, "needs_leader_election", True))
+        name = str(getattr(runnable, "name", getattr(runnable, "__name__", type(runnable).__name__)))
+        self._entries.append(_Entry(runnable, needs_leader_election, name))
+        if before_start is not None:
+            self._hooks.append(before_start)
+
+    def builder(self) -> ControllerBuilder:
+        return ControllerBuilder(self)
+
+    def add_healthz_check(self, name: str, check: Check) -> None:
+        self.healthz.add(name, check)
+
+    def add_readyz_check(self, name: str, check: Check) -> None:
+        self.readyz.add(name, check)
+
+    def _informers_synced(self) -> str | None:
+        return None if self._synced else "informers not synced yet"
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elected.is_set()
+
+    # ----- lifecycle
+
+    def stop(self) -> None:
+        """Begin graceful shutdown; safe to call from a signal handler or any task."""
+        self._stop.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self.stop()
+
+    def _spawn(self, entry: _Entry, stop: asyncio.Event) -> asyncio.Task[None]:
+        runnable = entry.runnable
+        coro = runnable.start(stop) if hasattr(runnable, "start") else runnable(stop)
+
+        async def run() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.error("runnable failed, stopping the manager", runnable=entry.name, exc_info=True)
+                self._fail(exc)
+
+        return asyncio.create_task(run(), name=f"runnable-{entry.name}")
+
+    async def _start_servers(self) -> None:
+        if self._health_addr is not None and self._health_addr == self._metrics_addr:
+            srv = HTTPServer(*self._health_addr)
+            srv.add_probes(self.healthz, self.readyz)
+            srv.add_metrics(self.metrics)
+            await srv.start()
+            self._servers.append(srv)
+            self.health_port = self.metrics_port = srv.bound_port
+            return
+        if self._health_addr is not None:
+            srv = HTTPServer(*self._health_addr)
+            srv.add_probes(self.healthz, self.readyz)
+            await srv.start()
+            self._servers.append(srv)
+            self.health_port = srv.bound_port
+        if self._metrics_addr is not None:
+            srv = HTTPServer(*self._metrics_addr)
+            srv.add_metrics(self.metrics)
+            await srv.start()
+            self._servers.append(srv)
+            self.metrics_port = srv.bound_port
+
+    async def start(self) -> None:
+        """Run everything until ``stop()`` or SIGTERM/SIGINT; raises if a runnable failed."""
+        if self._started:
+            raise ManagerError("a Manager can be started only once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        signals: list[signal.Signals] = []
+        if self.handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self.stop)
+                    signals.append(sig)
+        lead_task: asyncio.Task[None] | None = None
+        try:
+            await self._start_servers()
+            for hook in self._hooks:
+                await hook()
+            await self.cache.start()
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            sync = asyncio.ensure_future(self.cache.wait_for_sync(self.cache_sync_timeout))
+            await asyncio.wait({stop_wait, sync}, return_when=asyncio.FIRST_COMPLETED)
+            if not sync.done():
+                sync.cancel()
+                return  # stopped while syncing
+            stop_wait.cancel()
+            if not sync.result():
+                raise ManagerError(f"informer caches did not sync within {self.cache_sync_timeout}s")
+            self._synced = True
+            _log.info("caches synced")
+            other_stop = asyncio.Event()
+            self._other_stop = other_stop
+            self._other_tasks = [self._spawn(e, other_stop) for e in self._entries if not e.needs_leader]
+            if self.leader_election is None:
+                await self._start_leader_runnables()
+            else:
+                lead_task = asyncio.create_task(
+                    self._campaign_loop(self.leader_election), name="leader-election"
+                )
+            await self._stop.wait()
+            _log.info("shutting down")
+        finally:
+            await self._shutdown(lead_task)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        if self._error is not None:
+            raise self._error
+
+    async def _shutdown(self, lead_task: asyncio.Task[None] | None) -> None:
+        self._stop.set()
+        # 1. controllers stop taking work and drain, while we still hold the lease
+        await self._stop_leader_runnables()
+        # 2. release the lease (the elector releases on cancellation)
+        if lead_task is not None:
+            lead_task.cancel()
+            await asyncio.gather(lead_task, return_exceptions=True)
+        # 3. everything else
+        other_stop = getattr(self, "_other_stop", None)
+        if other_stop is not None:
+            other_stop.set()
+            await self._wait_or_cancel(self._other_tasks)
+        with contextlib.suppress(Exception):
+            await self.cache.stop()
+        with contextlib.suppress(Exception):
+            await self.client.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await srv.stop()
+        self._servers.clear()
+
+    async def _wait_or_cancel(self, tasks: list[asyncio.Task[None]]) -> None:
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self.graceful_shutdown_timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            _log.warning("graceful shutdown timed out; cancelled runnables", count=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _start_leader_runnables(self) -> None:
+        async with self._leader_lock:
+            if self._leader_stop is not None or self._stop.is_set():
+                return
+            self._leader_stop = asyncio.Event()
+            self._leader_tasks = [self._spawn(e, self._leader_stop) for e in self._entries if e.needs_leader]
+            self.elected.set()
+
+    async def _stop_leader_runnables(self) -> None:
+        async with self._leader_lock:
+            if self._leader_stop is None:
+                return
+            self.elected.clear()
+            self._leader_stop.set()
+            await self._wait_or_cancel(self._leader_tasks)
+            self._leader_tasks = []
+            self._leader_stop = None
+
+    async def _campaign_loop(self, opts: LeaderElectionOptions) -> None:
+        """Campaign, lead, and campaign again after losing the lease, until shutdown."""
+        assert self.identity is not None
+        leading_now: list[asyncio.Task[None]] = []
+
+        def on_started() -> None:
+            self.metrics.set_leader(opts.name, True)
+            _log.info("became leader", lease=opts.name, identity=self.identity)
+            leading_now.append(asyncio.ensure_future(self._start_leader_runnables()))
+
+        def on_stopped() -> None:
+            self.metrics.set_leader(opts.name, False)
+            self.elected.clear()
+            if not self._stop.is_set():
+                _log.warning("lost leadership; stopping controllers", lease=opts.name)
+
+        self.metrics.set_leader(opts.name, False)
+        while not self._stop.is_set():
+            elector = LeaderElector(
+                self.client,
+                name=opts.name,
+                namespace=opts.namespace,
+                identity=self.identity,
+                lease_duration=opts.lease_duration,
+                renew_deadline=opts.renew_deadline,
+                retry_period=opts.retry_period,
+                on_started_leading=on_started,
+                on_stopped_leading=on_stopped,
+                release_on_cancel=opts.release_on_cancel,
+            )
+            self._elector = elector
+            try:
+                res = elector.run()
+                if inspect.isawaitable(res):
+                    await res
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.error("leader election failed; retrying", exc_info=True)
+            await asyncio.gather(*leading_now, return_exceptions=True)
+            leading_now.clear()
+            await self._stop_leader_runnables()
+            if self._stop.is_set():
+                return
+            await asyncio.sleep(opts.retry_period)
