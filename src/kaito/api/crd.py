@@ -126,7 +126,7 @@ def workspace_printer_columns() -> list[JSON]:
 
 def workspace_crd() -> JSON:
     schema = openapi_schema(Workspace)
-    versions = [
+    versions: list[JSON] = [
         {
             "name": version,
             "served": True,
@@ -195,7 +195,11 @@ def nodeclaim_crd() -> JSON:
         "nodeclaims",
         "Cluster",
         [
-            {"name": "Type", "type": "string", "jsonPath": ".metadata.labels.node\\.kubernetes\\.io/instance-type"},
+            {
+                "name": "Type",
+                "type": "string",
+                "jsonPath": ".metadata.labels.node\\.kubernetes\\.io/instance-type",
+            },
             {"name": "Node", "type": "string", "jsonPath": ".status.nodeName"},
             _condition_column("Ready", "Ready"),
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
 from kaito.api import conditions as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ObjectMeta
 
-PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
 #: "0" .. "1" as a decimal string, e.g. "0.5", "1.0".
 STRENGTH_PATTERN = r"^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$"
 #: Hosts no data source may point at; the webhook does the full check (it parses the URL).
@@ -26,11 +27,11 @@ _FORBIDDEN_HOSTS = (
 )
 
 
-def cel(rule: str, message: str) -> dict[str, str]:
+def cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
 
-def _rules(*rules: dict[str, str]) -> ConfigDict:
+def _rules(*rules: JsonDict) -> ConfigDict:
     return ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -112,7 +113,7 @@ class DataSource(KubeModel):
 class AdapterSource(DataSource):
     """An adapter must be named: the name is its directory and its model id at the endpoint."""
 
-    name: str = Field(min_length=1, max_length=253)  # type: ignore[assignment]
+    name: str = Field(min_length=1, max_length=253)
 
 
 class AdapterSpec(KubeModel):

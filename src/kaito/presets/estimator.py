@@ -166,3 +166,26 @@ def rank_skus(preset: ModelPreset, cloud: str | None = None) -> list[Estimate]:
 
 def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
+
+
+#: Fine-tuning keeps the base weights resident (4-bit for QLoRA) plus adapter weights, optimizer
+#: state and activations, which this reserve stands in for at kaito's default batch settings.
+TUNING_RESERVE_BYTES = 6 * GIB
+_TUNING_WEIGHT_FACTOR = {"lora": 1.0, "qlora": 0.3}
+
+
+def tuning_memory_bytes(preset: ModelPreset, method: str) -> int:
+    """GPU memory one tuning job needs (single node, data parallel over its GPUs)."""
+    return int(preset.weights_bytes * _TUNING_WEIGHT_FACTOR.get(method, 1.0)) + TUNING_RESERVE_BYTES
+
+
+def tuning_fits(preset: ModelPreset, sku: GPUSku, method: str) -> tuple[bool, str]:
+    """Whether one GPU of ``sku`` can run a ``method`` job for ``preset`` (weights are not sharded)."""
+    need = tuning_memory_bytes(preset, method)
+    have = sku.gpu_memory_bytes
+    if need <= have:
+        return True, ""
+    return False, (
+        f"{method} tuning of {preset.name} needs about {_gb(need)} per GPU; "
+        f"{sku.name} has {_gb(have)} per GPU"
+    )
