@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from kaito.cli import local
+from kaito.cli import estimate, local, presets, validate
 
 app = typer.Typer(
     name="kaito",
@@ -17,6 +17,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(local.app, name="local")
+app.add_typer(presets.app, name="presets")
+app.command("validate")(validate.validate)
+app.command("estimate")(estimate.estimate_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover
