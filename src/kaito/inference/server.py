@@ -1,0 +1,90 @@
+"""Start-up: settings -> adapters -> backend (validated) -> listen -> load the model -> ready.
+
+Configuration is validated before the socket opens, so a bad flag or config file exits at once
+with one line on stderr and status 2. The model loads after the socket opens, so ``/health``
+says 503 while it loads; a load failure exits with status 1 so the kubelet restarts the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+import uvicorn
+
+from kaito.inference import adapters as adapters_mod
+from kaito.inference.app import InferenceApp
+from kaito.inference.backend import Backend
+from kaito.inference.config import ConfigError, InferenceSettings, parse_settings
+from kaito.inference.limits import Admission
+
+log = structlog.get_logger("kaito.inference")
+
+
+def make_backend(settings: InferenceSettings) -> Backend:
+    found = adapters_mod.discover(settings.adapters_dir)
+    if settings.runtime == "transformers":
+        from kaito.inference.transformers_runtime import TransformersBackend
+
+        return TransformersBackend(settings, found)
+    from kaito.inference.vllm_backend import VllmBackend
+
+    return VllmBackend(settings, found)
+
+
+async def serve(settings: InferenceSettings, backend: Backend) -> int:
+    app = InferenceApp(backend, Admission(max_running=1, max_queue=settings.max_queue, retry_after=settings.retry_after))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=os.environ.get("KAITO_LOG_LEVEL", "warning"),
+        access_log=False,
+        timeout_keep_alive=30,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    rc = 0
+
+    async def load() -> None:
+        nonlocal rc
+        try:
+            await backend.load()
+        except Exception as exc:
+            app.load_error = f"{type(exc).__name__}: {exc}"
+            print(f"kaito serve: model load failed: {app.load_error}", file=sys.stderr, flush=True)
+            rc = 1
+            server.should_exit = True
+            return
+        app.mark_ready()
+        log.info("model loaded", runtime=backend.runtime, model=backend.model_name)
+
+    loader = asyncio.create_task(load())
+    try:
+        await server.serve()
+    finally:
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await loader
+        await backend.aclose()
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = parse_settings(argv)
+        backend = make_backend(settings)
+    except ConfigError as exc:
+        print(f"kaito serve: {exc}", file=sys.stderr, flush=True)
+        return 2
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return asyncio.run(serve(settings, backend))
+    except KeyboardInterrupt:
+        return 0
