@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from kaito.cli import estimate, local, presets, validate
+from kaito.cli import estimate, local, presets, serve, validate
 
 app = typer.Typer(
     name="kaito",
@@ -17,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(local.app, name="local")
+app.command("serve", context_settings=serve.SETTINGS)(serve.serve)
 app.add_typer(presets.app, name="presets")
 app.command("validate")(validate.validate)
 app.command("estimate")(estimate.estimate_cmd)
