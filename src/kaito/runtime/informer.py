@@ -211,8 +211,10 @@ class Informer:
     # ----- reflector loop
 
     async def _run(self) -> None:
-        need_list = True
-        first_list = True
+        # After stop()/start() a synced informer resumes its watch from the last version it saw
+        # (and relists only if that version has been compacted away meanwhile).
+        need_list = not (self._synced.is_set() and self.last_sync_resource_version)
+        first_list = not self._synced.is_set()
         delay = self.backoff_initial
         last_failure = 0.0
         while not self._stopped:

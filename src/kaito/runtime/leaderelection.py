@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import structlog
 
 from kaito.runtime.errors import AlreadyExistsError, ApiError, ConflictError, NotFoundError
@@ -36,6 +37,9 @@ log = structlog.get_logger("kaito.runtime.leaderelection")
 Callback = Callable[[], Awaitable[None] | None]
 
 JITTER_FACTOR = 1.2
+
+# Failures that mean "try again next round", never "crash the elector".
+_TRANSIENT = (ApiError, OSError, aiohttp.ClientError)
 
 
 def _micro_time(dt: datetime | None = None) -> str:
@@ -211,12 +215,12 @@ class LeaderElector:
                 created = await self.client.create(lease)
             except (AlreadyExistsError, ConflictError):
                 return False
-            except (ApiError, OSError) as exc:
+            except _TRANSIENT as exc:
                 self._log.info("creating lease failed", error=str(exc))
                 return False
             self._observe(created)
             return True
-        except (ApiError, OSError) as exc:
+        except _TRANSIENT as exc:
             self._log.info("reading lease failed", error=str(exc))
             return False
 
@@ -243,7 +247,7 @@ class LeaderElector:
             updated = await self.client.update(lease)  # carries resourceVersion: stale → Conflict
         except ConflictError:
             return False
-        except (ApiError, OSError) as exc:
+        except _TRANSIENT as exc:
             self._log.info("updating lease failed", error=str(exc))
             return False
         self._observe(updated)
