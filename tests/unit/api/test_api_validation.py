@@ -1,0 +1,283 @@
+"""Each validation rule: a valid and an invalid case, and the message names field and fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kaito.api.validation import ValidationOptions, url_problem, validate_workspace
+
+SEED = Path(__file__).parent / "seed"
+
+
+def inference(**changes: Any) -> dict[str, Any]:
+    ws: dict[str, Any] = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "ws"},
+        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+        "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+    }
+    return _apply(ws, changes)
+
+
+def tuning(**changes: Any) -> dict[str, Any]:
+    ws = inference()
+    del ws["inference"]
+    ws["tuning"] = {
+        "preset": {"name": "phi-3-mini-4k-instruct"},
+        "method": "lora",
+        "input": {"urls": ["https://example.com/data.parquet"]},
+        "output": {"image": "registry.example.com/adapter:1", "imagePushSecret": "push"},
+    }
+    return _apply(ws, changes)
+
+
+def _apply(ws: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Keys are dotted paths; value None deletes."""
+    ws = copy.deepcopy(ws)
+    for dotted, value in changes.items():
+        node = ws
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return ws
+
+
+def errors(obj: Any, old: Any = None, **opts: Any) -> list[str]:
+    return [str(e) for e in validate_workspace(obj, old, ValidationOptions(**opts)).errors]
+
+
+def one_error(obj: Any, **kw: Any) -> str:
+    errs = errors(obj, **kw)
+    assert len(errs) == 1, errs
+    return errs[0]
+
+
+@pytest.mark.parametrize("path", sorted(SEED.glob("*.yaml")), ids=lambda p: p.name)
+def test_seed_workspaces_are_valid(path: Path) -> None:
+    assert errors(yaml.safe_load(path.read_text())) == []
+
+
+def test_valid_baselines() -> None:
+    assert errors(inference()) == []
+    assert errors(tuning()) == []
+
+
+def test_exactly_one_of_inference_or_tuning() -> None:
+    both = inference()
+    both["tuning"] = tuning()["tuning"]
+    assert "exactly one of inference or tuning" in one_error(both)
+    neither = inference(inference=None)
+    assert one_error(neither).startswith("inference: a Workspace needs exactly one of inference or tuning")
+
+
+def test_preset_or_template_not_both() -> None:
+    tmpl = {"spec": {"containers": [{"name": "c", "image": "i"}]}}
+    assert errors(inference(inference={"template": tmpl})) == []
+    msg = one_error(inference(inference__template=tmpl))
+    assert msg.startswith("inference: set exactly one of inference.preset")
+
+
+def test_unknown_preset() -> None:
+    msg = one_error(inference(inference__preset={"name": "phi-3-mini"}))
+    assert msg.startswith("inference.preset.name: unknown preset 'phi-3-mini'")
+    assert "did you mean" in msg and "kaito presets list" in msg
+
+
+def test_deprecated_preset() -> None:
+    msg = one_error(inference(inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4"))
+    assert msg.startswith("inference.preset.name: preset 'falcon-40b' is deprecated")
+
+
+def test_hf_model_id_is_accepted_and_checked_with_parameters() -> None:
+    res = validate_workspace(inference(inference__preset={"name": "Qwen/Qwen3-0.6B"}))
+    assert res.ok and "not in kaito's catalog" in res.warnings[0]
+    params = {"params_b": 400, "context_length": 8192, "num_layers": 120, "num_attention_heads": 64,
+              "num_kv_heads": 8, "head_dim": 128}
+    big = inference(inference__preset={"name": "org/huge"},
+                    metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}},
+                    resource__count=1)
+    assert one_error(big).startswith("resource.count: org/huge needs")
+    bad = inference(inference__preset={"name": "org/m"},
+                    metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": "{"}})
+    assert one_error(bad).startswith("metadata.annotations[kaito.sh/model-parameters]:")
+
+
+def test_instance_type_required_under_auto_provisioning() -> None:
+    ws = inference(resource__instanceType=None)
+    msg = one_error(ws)
+    assert msg.startswith("resource.instanceType: is required when kaito provisions GPU nodes")
+    assert errors(ws, auto_provisioning=False) == []
+
+
+def test_instance_type_known_for_the_cloud() -> None:
+    msg = one_error(inference(resource__instanceType="Standard_NC6s_v4"))
+    assert msg.startswith("resource.instanceType: 'Standard_NC6s_v4' is not a known GPU SKU for azure")
+    assert "Standard_NC6s_v3" in msg and "kaito presets skus" in msg
+    aws = inference(resource__instanceType="g5.12xlarge")
+    assert "not a known GPU SKU for azure" in one_error(aws)
+    assert errors(aws, cloud="aws") == []
+    assert errors(aws, cloud=None) == []
+
+
+def test_enough_gpu_memory() -> None:
+    old_gpu = inference(inference__preset={"name": "gpt-oss-20b"}, resource__instanceType="Standard_NC6s_v3")
+    msg = one_error(old_gpu)
+    assert msg.startswith("resource.instanceType: not enough GPU for gpt-oss-20b")
+    assert "compute capability >= 8.0" in msg and "kaito estimate --preset gpt-oss-20b" in msg
+    params = {"params_b": 400, "context_length": 8192, "num_layers": 120, "num_attention_heads": 64,
+              "num_kv_heads": 8, "head_dim": 128}
+    huge = inference(inference__preset={"name": "org/huge"}, resource__instanceType="Standard_NC6s_v3",
+                     metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}})
+    msg = one_error(huge)
+    assert msg.startswith("resource.instanceType: not enough GPU for org/huge")
+    assert "cannot hold it on 16 nodes or fewer" in msg
+    # Two single-A100 nodes hold it; kaito sizes the count when it is not given.
+    ok = inference(inference__preset={"name": "llama-3.3-70b-instruct"})
+    assert errors(ok) == []
+    msg = one_error(_apply(ok, {"resource__count": 1}))
+    assert msg.startswith("resource.count:") and "set resource.count to 2" in msg
+    assert errors(_apply(ok, {"resource__count": 2})) == []
+
+
+def test_adapters_limit_unique_and_strength() -> None:
+    def adapter(name: str, strength: str | None = "0.5") -> dict[str, Any]:
+        a: dict[str, Any] = {"source": {"name": name, "image": f"r.io/{name}:1"}}
+        if strength is not None:
+            a["strength"] = strength
+        return a
+
+    assert errors(inference(inference__adapters=[adapter(f"a{i}") for i in range(10)])) == []
+    too_many = errors(inference(inference__adapters=[adapter(f"a{i}") for i in range(11)]))
+    assert any(e.startswith("inference.adapters: ") and "at most 10" in e for e in too_many)
+    dup = one_error(inference(inference__adapters=[adapter("x"), adapter("x")]))
+    assert dup.startswith("inference.adapters[1].source.name: 'x' is used by another adapter")
+    for good in ("0", "1", "1.0", "0.25", ".5"):
+        assert errors(inference(inference__adapters=[adapter("x", good)])) == [], good
+    for bad in ("1.5", "2", "-0.1", "abc", "1e-3"):
+        msg = one_error(inference(inference__adapters=[adapter("x", bad)]))
+        assert msg.startswith("inference.adapters[0].strength:") and '"0" to "1"' in msg, bad
+    no_source = one_error(inference(inference__adapters=[{"source": {"name": "x"}}]))
+    assert no_source.startswith("inference.adapters[0].source: needs exactly one of image, urls")
+
+
+def test_tuning_method() -> None:
+    assert errors(tuning(tuning__method="qlora")) == []
+    msg = one_error(tuning(tuning__method="full"))
+    assert msg == "tuning.method: 'full' is not a tuning method; use lora or qlora"
+    unsupported = one_error(tuning(tuning__preset={"name": "llama-3.3-70b-instruct"},
+                                   resource__instanceType="Standard_ND96amsr_A100_v4"))
+    assert unsupported.startswith("tuning.method: preset llama-3.3-70b-instruct does not support lora")
+
+
+def test_tuning_input_exactly_one_source() -> None:
+    assert errors(tuning(tuning__input={"image": "r.io/data:1"})) == []
+    assert errors(tuning(tuning__input={"volumeSource": {"persistentVolumeClaim": {"claimName": "d"}}})) == []
+    two = one_error(tuning(tuning__input={"urls": ["https://e.com/x"], "image": "r.io/d:1"}))
+    assert two == "tuning.input: needs exactly one of urls, image or volumeSource (got urls and image)"
+    none = one_error(tuning(tuning__input={}))
+    assert none.endswith("(got none)")
+
+
+def test_output_image_needs_push_secret() -> None:
+    assert errors(tuning(tuning__output={"volumeSource": {"emptyDir": {}}})) == []
+    msg = one_error(tuning(tuning__output={"image": "r.io/a:1"}))
+    assert msg.startswith("tuning.output.imagePushSecret: is required with tuning.output.image")
+    empty = one_error(tuning(tuning__output={}))
+    assert empty.startswith("tuning.output: needs image")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://example.com/x", "must use http or https"),
+        ("file:///etc/passwd", "must use http or https"),
+        ("http://localhost:8080/x", "loopback"),
+        ("http://127.0.0.1/x", "loopback"),
+        ("http://[::1]/x", "loopback"),
+        ("http://2130706433/x", "loopback"),
+        ("http://0x7f000001/x", "loopback"),
+        ("http://0.0.0.0/x", "loopback"),
+        ("http://10.1.2.3/x", "private"),
+        ("http://192.168.0.1/x", "private"),
+        ("http://172.16.5.4/x", "private"),
+        ("http://[fd00::1]/x", "private"),
+        ("http://[::ffff:10.0.0.1]/x", "private"),
+        ("http://169.254.10.1/x", "link-local"),
+        ("http://[fe80::1]/x", "link-local"),
+        ("http://169.254.169.254/latest/meta-data", "metadata"),
+        ("http://metadata.google.internal/x", "metadata"),
+        ("http://user@127.0.0.1/x", "loopback"),
+        ("https://", "no host"),
+        ("http://[bad/x", "not a valid URL"),
+    ],
+)
+def test_input_urls_rejected(url: str, why: str) -> None:
+    problem = url_problem(url)
+    assert problem is not None and why in problem
+    msg = one_error(tuning(tuning__input={"urls": ["https://example.com/ok", url]}))
+    assert msg.startswith("tuning.input.urls[1]:") and why in msg
+
+
+@pytest.mark.parametrize("url", ["https://huggingface.co/x", "http://8.8.8.8/x", "https://[2001:4860::8888]/x"])
+def test_input_urls_accepted(url: str) -> None:
+    assert url_problem(url) is None
+
+
+def test_label_selector_needs_a_user_label() -> None:
+    exprs = {"matchExpressions": [{"key": "team", "operator": "Exists"}]}
+    assert errors(inference(resource__labelSelector=exprs)) == []
+    for sel in ({}, {"matchLabels": {"kaito.sh/workspace": "x"}},
+                {"matchLabels": {"kubernetes.io/os": "linux"}}):
+        msg = one_error(inference(resource__labelSelector=sel))
+        assert msg.startswith("resource.labelSelector: needs at least one label of your own"), sel
+
+
+def test_metadata_name_must_name_a_service() -> None:
+    msg = one_error(inference(metadata={"name": "1-bad.name"}))
+    assert msg.startswith("metadata.name: '1-bad.name' cannot name the Workspace's Service")
+
+
+def test_update_immutables() -> None:
+    old = inference()
+    assert errors(inference(resource__count=3), old=old) == []  # count may change
+    msg = one_error(inference(resource__instanceType="Standard_NC48ads_A100_v4"), old=old)
+    assert msg.startswith("resource.instanceType: is immutable")
+    msg = one_error(inference(resource__labelSelector={"matchLabels": {"a": "c"}}), old=old)
+    assert msg.startswith("resource.labelSelector: is immutable")
+    msg = one_error(inference(inference__preset={"name": "phi-4"}), old=old)
+    assert msg.startswith("inference.preset.name: is immutable (was 'phi-3-mini-4k-instruct', now 'phi-4')")
+    msg = one_error(tuning(), old=old)
+    assert msg.startswith("inference: is immutable (a Workspace cannot switch between inference and tuning)")
+    old_t = tuning()
+    msg = one_error(tuning(tuning__preset={"name": "phi-4"}), old=old_t)
+    assert msg.startswith("tuning.preset.name: is immutable")
+
+
+def test_update_does_not_wedge_objects_that_became_invalid() -> None:
+    # Created before falcon-40b was deprecated: adding a finalizer must still be allowed.
+    old = inference(inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4")
+    new = _apply(old, {"metadata__finalizers": ["workspace.finalizer.kaito.sh"]})
+    assert errors(new, old=old) == []
+    assert errors(new) != []
+
+
+def test_structure_errors_name_the_field() -> None:
+    assert one_error(inference(resource__instanceTyp="x", resource__instanceType=None),
+                     auto_provisioning=False) == (
+        "resource.instanceTyp: is not a Workspace field; remove it (check spelling and indentation)"
+    )
+    assert one_error(inference(resource__labelSelector=None)) == "resource.labelSelector: is required"
+    assert one_error(inference(resource__count=0)).startswith("resource.count: input should be greater than")
+    assert one_error({"kind": "Pod"}).startswith("apiVersion: expected kind Workspace")
+    assert one_error([1, 2]) == "<root>: expected a Workspace object, got list"
