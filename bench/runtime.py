@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -31,20 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from kaito.runtime.client import Client
+from kaito.runtime.controller import Request, Result
+from kaito.runtime.errors import AlreadyExistsError
+from kaito.runtime.logging import configure_logging
+from kaito.runtime.manager import Manager
+from kaito.runtime.resources import GVK
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import contextlib
-
-import aiohttp  # noqa: E402
-
-from kaito.runtime.client import Client  # noqa: E402
-from kaito.runtime.controller import Request, Result  # noqa: E402
-from kaito.runtime.errors import AlreadyExistsError  # noqa: E402
-from kaito.runtime.logging import configure_logging  # noqa: E402
-from kaito.runtime.manager import Manager  # noqa: E402
-from kaito.runtime.resources import GVK  # noqa: E402
-
 BENCH = GVK("bench.kaito.sh", "v1", "BenchObject")
 CRD_GVK = GVK("apiextensions.k8s.io", "v1", "CustomResourceDefinition")
 NS_GVK = GVK("", "v1", "Namespace")
