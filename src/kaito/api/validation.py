@@ -125,7 +125,8 @@ def _parse(obj: Any, result: ValidationResult) -> Workspace | None:
         result.errors.append(FieldError("<root>", f"expected a Workspace object, got {type(obj).__name__}"))
         return None
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    if kind != c.KIND or api_version not in {f"{c.GROUP}/{v}" for v in c.VERSIONS}:
+    allowed = [f"{c.GROUP}/{v}" for v in c.VERSIONS]
+    if kind != c.KIND or not isinstance(api_version, str) or api_version not in allowed:
         result.errors.append(
             FieldError(
                 "apiVersion",

@@ -1,0 +1,155 @@
+"""The AdmissionReview handler, called directly and over HTTP, and fuzzed for crashes."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kaito.api.validation import validate_workspace
+from kaito.api.webhook import create_app, review
+
+SEED = Path(__file__).parent / "seed"
+VALID = yaml.safe_load((SEED / "phi3_inference.yaml").read_text())
+TUNING = yaml.safe_load((SEED / "phi3_tuning.yaml").read_text())
+
+
+def admission(obj: Any, operation: str = "CREATE", old: Any = None, uid: str = "u-1") -> dict[str, Any]:
+    req: dict[str, Any] = {"uid": uid, "operation": operation, "object": obj}
+    if old is not None:
+        req["oldObject"] = old
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}
+
+
+def test_valid_create_is_allowed() -> None:
+    out = review(admission(VALID))
+    assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
+    assert out["response"] == {"uid": "u-1", "allowed": True}
+
+
+def test_invalid_create_is_denied_with_field_causes() -> None:
+    bad = copy.deepcopy(VALID)
+    bad["resource"]["instanceType"] = "Standard_XYZ"
+    resp = review(admission(bad))["response"]
+    assert resp["allowed"] is False and resp["uid"] == "u-1"
+    assert resp["status"]["code"] == 422 and resp["status"]["reason"] == "Invalid"
+    assert resp["status"]["message"].startswith(
+        "resource.instanceType: 'Standard_XYZ' is not a known GPU SKU for azure"
+    )
+    assert resp["status"]["details"]["causes"][0]["field"] == "resource.instanceType"
+
+
+def test_update_rules_and_delete_passthrough() -> None:
+    resp = review(admission(TUNING, "UPDATE", old=VALID))["response"]
+    assert resp["allowed"] is False and "immutable" in resp["status"]["message"]
+    assert review(admission(None, "DELETE", old=VALID))["response"]["allowed"] is True
+    deleting = copy.deepcopy(TUNING)
+    deleting["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+    assert review(admission(deleting, "UPDATE", old=VALID))["response"]["allowed"] is True
+
+
+def test_warnings_are_returned() -> None:
+    gated = copy.deepcopy(VALID)
+    gated["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
+    gated["inference"]["preset"]["name"] = "llama-3.1-8b-instruct"
+    resp = review(admission(gated))["response"]
+    assert resp["allowed"] and "modelAccessSecret" in resp["warnings"][0]
+
+
+def test_mutate_canonicalises_the_sku_name() -> None:
+    obj = copy.deepcopy(VALID)
+    obj["resource"]["instanceType"] = "standard_nc6s_v3"
+    resp = review(admission(obj), mode="mutate")["response"]
+    assert resp["allowed"] and resp["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(resp["patch"]))
+    assert patch == [{"op": "replace", "path": "/resource/instanceType", "value": "Standard_NC6s_v3"}]
+    assert "patch" not in review(admission(VALID), mode="mutate")["response"]
+
+
+def test_malformed_reviews_are_denied_not_crashed() -> None:
+    for body in (None, [], {}, {"request": "x"}, {"request": {"uid": 5, "operation": "CREATE"}}):
+        resp = review(body)["response"]
+        assert resp["allowed"] is False and resp["status"]["message"]
+
+
+def test_http_endpoints() -> None:
+    client = TestClient(create_app())
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ok = client.post("/validate", json=admission(VALID)).json()
+    assert ok["response"]["allowed"] is True
+    bad = copy.deepcopy(VALID)
+    del bad["inference"]
+    denied = client.post("/validate", json=admission(bad)).json()["response"]
+    assert denied["allowed"] is False and "exactly one of inference or tuning" in denied["status"]["message"]
+    garbage = client.post("/validate", content=b"\xff not json")
+    assert garbage.status_code == 200 and garbage.json()["response"]["allowed"] is False
+    assert client.post("/mutate", json=admission(VALID)).json()["response"]["allowed"] is True
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+FIELD_NAMES = st.sampled_from(
+    ["resource", "inference", "tuning", "status", "metadata", "instanceType", "labelSelector", "count",
+     "preset", "name", "adapters", "template", "input", "output", "urls", "image", "method", "strength",
+     "source", "matchLabels", "volumeSource", "imagePushSecret", "annotations"]
+)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def mutated_workspaces(draw: st.DrawFn) -> Any:
+    """A valid seed Workspace with a few random values planted at real or invented paths."""
+    obj = copy.deepcopy(draw(st.sampled_from([VALID, TUNING])))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(obj)))
+        value = draw(json_values)
+        if not path:
+            continue
+        parent = obj
+        for p in path[:-1]:
+            parent = parent[p]
+        if isinstance(parent, dict) and draw(st.booleans()):
+            parent[draw(FIELD_NAMES)] = value
+        else:
+            parent[path[-1]] = value
+    return obj
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(obj=mutated_workspaces(), old=st.none() | mutated_workspaces())
+def test_validator_never_crashes(obj: Any, old: Any) -> None:
+    result = validate_workspace(obj, old)
+    for e in result.errors:
+        assert e.field and e.message
+        assert "internal validation error" not in e.message, e
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=json_values, obj=mutated_workspaces(), op=st.sampled_from(["CREATE", "UPDATE", "DELETE", "X"]))
+def test_webhook_never_crashes(body: Any, obj: Any, op: str) -> None:
+    for candidate in (body, admission(obj, op, old=VALID), admission(body, op, old=body)):
+        for mode in ("validate", "mutate"):
+            out = review(candidate, mode=mode)  # type: ignore[arg-type]
+            resp = out["response"]
+            assert isinstance(resp["allowed"], bool)
+            json.dumps(out)
