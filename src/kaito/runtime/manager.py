@@ -100,7 +100,11 @@ class Manager:
         self.client = (
             client
             if client is not None
-            else Client(config, user_agent=user_agent, trace_configs=tuple(trace_configs))
+            else Client(
+                config,
+                user_agent=user_agent,
+                trace_configs=(*trace_configs, self.metrics.rest_client_trace_config()),
+            )
         )
         self.cache = InformerCache(self.client)
         self.client.cache = self.cache

@@ -143,6 +143,26 @@ class Metrics:
     def exposition(self) -> bytes:
         return exposition(self.registry)
 
+    def rest_client_trace_config(self) -> Any:
+        """An aiohttp TraceConfig feeding ``rest_client_requests_total`` (client-go's name)."""
+        import aiohttp
+
+        counter = self.rest_client_requests_total
+        trace = aiohttp.TraceConfig()
+
+        async def on_end(_s: Any, _ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+            counter.labels(
+                code=str(params.response.status), method=params.method, host=params.url.host or ""
+            ).inc()
+
+        async def on_error(_s: Any, _ctx: Any, params: aiohttp.TraceRequestExceptionParams) -> None:
+            counter.labels(code="<error>", method=params.method, host=params.url.host or "").inc()
+
+        trace.on_request_end.append(on_end)
+        trace.on_request_exception.append(on_error)
+        trace.freeze()
+        return trace
+
 
 class ControllerMetrics:
     """Label-bound children for one controller, resolved once instead of per reconcile."""

@@ -190,6 +190,7 @@ async def test_probes_and_metrics_endpoints(kube_cluster: Any, namespace: str, k
             'workqueue_retries_total{controller="probe",name="probe"}',
             'workqueue_unfinished_work_seconds{controller="probe",name="probe"}',
             'workqueue_longest_running_processor_seconds{controller="probe",name="probe"}',
+            'rest_client_requests_total{code="200",method="GET",host="127.0.0.1"}',
         ]:
             assert name in text, name
     finally:
