@@ -23,7 +23,7 @@ import copy
 from typing import Any
 
 from kaito.runtime import conditions, finalizers, ownerrefs
-from kaito.runtime.controller import Request, Result, TerminalError
+from kaito.runtime.controller import Controller, Request, Result, TerminalError
 from kaito.runtime.errors import ConflictError, NotFoundError
 from kaito.runtime.events import NORMAL, WARNING, EventRecorder
 from kaito.runtime.logging import configure_logging, get_logger
@@ -47,6 +47,7 @@ class GreetingReconciler:
     def __init__(self, manager: Manager) -> None:
         self.client = manager.client
         self.events = EventRecorder(manager.client, "greeting-operator")
+        self.controller: Controller | None = None  # set by build_manager (tests enqueue through it)
 
     async def reconcile(self, req: Request) -> Result | None:
         try:
@@ -130,7 +131,7 @@ class GreetingReconciler:
 def build_manager(config: Any, **manager_options: Any) -> tuple[Manager, GreetingReconciler]:
     mgr = Manager(config, **manager_options)
     rec = GreetingReconciler(mgr)
-    (
+    rec.controller = (
         mgr.builder()
         .named("greeting")
         .for_(GREETING, predicates=[generation_changed()])

@@ -417,7 +417,13 @@ class ControllerBuilder:
             ctrl.watch(gvk, inform(gvk), mapper, preds)
 
         async def resolve_scope() -> None:
-            info = await mgr.client.mapper.resource_for(for_gvk)
+            try:
+                info = await mgr.client.mapper.resource_for(for_gvk)
+            except Exception as exc:  # kind not served (yet): its informer will not sync either
+                _log.warning(
+                    "cannot resolve the scope of the primary kind", kind=str(for_gvk), error=str(exc)
+                )
+                return
             owner_namespaced[:] = [bool(info.namespaced)]
 
         mgr.add(ctrl, before_start=resolve_scope)

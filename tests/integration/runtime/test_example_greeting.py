@@ -86,7 +86,7 @@ async def test_greeting_operator(kube_cluster: Any, namespace: str, kclient: Cli
 
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_start)
-    mgr, _rec = op.build_manager(
+    mgr, rec = op.build_manager(
         kube_cluster.client_configuration(), namespace=namespace, handle_signals=False, trace_configs=[trace]
     )
     task = asyncio.create_task(mgr.start())
@@ -123,7 +123,7 @@ async def test_greeting_operator(kube_cluster: Any, namespace: str, kclient: Cli
         await eventually(updated)
 
         # converged: a no-op reconcile makes zero API requests
-        ctrl = next(e.runnable for e in mgr._entries if getattr(e.runnable, "name", "") == "greeting")
+        ctrl = rec.controller
         await asyncio.sleep(0.5)
         before = len(requests)
         reconciled = mgr.metrics.registry.get_sample_value
