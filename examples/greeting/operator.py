@@ -23,6 +23,7 @@ import copy
 from typing import Any
 
 from kaito.runtime import conditions, finalizers, ownerrefs
+from kaito.runtime.client import load_configuration
 from kaito.runtime.controller import Controller, Request, Result, TerminalError
 from kaito.runtime.errors import ConflictError, NotFoundError
 from kaito.runtime.events import NORMAL, WARNING, EventRecorder
@@ -143,14 +144,7 @@ def build_manager(config: Any, **manager_options: Any) -> tuple[Manager, Greetin
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from kubernetes_asyncio import config as kconfig
-    from kubernetes_asyncio.client import Configuration
-
-    cfg = Configuration()
-    if args.kubeconfig:
-        await kconfig.load_kube_config(config_file=args.kubeconfig, client_configuration=cfg)
-    else:
-        kconfig.load_incluster_config(client_configuration=cfg)
+    cfg = await load_configuration(args.kubeconfig)
     le = (
         LeaderElectionOptions(name="greeting-operator", namespace=args.lease_namespace)
         if args.leader_elect
