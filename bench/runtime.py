@@ -203,7 +203,7 @@ async def bench_kopf(cluster: Any, n: int) -> dict[str, Any]:
             "--quiet",
             "--namespace",
             ns,
-            str(ROOT / "bench/kopf_operator.py"),
+            str(ROOT / "bench/_kopf_operator.py"),
         ]
         log = open(Path(tmp) / "kopf.log", "w")  # noqa: SIM115, ASYNC230
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220

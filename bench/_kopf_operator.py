@@ -1,6 +1,6 @@
 """The kopf side of bench/runtime.py: the same trivial work as the kaito reconciler.
 
-Run by the benchmark as ``kopf run --standalone --namespace <ns> bench/kopf_operator.py``. Each
+Run by the benchmark as ``kopf run --standalone --namespace <ns> bench/_kopf_operator.py``. Each
 BenchObject gets one handler call whose result kopf writes back in one PATCH (status + its
 progress annotation) — the same one write per object the kaito side makes. Event posting is
 off so kopf does not pay for an extra request per object that the kaito side does not make.
