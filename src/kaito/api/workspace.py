@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field
-from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from kaito.api import conditions as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ObjectMeta

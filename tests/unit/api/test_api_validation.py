@@ -20,7 +20,10 @@ def inference(**changes: Any) -> dict[str, Any]:
         "apiVersion": "kaito.sh/v1beta1",
         "kind": "Workspace",
         "metadata": {"name": "ws"},
-        "resource": {"instanceType": "Standard_NC24ads_A100_v4", "labelSelector": {"matchLabels": {"a": "b"}}},
+        "resource": {
+            "instanceType": "Standard_NC24ads_A100_v4",
+            "labelSelector": {"matchLabels": {"a": "b"}},
+        },
         "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
     }
     return _apply(ws, changes)
@@ -95,21 +98,35 @@ def test_unknown_preset() -> None:
 
 
 def test_deprecated_preset() -> None:
-    msg = one_error(inference(inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4"))
+    msg = one_error(
+        inference(
+            inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4"
+        )
+    )
     assert msg.startswith("inference.preset.name: preset 'falcon-40b' is deprecated")
 
 
 def test_hf_model_id_is_accepted_and_checked_with_parameters() -> None:
     res = validate_workspace(inference(inference__preset={"name": "Qwen/Qwen3-0.6B"}))
     assert res.ok and "not in kaito's catalog" in res.warnings[0]
-    params = {"params_b": 400, "context_length": 8192, "num_layers": 120, "num_attention_heads": 64,
-              "num_kv_heads": 8, "head_dim": 128}
-    big = inference(inference__preset={"name": "org/huge"},
-                    metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}},
-                    resource__count=1)
+    params = {
+        "params_b": 400,
+        "context_length": 8192,
+        "num_layers": 120,
+        "num_attention_heads": 64,
+        "num_kv_heads": 8,
+        "head_dim": 128,
+    }
+    big = inference(
+        inference__preset={"name": "org/huge"},
+        metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}},
+        resource__count=1,
+    )
     assert one_error(big).startswith("resource.count: org/huge needs")
-    bad = inference(inference__preset={"name": "org/m"},
-                    metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": "{"}})
+    bad = inference(
+        inference__preset={"name": "org/m"},
+        metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": "{"}},
+    )
     assert one_error(bad).startswith("metadata.annotations[kaito.sh/model-parameters]:")
 
 
@@ -135,10 +152,19 @@ def test_enough_gpu_memory() -> None:
     msg = one_error(old_gpu)
     assert msg.startswith("resource.instanceType: not enough GPU for gpt-oss-20b")
     assert "compute capability >= 8.0" in msg and "kaito estimate --preset gpt-oss-20b" in msg
-    params = {"params_b": 400, "context_length": 8192, "num_layers": 120, "num_attention_heads": 64,
-              "num_kv_heads": 8, "head_dim": 128}
-    huge = inference(inference__preset={"name": "org/huge"}, resource__instanceType="Standard_NC6s_v3",
-                     metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}})
+    params = {
+        "params_b": 400,
+        "context_length": 8192,
+        "num_layers": 120,
+        "num_attention_heads": 64,
+        "num_kv_heads": 8,
+        "head_dim": 128,
+    }
+    huge = inference(
+        inference__preset={"name": "org/huge"},
+        resource__instanceType="Standard_NC6s_v3",
+        metadata={"name": "ws", "annotations": {"kaito.sh/model-parameters": json.dumps(params)}},
+    )
     msg = one_error(huge)
     assert msg.startswith("resource.instanceType: not enough GPU for org/huge")
     assert "cannot hold it on 16 nodes or fewer" in msg
@@ -175,8 +201,12 @@ def test_tuning_method() -> None:
     assert errors(tuning(tuning__method="qlora")) == []
     msg = one_error(tuning(tuning__method="full"))
     assert msg == "tuning.method: 'full' is not a tuning method; use lora or qlora"
-    unsupported = one_error(tuning(tuning__preset={"name": "llama-3.3-70b-instruct"},
-                                   resource__instanceType="Standard_ND96amsr_A100_v4"))
+    unsupported = one_error(
+        tuning(
+            tuning__preset={"name": "llama-3.3-70b-instruct"},
+            resource__instanceType="Standard_ND96amsr_A100_v4",
+        )
+    )
     assert unsupported.startswith("tuning.method: preset llama-3.3-70b-instruct does not support lora")
 
 
@@ -229,7 +259,9 @@ def test_input_urls_rejected(url: str, why: str) -> None:
     assert msg.startswith("tuning.input.urls[1]:") and why in msg
 
 
-@pytest.mark.parametrize("url", ["https://huggingface.co/x", "http://8.8.8.8/x", "https://[2001:4860::8888]/x"])
+@pytest.mark.parametrize(
+    "url", ["https://huggingface.co/x", "http://8.8.8.8/x", "https://[2001:4860::8888]/x"]
+)
 def test_input_urls_accepted(url: str) -> None:
     assert url_problem(url) is None
 
@@ -237,8 +269,11 @@ def test_input_urls_accepted(url: str) -> None:
 def test_label_selector_needs_a_user_label() -> None:
     exprs = {"matchExpressions": [{"key": "team", "operator": "Exists"}]}
     assert errors(inference(resource__labelSelector=exprs)) == []
-    for sel in ({}, {"matchLabels": {"kaito.sh/workspace": "x"}},
-                {"matchLabels": {"kubernetes.io/os": "linux"}}):
+    for sel in (
+        {},
+        {"matchLabels": {"kaito.sh/workspace": "x"}},
+        {"matchLabels": {"kubernetes.io/os": "linux"}},
+    ):
         msg = one_error(inference(resource__labelSelector=sel))
         assert msg.startswith("resource.labelSelector: needs at least one label of your own"), sel
 
@@ -266,17 +301,18 @@ def test_update_immutables() -> None:
 
 def test_update_does_not_wedge_objects_that_became_invalid() -> None:
     # Created before falcon-40b was deprecated: adding a finalizer must still be allowed.
-    old = inference(inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4")
+    old = inference(
+        inference__preset={"name": "falcon-40b"}, resource__instanceType="Standard_ND96amsr_A100_v4"
+    )
     new = _apply(old, {"metadata__finalizers": ["workspace.finalizer.kaito.sh"]})
     assert errors(new, old=old) == []
     assert errors(new) != []
 
 
 def test_structure_errors_name_the_field() -> None:
-    assert one_error(inference(resource__instanceTyp="x", resource__instanceType=None),
-                     auto_provisioning=False) == (
-        "resource.instanceTyp: is not a Workspace field; remove it (check spelling and indentation)"
-    )
+    assert one_error(
+        inference(resource__instanceTyp="x", resource__instanceType=None), auto_provisioning=False
+    ) == ("resource.instanceTyp: is not a Workspace field; remove it (check spelling and indentation)")
     assert one_error(inference(resource__labelSelector=None)) == "resource.labelSelector: is required"
     assert one_error(inference(resource__count=0)).startswith("resource.count: input should be greater than")
     assert one_error({"kind": "Pod"}).startswith("apiVersion: expected kind Workspace")

@@ -99,9 +99,31 @@ json_values = st.recursive(
     max_leaves=20,
 )
 FIELD_NAMES = st.sampled_from(
-    ["resource", "inference", "tuning", "status", "metadata", "instanceType", "labelSelector", "count",
-     "preset", "name", "adapters", "template", "input", "output", "urls", "image", "method", "strength",
-     "source", "matchLabels", "volumeSource", "imagePushSecret", "annotations"]
+    [
+        "resource",
+        "inference",
+        "tuning",
+        "status",
+        "metadata",
+        "instanceType",
+        "labelSelector",
+        "count",
+        "preset",
+        "name",
+        "adapters",
+        "template",
+        "input",
+        "output",
+        "urls",
+        "image",
+        "method",
+        "strength",
+        "source",
+        "matchLabels",
+        "volumeSource",
+        "imagePushSecret",
+        "annotations",
+    ]
 )
 
 

@@ -91,7 +91,9 @@ def test_karpenter_shapes_round_trip() -> None:
         "metadata": {"name": "ws"},
         "spec": {
             "replicas": 2,
-            "template": {"spec": {"nodeClassRef": {"group": "g", "kind": "K", "name": "n"}, "requirements": []}},
+            "template": {
+                "spec": {"nodeClassRef": {"group": "g", "kind": "K", "name": "n"}, "requirements": []}
+            },
         },
     }
     assert NodePool.from_manifest(pool).to_manifest() == pool

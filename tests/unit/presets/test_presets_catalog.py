@@ -98,9 +98,17 @@ def test_sku_tables() -> None:
     assert get_sku("Standard_ND96asr_A100_v4") == get_sku("Standard_ND96asr_v4")  # alias
     a100 = get_sku("Standard_NC24ads_A100_v4")
     assert a100 is not None and a100.bf16 and a100.gpu_memory_gib == 80
-    for name in ("Standard_NC48ads_A100_v4", "Standard_NC96ads_A100_v4", "Standard_NC40ads_H100_v5",
-                 "Standard_ND96isr_H100_v5", "Standard_NV36ads_A10_v5", "p4d.24xlarge", "p5.48xlarge",
-                 "g5.xlarge", "g6.xlarge"):
+    for name in (
+        "Standard_NC48ads_A100_v4",
+        "Standard_NC96ads_A100_v4",
+        "Standard_NC40ads_H100_v5",
+        "Standard_ND96isr_H100_v5",
+        "Standard_NV36ads_A10_v5",
+        "p4d.24xlarge",
+        "p5.48xlarge",
+        "g5.xlarge",
+        "g6.xlarge",
+    ):
         assert get_sku(name) is not None, name
     assert get_sku("Standard_D4s_v3") is None
     assert {s.cloud for s in list_skus()} == {"azure", "aws"}
