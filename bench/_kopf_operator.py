@@ -1,9 +1,12 @@
 """The kopf side of bench/runtime.py: the same trivial work as the kaito reconciler.
 
-Run by the benchmark as ``kopf run --standalone --namespace <ns> bench/_kopf_operator.py``. Each
-BenchObject gets one handler call whose result kopf writes back in one PATCH (status + its
-progress annotation) — the same one write per object the kaito side makes. Event posting is
-off so kopf does not pay for an extra request per object that the kaito side does not make.
+Run by the benchmark as ``kopf run --standalone --namespace <ns> bench/_kopf_operator.py``.
+
+BENCH_MODE=patch: one ``on.create`` handler per BenchObject; kopf writes its result and its
+progress annotation back in one PATCH — the same one write per object the kaito side makes.
+BENCH_MODE=record: a raw ``on.event`` handler that only records that it saw the object (kopf
+persists nothing for raw event handlers), like the kaito side's record-only reconciler.
+Event posting is off so kopf does not pay for requests the kaito side does not make.
 
 Environment: BENCH_N (objects to wait for), BENCH_OUT (file to write the JSON result to).
 """
@@ -19,7 +22,9 @@ import kopf
 
 N = int(os.environ.get("BENCH_N", "0"))
 OUT = os.environ.get("BENCH_OUT", "")
+MODE = os.environ.get("BENCH_MODE", "patch")
 _state: dict[str, Any] = {"t0": None, "count": 0, "t_last": None}
+_seen: set[str] = set()
 
 
 @kopf.on.startup()
@@ -29,14 +34,28 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _state["t0"] = time.time()
 
 
-@kopf.on.create("bench.kaito.sh", "v1", "benchobjects")
-def reconcile(**_: Any) -> dict[str, Any]:
-    _state["count"] += 1
-    now = time.time()
-    _state["t_last"] = now
+def _record(name: str) -> None:
+    if name in _seen:
+        return
+    _seen.add(name)
+    _state["count"] = len(_seen)
+    _state["t_last"] = time.time()
     if _state["count"] == N and OUT:
         tmp = OUT + ".tmp"
         with open(tmp, "w") as f:
             json.dump(_state, f)
         os.replace(tmp, OUT)
-    return {"done": True}
+
+
+if MODE == "patch":
+
+    @kopf.on.create("bench.kaito.sh", "v1", "benchobjects")
+    def reconcile(name: str, **_: Any) -> dict[str, Any]:
+        _record(name)
+        return {"done": True}
+
+else:
+
+    @kopf.on.event("bench.kaito.sh", "v1", "benchobjects")
+    def observe(name: str, **_: Any) -> None:
+        _record(name)

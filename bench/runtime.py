@@ -105,11 +105,13 @@ async def create_many(client: Client, ns: str, n: int, concurrency: int = 32) ->
 
 
 class BenchReconciler:
-    """Trivial work: mark status.done with one PATCH; record idle latency from the stamp."""
+    """Trivial work. ``patch``: mark status.done with one PATCH (a no-op once done).
+    ``record``: only note the reconcile. Both record idle latency from the stamp annotation."""
 
-    def __init__(self, client: Client, n: int) -> None:
+    def __init__(self, client: Client, n: int, mode: str) -> None:
         self.client = client
         self.n = n
+        self.mode = mode
         self.done: set[str] = set()
         self.all_done = asyncio.Event()
         self.t_last = 0.0
@@ -124,18 +126,20 @@ class BenchReconciler:
             if lat < 60:
                 self.latencies.append(lat)
                 self.latency_seen.set()
-        if (o.get("status") or {}).get("done"):
-            return None
-        await self.client.patch(BENCH, req.name, {"status": {"done": True}}, req.namespace)
-        self.done.add(req.name)
-        if len(self.done) == self.n:
-            self.t_last = time.perf_counter()
-            self.all_done.set()
+        if self.mode == "patch":
+            if (o.get("status") or {}).get("done"):
+                return None
+            await self.client.patch(BENCH, req.name, {"status": {"done": True}}, req.namespace)
+        if req.name not in self.done:
+            self.done.add(req.name)
+            if len(self.done) == self.n:
+                self.t_last = time.perf_counter()
+                self.all_done.set()
         return None
 
 
-async def bench_kaito(cluster: Any, n: int, samples: int) -> dict[str, Any]:
-    ns = "bench-kaito"
+async def bench_kaito(cluster: Any, n: int, samples: int, mode: str = "patch") -> dict[str, Any]:
+    ns = f"bench-kaito-{mode}"
     requests = 0
 
     async def on_start(*_a: Any) -> None:
@@ -145,13 +149,15 @@ async def bench_kaito(cluster: Any, n: int, samples: int) -> dict[str, Any]:
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_start)
     mgr = Manager(cluster.client_configuration(), namespace=ns, handle_signals=False, trace_configs=[trace])
-    rec = BenchReconciler(mgr.client, n)
+    rec = BenchReconciler(mgr.client, n, mode)
     ctrl = mgr.builder().named("bench").for_(BENCH).with_options(max_concurrent_reconciles=32).complete(rec)
     t0 = time.perf_counter()
     task = asyncio.create_task(mgr.start())
     try:
         await asyncio.wait_for(rec.all_done.wait(), 600)
         elapsed = rec.t_last - t0
+        if samples == 0:
+            return {"kaito_per_s": n / elapsed, "kaito_seconds": elapsed}
         # let the echoes of our own status writes settle, then reconcile every converged key
         await asyncio.sleep(1.0)
         assert ctrl.queue is not None
@@ -190,11 +196,17 @@ async def bench_kaito(cluster: Any, n: int, samples: int) -> dict[str, Any]:
     }
 
 
-async def bench_kopf(cluster: Any, n: int) -> dict[str, Any]:
-    ns = "bench-kopf"
+async def bench_kopf(cluster: Any, n: int, mode: str = "patch") -> dict[str, Any]:
+    ns = f"bench-kopf-{mode}"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "kopf.json"
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), BENCH_N=str(n), BENCH_OUT=str(out))
+        env = dict(
+            os.environ,
+            KUBECONFIG=str(cluster.kubeconfig),
+            BENCH_N=str(n),
+            BENCH_OUT=str(out),
+            BENCH_MODE=mode,
+        )
         kopf = Path(sys.executable).with_name("kopf")
         cmd = [
             str(kopf),
@@ -284,13 +296,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     samples = 100 if args.small else args.samples
     result: dict[str, Any] = {"mode": "small" if args.small else "full", "n": n, "mem_n": mem_n}
     t_start = time.time()
+    namespaces = [f"bench-{side}-{mode}" for side in ("kaito", "kopf") for mode in ("patch", "record")]
     with Cluster(ClusterOptions()) as cluster:
         async with Client(cluster.client_configuration()) as client:
-            await setup(client, ["bench-kaito", "bench-kopf", "bench-mem", "bench-empty"])
-            await create_many(client, "bench-kaito", n)
-            await create_many(client, "bench-kopf", n)
-            result.update(await bench_kaito(cluster, n, samples))
-            result.update(await bench_kopf(cluster, n))
+            await setup(client, [*namespaces, "bench-mem", "bench-empty"])
+            for ns in namespaces:
+                await create_many(client, ns, n)
+            result.update(await bench_kaito(cluster, n, samples, "patch"))
+            result.update(await bench_kopf(cluster, n, "patch"))
+            rec_kaito = await bench_kaito(cluster, n, 0, "record")
+            rec_kopf = await bench_kopf(cluster, n, "record")
+            result["record_only"] = {
+                "kaito_per_s": round(rec_kaito["kaito_per_s"], 1),
+                "kopf_per_s": round(rec_kopf["kopf_per_s"], 1),
+                "ratio": round(rec_kaito["kaito_per_s"] / rec_kopf["kopf_per_s"], 2),
+            }
             result.update(await bench_memory(cluster, client, mem_n))
     result["ratio"] = result["kaito_per_s"] / result["kopf_per_s"]
     result["targets"] = {

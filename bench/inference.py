@@ -1,0 +1,214 @@
+"""Kaito's inference runtime against plain ``vllm serve``: same tiny model, same load, same run.
+
+Both servers are started in turn (this machine has 2 cores; running them side by side would make
+them fight for CPU) with the same engine arguments, warmed up, then driven by the same
+streaming-completion load at the same concurrency. Prints one JSON object.
+
+    .venv-inference/bin/python bench/inference.py --small    # < ~3 min on 2 cores
+    .venv-inference/bin/python bench/inference.py            # full: more requests, A-B-B-A order
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE = [
+    "--max-model-len",
+    "512",
+    "--max-num-seqs",
+    "8",
+    "--dtype",
+    "float32",
+    "--max-num-batched-tokens",
+    "512",
+]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        HF_HUB_OFFLINE="1",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CPU_OMP_THREADS_BIND="nobind",
+        OMP_NUM_THREADS="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    if kind == "runtime":
+        cmd = [
+            sys.executable,
+            "-m",
+            "kaito.inference",
+            "--model",
+            str(model),
+            "--served-model-name",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--adapters-dir",
+            str(log.parent / "none"),
+            "--max-queue",
+            "1000",
+            *ENGINE,
+        ]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.cli.main",
+            "serve",
+            str(model),
+            "--served-model-name",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--disable-uvicorn-access-log",
+            *ENGINE,
+        ]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{kind} exited {proc.returncode}: {log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise SystemExit(f"{kind} did not become ready")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def one(client: httpx.AsyncClient, max_tokens: int, i: int) -> tuple[float, int]:
+    body = {
+        "model": "m",
+        "prompt": f"kaito request {i} hello world",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    t0 = time.perf_counter()
+    ttft = 0.0
+    tokens = 0
+    async with client.stream("POST", "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0].get("text"):
+                if not ttft:
+                    ttft = time.perf_counter() - t0
+                tokens += 1
+    return ttft, max_tokens
+
+
+async def load(url: str, requests: int, concurrency: int, max_tokens: int) -> dict[str, float]:
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        for i in range(concurrency):  # warm-up
+            await one(client, 8, -i)
+
+        async def guarded(i: int) -> tuple[float, int]:
+            async with sem:
+                return await one(client, max_tokens, i)
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(guarded(i) for i in range(requests)))
+        wall = time.perf_counter() - t0
+    ttfts = sorted(r[0] * 1000 for r in results)
+    return {
+        "tokens_per_s": sum(r[1] for r in results) / wall,
+        "ttft_p50_ms": statistics.median(ttfts),
+        "ttft_p99_ms": ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=4)
+    a = ap.parse_args()
+    requests, max_tokens, order = (
+        (16, 32, ["vllm", "runtime"]) if a.small else (48, 64, ["runtime", "vllm", "vllm", "runtime"])
+    )
+    sys.path.insert(0, str(ROOT / "src"))
+    from kaito.inference.testing import build_tiny_model
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    with tempfile.TemporaryDirectory(prefix="kaito-bench-") as tmp:
+        model = build_tiny_model(Path(tmp) / "model")
+        runs: dict[str, list[dict[str, float]]] = {"runtime": [], "vllm": []}
+        for kind in order:
+            proc, url = start(kind, model, Path(tmp) / f"{kind}.log")
+            try:
+                runs[kind].append(asyncio.run(load(url, requests, a.concurrency, max_tokens)))
+            finally:
+                stop(proc)
+
+    def agg(kind: str, key: str) -> float:
+        return round(statistics.mean(r[key] for r in runs[kind]), 2)
+
+    out: dict[str, Any] = {
+        "mode": "small" if a.small else "full",
+        "model": "tiny random Phi-3 (hidden 256, 2 layers, head_dim 64), CPU, float32",
+        "requests": requests,
+        "concurrency": a.concurrency,
+        "max_tokens": max_tokens,
+        "order": order,
+        "runtime_tokens_per_s": agg("runtime", "tokens_per_s"),
+        "vllm_tokens_per_s": agg("vllm", "tokens_per_s"),
+        "runtime_ttft_p50_ms": agg("runtime", "ttft_p50_ms"),
+        "runtime_ttft_p99_ms": agg("runtime", "ttft_p99_ms"),
+        "vllm_ttft_p50_ms": agg("vllm", "ttft_p50_ms"),
+        "vllm_ttft_p99_ms": agg("vllm", "ttft_p99_ms"),
+    }
+    out["ratio"] = round(out["runtime_tokens_per_s"] / out["vllm_tokens_per_s"], 3)
+    out["added_ttft_p50_ms"] = round(out["runtime_ttft_p50_ms"] - out["vllm_ttft_p50_ms"], 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
