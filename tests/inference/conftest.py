@@ -78,7 +78,9 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     return Assets(model, adapters)
 
 
-def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "kaito.inference", "--host", "127.0.0.1", "--port", str(port), *args]
     out = log.open("wb")
@@ -100,7 +102,9 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, codes: list[i
     deadline = time.monotonic() + LOAD_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
+            raise RuntimeError(
+                f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')[-4000:]}"
+            )
         try:
             code = httpx.get(url + "/health", timeout=5).status_code
         except httpx.TransportError:
@@ -110,22 +114,33 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, codes: list[i
         if code == 200:
             return
         time.sleep(1)
-    raise RuntimeError(f"server not ready after {LOAD_TIMEOUT_S}s:\n{log.read_text(errors='replace')[-4000:]}")
+    raise RuntimeError(
+        f"server not ready after {LOAD_TIMEOUT_S}s:\n{log.read_text(errors='replace')[-4000:]}"
+    )
 
 
 @pytest.fixture(scope="session")
 def server(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("server") / "server.log"
     args = [
-        "--model", str(assets.model),
-        "--served-model-name", "tiny-phi3",
-        "--adapters-dir", str(assets.adapters_dir),
-        "--max-model-len", "512",
-        "--max-num-seqs", "2",
-        "--max-queue", "2",
-        "--retry-after", "3",
-        "--dtype", "float32",
-        "--max-num-batched-tokens", "512",
+        "--model",
+        str(assets.model),
+        "--served-model-name",
+        "tiny-phi3",
+        "--adapters-dir",
+        str(assets.adapters_dir),
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "2",
+        "--max-queue",
+        "2",
+        "--retry-after",
+        "3",
+        "--dtype",
+        "float32",
+        "--max-num-batched-tokens",
+        "512",
     ]
     proc, url = start_server(args, log)
     srv = Server(url, proc, log)

@@ -100,8 +100,10 @@ def prepare_for_vllm(adapters: list[Adapter], work_dir: Path) -> list[Adapter]:
 
 
 def _scaled_copy(a: Adapter, dest: Path) -> Adapter:
-    from safetensors.torch import load_file, save_file
+    import importlib
 
+    st = importlib.import_module("safetensors.torch")  # inference venv only
+    load_file, save_file = st.load_file, st.save_file
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(a.path, dest, ignore=shutil.ignore_patterns(WEIGHTS))

@@ -23,7 +23,11 @@ from kaito.inference.limits import Admission
 
 log = structlog.get_logger("kaito.inference")
 
-GENERATION_PATHS = {"/v1/chat/completions": "chat_completions", "/v1/completions": "completions", "/chat": "chat"}
+GENERATION_PATHS = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/completions": "completions",
+    "/chat": "chat",
+}
 OWN_PATHS = {"/health", "/metrics", "/chat"}
 
 
@@ -31,7 +35,9 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]
+) -> None:
     body = json.dumps(payload).encode()
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})

@@ -112,14 +112,18 @@ def load_config_file(path: Path) -> dict[str, Any]:
     allowed = {"vllm", "transformers", "server"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"inference config {path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}")
+        raise ConfigError(
+            f"inference config {path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}"
+        )
     for section in allowed & set(data):
         if data[section] is not None and not isinstance(data[section], dict):
             raise ConfigError(f"inference config {path}: section {section!r} must be a mapping")
     server = data.get("server") or {}
     bad = sorted(set(server) - set(SERVER_KEYS))
     if bad:
-        raise ConfigError(f"inference config {path}: unknown server setting(s) {bad}; allowed: {list(SERVER_KEYS)}")
+        raise ConfigError(
+            f"inference config {path}: unknown server setting(s) {bad}; allowed: {list(SERVER_KEYS)}"
+        )
     return data
 
 
@@ -162,7 +166,9 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
     if ns.config is not None:
         data = load_config_file(ns.config)
         file_server = dict(data.get("server") or {})
-        runtime_section = "transformers" if (ns.runtime or file_server.get("runtime")) == "transformers" else "vllm"
+        runtime_section = (
+            "transformers" if (ns.runtime or file_server.get("runtime")) == "transformers" else "vllm"
+        )
         for key, value in (data.get(runtime_section) or {}).items():
             engine[_dest(str(key))] = value
     for key in SERVER_KEYS:
@@ -172,9 +178,10 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
             continue
         if key == "adapters_dir":
             value = Path(value)
-        elif key in ("max_queue", "retry_after", "port"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"server setting {key!r} must be a non-negative integer, got {value!r}")
+        elif key in ("max_queue", "retry_after", "port") and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            raise ConfigError(f"server setting {key!r} must be a non-negative integer, got {value!r}")
         setattr(s, key, value)
     if s.runtime not in ("vllm", "transformers"):
         raise ConfigError(f"runtime must be 'vllm' or 'transformers', got {s.runtime!r}")
@@ -186,29 +193,6 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
     s.engine_args = engine
     s.passthrough = list(rest)
     return s
-
-
-def to_cli(engine_args: dict[str, Any]) -> list[str]:
-    """Render ``{dest: value}`` as vLLM command-line arguments (booleans as bare/--no- flags)."""
-    out: list[str] = []
-    for dest, value in engine_args.items():
-        flag = "--" + dest.replace("_", "-")
-        if value is None:
-            continue
-        if value is True:
-            out.append(flag)
-        elif value is False:
-            out.append("--no-" + dest.replace("_", "-"))
-        elif isinstance(value, list | tuple):
-            out.append(flag)
-            out.extend(str(v) for v in value)
-        elif isinstance(value, dict):
-            import json
-
-            out.extend([flag, json.dumps(value)])
-        else:
-            out.extend([flag, str(value)])
-    return out
 
 
 def unknown_engine_keys(engine_args: dict[str, Any], known_flags: set[str]) -> list[str]:

@@ -38,7 +38,9 @@ def make_backend(settings: InferenceSettings) -> Backend:
 
 
 async def serve(settings: InferenceSettings, backend: Backend) -> int:
-    app = InferenceApp(backend, Admission(max_running=1, max_queue=settings.max_queue, retry_after=settings.retry_after))
+    app = InferenceApp(
+        backend, Admission(max_running=1, max_queue=settings.max_queue, retry_after=settings.retry_after)
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

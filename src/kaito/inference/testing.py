@@ -24,12 +24,72 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
-_WORDS = (
-    "kaito kubernetes workspace preset inference tuning adapter model gpu node cluster pod "
-    "service request token prompt answer question hello world the a of to and in is it that "
-    "for on with as are this be at by from or an not have you what how why when which can will "
-    "phi mistral llama falcon vllm server chat completion stream metric health ready load"
-).split()
+_WORDS = [
+    "kaito",
+    "kubernetes",
+    "workspace",
+    "preset",
+    "inference",
+    "tuning",
+    "adapter",
+    "model",
+    "gpu",
+    "node",
+    "cluster",
+    "pod",
+    "service",
+    "request",
+    "token",
+    "prompt",
+    "answer",
+    "question",
+    "hello",
+    "world",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "are",
+    "this",
+    "be",
+    "at",
+    "by",
+    "from",
+    "or",
+    "an",
+    "not",
+    "have",
+    "you",
+    "what",
+    "how",
+    "why",
+    "when",
+    "which",
+    "can",
+    "will",
+    "phi",
+    "mistral",
+    "llama",
+    "falcon",
+    "vllm",
+    "server",
+    "chat",
+    "completion",
+    "stream",
+    "metric",
+    "health",
+    "ready",
+    "load",
+]
 
 
 def _corpus(n_lines: int, seed: int) -> list[str]:

@@ -111,7 +111,9 @@ class VllmBackend:
         try:
             validate_parsed_serve_args(self.args)
             self.engine_args = AsyncEngineArgs.from_cli_args(self.args)
-            self.vllm_config = self.engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+            self.vllm_config = self.engine_args.create_engine_config(
+                usage_context=UsageContext.OPENAI_API_SERVER
+            )
         except ConfigError:
             raise
         except Exception as exc:
@@ -183,8 +185,14 @@ class VllmBackend:
             request = ChatCompletionRequest(**params)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise BackendError(400, f"invalid generate_kwargs: {_one_line(exc)}") from None
+        from vllm.exceptions import VLLMClientError
+
         handler = self.app.state.openai_serving_chat
-        result = await handler.create_chat_completion(request, raw_request)
+        try:
+            result = await handler.create_chat_completion(request, raw_request)
+        except (VLLMClientError, ValueError, TypeError, OverflowError) as exc:
+            # the same mapping vLLM's app applies to these on its own routes
+            raise BackendError(400, _one_line(exc)) from None
         if isinstance(result, ErrorResponse):
             raise BackendError(int(result.error.code), str(result.error.message))
         content = result.choices[0].message.content
