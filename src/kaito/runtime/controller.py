@@ -16,7 +16,6 @@ Failure policy (same as controller-runtime):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -216,18 +215,18 @@ class Controller:
         return WorkQueue(self.name, rate_limiter=limiter, metrics=self.metrics.queue(self.name))
 
     async def start(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set, then stop taking work and drain in-flight reconciles."""
+        """Run until ``stop`` is set, then stop taking work and drain in-flight reconciles.
+
+        If the caller cancels us (drain took longer than its grace period), in-flight
+        reconciles are cancelled too rather than left running unowned.
+        """
         self._queue = queue = self._new_queue()
         self._accepting = True
         self._cm.max_concurrent.set(self.max_concurrent_reconciles)
+        workers: list[asyncio.Task[None]] = []
         try:
-            for src in self._sources:
-                synced = await src.informer.wait_for_sync(self.cache_sync_timeout)
-                if not synced:
-                    raise TimeoutError(
-                        f"controller {self.name}: informer for {src.gvk} "
-                        f"did not sync in {self.cache_sync_timeout}s"
-                    )
+            if not await self._wait_for_sources(stop):
+                return
             self._replay()
             stopping = asyncio.Event()
             workers = [
@@ -248,8 +247,30 @@ class Controller:
             self.started.clear()
             if not queue.shutting_down:
                 queue.shutdown()
-            with contextlib.suppress(Exception):
-                self._cm.active_workers.set(0)
+            for w in workers:
+                w.cancel()
+            if workers:
+                await asyncio.gather(*workers, return_exceptions=True)
+            self._cm.active_workers.set(0)
+
+    async def _wait_for_sources(self, stop: asyncio.Event) -> bool:
+        """True once every source informer synced; False if ``stop`` came first."""
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            for src in self._sources:
+                sync = asyncio.ensure_future(src.informer.wait_for_sync(self.cache_sync_timeout))
+                await asyncio.wait({sync, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not sync.done():
+                    sync.cancel()
+                    return False
+                if not sync.result():
+                    raise TimeoutError(
+                        f"controller {self.name}: informer for {src.gvk} "
+                        f"did not sync in {self.cache_sync_timeout}s"
+                    )
+            return True
+        finally:
+            stopped.cancel()
 
     def _replay(self) -> None:
         """Enqueue every cached object once, as the informer's initial list would."""
