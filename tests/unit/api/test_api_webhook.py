@@ -6,7 +6,7 @@ import base64
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from fastapi.testclient import TestClient
@@ -74,7 +74,8 @@ def test_mutate_canonicalises_the_sku_name() -> None:
 
 
 def test_malformed_reviews_are_denied_not_crashed() -> None:
-    for body in (None, [], {}, {"request": "x"}, {"request": {"uid": 5, "operation": "CREATE"}}):
+    bodies: list[Any] = [None, [], {}, {"request": "x"}, {"request": {"uid": 5, "operation": "CREATE"}}]
+    for body in bodies:
         resp = review(body)["response"]
         assert resp["allowed"] is False and resp["status"]["message"]
 
@@ -170,8 +171,9 @@ def test_validator_never_crashes(obj: Any, old: Any) -> None:
 @given(body=json_values, obj=mutated_workspaces(), op=st.sampled_from(["CREATE", "UPDATE", "DELETE", "X"]))
 def test_webhook_never_crashes(body: Any, obj: Any, op: str) -> None:
     for candidate in (body, admission(obj, op, old=VALID), admission(body, op, old=body)):
-        for mode in ("validate", "mutate"):
-            out = review(candidate, mode=mode)  # type: ignore[arg-type]
+        modes: tuple[Literal["validate", "mutate"], ...] = ("validate", "mutate")
+        for mode in modes:
+            out = review(candidate, mode=mode)
             resp = out["response"]
             assert isinstance(resp["allowed"], bool)
             json.dumps(out)
