@@ -196,7 +196,8 @@ class Manager:
         return asyncio.create_task(run(), name=f"runnable-{entry.name}")
 
     async def _start_servers(self) -> None:
-        if self._health_addr is not None and self._health_addr == self._metrics_addr:
+        # One server when both name the same fixed port; port 0 means "any free port" for each.
+        if self._health_addr is not None and self._health_addr == self._metrics_addr and self._health_addr[1]:
             srv = HTTPServer(*self._health_addr)
             srv.add_probes(self.healthz, self.readyz)
             srv.add_metrics(self.metrics)
