@@ -179,6 +179,10 @@ class Informer:
         return True
 
     async def start(self) -> None:
+        self.start_nowait()
+
+    def start_nowait(self) -> None:
+        """Start from synchronous code running inside the event loop."""
         if self._task is None:
             self._stopped = False
             self._task = asyncio.create_task(self._run(), name=f"informer-{self.gvk.kind}")
@@ -427,7 +431,7 @@ class InformerCache:
             )
             self._informers[key] = inf
             if self._started:
-                asyncio.get_running_loop().create_task(inf.start())
+                inf.start_nowait()
         return inf
 
     @property

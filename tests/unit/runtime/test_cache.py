@@ -130,3 +130,40 @@ def test_deep_copy() -> None:
     assert c == o
     c["a"][1]["b"].append(3)
     assert o["a"][1]["b"] == [2]
+
+
+# Pure helpers the cache and client share: kind identity, URL paths, error typing.
+
+
+def test_gvk_and_paths() -> None:
+    from kaito.runtime.resources import GVK, ResourceInfo
+
+    assert GVK.from_api_version("apps/v1", "Deployment") == GVK("apps", "v1", "Deployment")
+    assert GVK.from_api_version("v1", "Pod").group == ""
+    assert GVK.of({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace"}).api_version == "kaito.sh/v1beta1"
+    with pytest.raises(ValueError):
+        GVK.of({"kind": "X"})
+    pods = ResourceInfo(GVK("", "v1", "Pod"), "pods", True)
+    assert pods.path() == "/api/v1/pods"
+    assert pods.path("ns") == "/api/v1/namespaces/ns/pods"
+    assert pods.path("ns", "p", "status") == "/api/v1/namespaces/ns/pods/p/status"
+    nodes = ResourceInfo(GVK("", "v1", "Node"), "nodes", False)
+    assert nodes.path("ignored", "n1") == "/api/v1/nodes/n1"
+    ws = ResourceInfo(GVK("kaito.sh", "v1beta1", "Workspace"), "workspaces", True)
+    assert ws.path("a b", "c/d") == "/apis/kaito.sh/v1beta1/namespaces/a%20b/workspaces/c%2Fd"
+    with pytest.raises(ValueError):
+        pods.path("ns", subresource="status")
+
+
+def test_error_typing() -> None:
+    from kaito.runtime import errors as e
+
+    assert isinstance(e.api_error_from_response(404, {"reason": "NotFound"}), e.NotFoundError)
+    assert isinstance(e.api_error_from_response(409, {"reason": "Conflict"}), e.ConflictError)
+    assert isinstance(e.api_error_from_response(409, {"reason": "AlreadyExists"}), e.AlreadyExistsError)
+    assert isinstance(e.api_error_from_response(410, {"reason": "Expired"}), e.GoneError)
+    assert isinstance(e.api_error_from_response(403, None), e.ForbiddenError)
+    assert isinstance(e.api_error_from_response(422, {}), e.InvalidError)
+    assert isinstance(e.api_error_from_response(429, {}), e.TooManyRequestsError)
+    err = e.api_error_from_response(500, {"reason": "InternalError", "message": "boom"})
+    assert type(err) is e.ApiError and err.status == 500 and err.message == "boom"
