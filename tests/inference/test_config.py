@@ -119,9 +119,8 @@ def test_server_refuses_unknown_flag_with_one_line(assets: Assets) -> None:
     r = run_server_expecting_failure(["--model", str(assets.model), "--no-such-flag", "1"])
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("kaito serve:")]
-    assert lines == ["kaito serve: invalid vLLM argument: unrecognized arguments: --no-such-flag 1"], (
-        r.stderr[-2000:]
-    )
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("kaito serve: invalid vLLM argument: unrecognized arguments: --no-such-flag")
 
 
 def test_strength_is_applied_by_scaling_or_refused(assets: Assets, tmp_path: Path) -> None:

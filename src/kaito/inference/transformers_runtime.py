@@ -105,9 +105,8 @@ class TransformersBackend:
         if messages is not None:
             if not isinstance(messages, list) or not messages:
                 raise BackendError(400, "messages must be a non-empty list")
-            ids = list(
-                self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            )
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         elif isinstance(prompt, str):
             ids = list(self.tokenizer(prompt)["input_ids"])
         else:
