@@ -384,6 +384,9 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cert-dir={self.workdir / 'pki'}",
             "--allow-privileged=true",
+            # The endpoint reconciler refuses a loopback advertise address; nothing here needs the
+            # in-cluster `kubernetes` Service to have endpoints (pods are kwok fakes).
+            "--endpoint-reconciler-type=none",
             "--profiling=false",
             f"--watch-cache={'true' if self.options.watch_cache else 'false'}",
             *admission_off,
