@@ -185,12 +185,12 @@ async def test_probes_and_metrics_endpoints(kube_cluster: Any, namespace: str, k
             'controller_runtime_active_workers{controller="probe"}',
             'workqueue_depth{controller="probe",name="probe"}',
             'workqueue_adds_total{controller="probe",name="probe"}',
-            'workqueue_queue_duration_seconds_bucket{controller="probe",name="probe",le=',
-            'workqueue_work_duration_seconds_bucket{controller="probe",name="probe",le=',
+            'workqueue_queue_duration_seconds_bucket{controller="probe",le=',
+            'workqueue_work_duration_seconds_bucket{controller="probe",le=',
             'workqueue_retries_total{controller="probe",name="probe"}',
             'workqueue_unfinished_work_seconds{controller="probe",name="probe"}',
             'workqueue_longest_running_processor_seconds{controller="probe",name="probe"}',
-            'rest_client_requests_total{code="200",method="GET",host="127.0.0.1"}',
+            'rest_client_requests_total{code="200",host="127.0.0.1",method="GET"}',
         ]:
             assert name in text, name
     finally:
