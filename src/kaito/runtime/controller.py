@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from kaito.runtime.errors import ConflictError
 from kaito.runtime.logging import get_logger, reconcile_context
 from kaito.runtime.metrics import ControllerMetrics, Metrics
 from kaito.runtime.predicates import Predicate
@@ -327,7 +328,8 @@ class Controller:
                     "reconcile failed, will retry",
                     error=f"{type(exc).__name__}: {exc}",
                     retries=queue.num_requeues(req),
-                    exc_info=not isinstance(exc, TimeoutError),
+                    # expected, self-explanatory failures get one line, the rest a traceback
+                    exc_info=not isinstance(exc, TimeoutError | ConflictError),
                 )
                 return
             finally:

@@ -111,7 +111,10 @@ async def test_greeting_operator(kube_cluster: Any, namespace: str, kclient: Cli
         await kclient.patch(op.GREETING, "hello", {"spec": {"who": "Kaito"}}, namespace)
 
         async def updated() -> bool:
-            c = await kclient.get(op.CONFIGMAP, "greeting-hello", namespace, cached=False)
+            try:
+                c = await kclient.get(op.CONFIGMAP, "greeting-hello", namespace, cached=False)
+            except NotFoundError:
+                return False
             return bool(c["data"]["greeting"] == "Hello, Kaito!")
 
         await eventually(updated)
