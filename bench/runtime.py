@@ -116,15 +116,30 @@ class BenchReconciler:
         self.all_done = asyncio.Event()
         self.t_last = 0.0
         self.latencies: list[float] = []
+        self.in_process: list[float] = []  # informer delivery → reconcile start (the runtime's own share)
+        self.arrivals: dict[str, float] = {}
         self.latency_seen = asyncio.Event()
+
+    def on_add(self, obj: dict[str, Any]) -> None:
+        pass
+
+    def on_update(self, _old: dict[str, Any], new: dict[str, Any]) -> None:
+        self.arrivals[new["metadata"]["name"]] = time.time()
+
+    def on_delete(self, obj: dict[str, Any]) -> None:
+        pass
 
     async def reconcile(self, req: Request) -> Result | None:
         o = await self.client.get(BENCH, req.name, req.namespace, copy=False)
         stamp = (o["metadata"].get("annotations") or {}).get(STAMP)
         if stamp is not None:
-            lat = time.time() - float(stamp)
+            now = time.time()
+            lat = now - float(stamp)
             if lat < 60:
                 self.latencies.append(lat)
+                arrived = self.arrivals.pop(req.name, None)
+                if arrived is not None:
+                    self.in_process.append(now - arrived)
                 self.latency_seen.set()
         if self.mode == "patch":
             if (o.get("status") or {}).get("done"):
@@ -151,11 +166,18 @@ async def bench_kaito(cluster: Any, n: int, samples: int, mode: str = "patch") -
     mgr = Manager(cluster.client_configuration(), namespace=ns, handle_signals=False, trace_configs=[trace])
     rec = BenchReconciler(mgr.client, n, mode)
     ctrl = mgr.builder().named("bench").for_(BENCH).with_options(max_concurrent_reconciles=32).complete(rec)
+    mgr.cache.get_informer(BENCH, namespace=ns).add_handler(rec)  # after the controller's: sees events second
     t0 = time.perf_counter()
     task = asyncio.create_task(mgr.start())
     try:
         await asyncio.wait_for(rec.all_done.wait(), 600)
         elapsed = rec.t_last - t0
+        reg = mgr.metrics.registry.get_sample_value
+        mean_ms = (
+            1000
+            * (reg("controller_runtime_reconcile_time_seconds_sum", {"controller": "bench"}) or 0)
+            / max(1, reg("controller_runtime_reconcile_time_seconds_count", {"controller": "bench"}) or 1)
+        )
         if samples == 0:
             return {"kaito_per_s": n / elapsed, "kaito_seconds": elapsed}
         # let the echoes of our own status writes settle, then reconcile every converged key
@@ -175,10 +197,14 @@ async def bench_kaito(cluster: Any, n: int, samples: int, mode: str = "patch") -
         # idle latency: one stamped write at a time
         async with Client(cluster.client_configuration()) as writer:
             rec.latencies.clear()
+            rec.in_process.clear()
+            rtts = []
             for i in range(samples):
                 rec.latency_seen.clear()
                 name = f"o{i % n:05d}"
-                await writer.patch(BENCH, name, {"metadata": {"annotations": {STAMP: repr(time.time())}}}, ns)
+                t = time.time()
+                await writer.patch(BENCH, name, {"metadata": {"annotations": {STAMP: repr(t)}}}, ns)
+                rtts.append(time.time() - t)
                 await asyncio.wait_for(rec.latency_seen.wait(), 10)
                 await asyncio.sleep(0.01)
         lats = sorted(rec.latencies)
@@ -186,13 +212,20 @@ async def bench_kaito(cluster: Any, n: int, samples: int, mode: str = "patch") -
         mgr.stop()
         await task
     q = statistics.quantiles(lats, n=100, method="inclusive") if len(lats) > 1 else [lats[0]] * 99
+    # load on the machine while measuring: latency on a shared 2-core box is mostly scheduling
+    load1 = os.getloadavg()[0]
     return {
         "kaito_per_s": n / elapsed,
         "kaito_seconds": elapsed,
+        "kaito_mean_reconcile_ms": mean_ms,
         "p50_ms": statistics.median(lats) * 1000,
         "p99_ms": q[98] * 1000,
         "latency_samples": len(lats),
+        "write_rtt_p50_ms": statistics.median(rtts) * 1000,
+        "in_process_p50_ms": statistics.median(rec.in_process) * 1000 if rec.in_process else None,
+        "in_process_p99_ms": pct(rec.in_process, 99) * 1000 if rec.in_process else None,
         "requests_per_noop_reconcile": noop_requests,
+        "loadavg_1m": load1,
     }
 
 
@@ -240,6 +273,12 @@ async def bench_kopf(cluster: Any, n: int, mode: str = "patch") -> dict[str, Any
 
 
 # ----------------------------------------------------------------- memory (child process)
+
+
+def pct(values: list[float], p: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 def rss_bytes() -> int:
@@ -302,6 +341,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await setup(client, [*namespaces, "bench-mem", "bench-empty"])
             for ns in namespaces:
                 await create_many(client, ns, n)
+            await asyncio.sleep(2.0)  # let the apiserver finish the creation burst (watch cache, GC)
             result.update(await bench_kaito(cluster, n, samples, "patch"))
             result.update(await bench_kopf(cluster, n, "patch"))
             rec_kaito = await bench_kaito(cluster, n, 0, "record")
