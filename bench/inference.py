@@ -83,8 +83,8 @@ def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen[bytes], s
         cmd = [
             sys.executable,
             "-m",
-            "vllm.entrypoints.cli.main",
-            "serve",
+            "vllm.entrypoints.launchers.api_server.entry",  # `vllm serve` (the CLI needs a "vllm" dist)
+            "--model",
             str(model),
             "--served-model-name",
             "m",
