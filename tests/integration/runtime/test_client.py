@@ -204,7 +204,7 @@ async def _install_widget_crd(client: Client) -> None:
         await client.create(crd)
     for _ in range(200):
         got = await client.get(CRD, "widgets.test.kaito.sh", cached=False)
-        conds = {c["type"]: c["status"] for c in got.get("status", {}).get("conditions", [])}
+        conds = {c["type"]: c["status"] for c in (got.get("status") or {}).get("conditions") or []}
         if conds.get("Established") == "True":
             break
         await asyncio.sleep(0.05)
