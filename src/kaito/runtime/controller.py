@@ -116,17 +116,23 @@ class _Handler:
             self._c.enqueue(req)
 
     def on_add(self, obj: Any) -> None:
+        if not self._c.accepting:
+            return  # stopped (not leader): the next start replays the store
         obj = _unwrap(obj)
         if all(p.create(obj) for p in self._preds):
             self._enqueue(obj)
 
     def on_update(self, old: Any, new: Any) -> None:
+        if not self._c.accepting:
+            return
         old, new = _unwrap(old), _unwrap(new)
         if all(p.update(old, new) for p in self._preds):
             self._enqueue(old)
             self._enqueue(new)  # an owner change must reach both the old and the new owner
 
     def on_delete(self, obj: Any) -> None:
+        if not self._c.accepting:
+            return
         obj = _unwrap(obj)
         if all(p.delete(obj) for p in self._preds):
             self._enqueue(obj)
@@ -202,6 +208,10 @@ class Controller:
         self._sources.append(_Source(gvk, informer, handler, store))
 
     @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
     def queue(self) -> WorkQueue[Request] | None:
         return self._queue
 
@@ -225,10 +235,13 @@ class Controller:
         self._accepting = True
         self._cm.max_concurrent.set(self.max_concurrent_reconciles)
         workers: list[asyncio.Task[None]] = []
+        # Informers not yet synced will deliver their whole initial list to our (now accepting)
+        # handlers; only those already synced need their stores replayed.
+        replay = [src for src in self._sources if src.informer.has_synced]
         try:
             if not await self._wait_for_sources(stop):
                 return
-            self._replay()
+            self._replay(replay)
             stopping = asyncio.Event()
             workers = [
                 asyncio.create_task(self._worker(queue, stopping), name=f"{self.name}-worker-{i}")
@@ -273,9 +286,9 @@ class Controller:
         finally:
             stopped.cancel()
 
-    def _replay(self) -> None:
+    def _replay(self, sources: Sequence[_Source]) -> None:
         """Enqueue every cached object once, as the informer's initial list would."""
-        for src in self._sources:
+        for src in sources:
             store = src.store
             if store is None:
                 continue

@@ -8,14 +8,14 @@ it spawns) carries them without threading a logger through every function.
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import structlog
-from structlog.contextvars import bound_contextvars, merge_contextvars
+from structlog.contextvars import bind_contextvars, merge_contextvars, reset_contextvars
 
 LogFormat = Literal["json", "console"]
 
@@ -47,12 +47,19 @@ def get_logger(name: str = "kaito.runtime", **initial: Any) -> Any:
 
 
 def new_reconcile_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 @contextmanager
 def reconcile_context(controller: str, key: str, reconcile_id: str | None = None) -> Iterator[str]:
-    """Bind controller/key/reconcile_id for the duration of one reconcile; yields the id."""
+    """Bind controller/key/reconcile_id for the duration of one reconcile; yields the id.
+
+    Token-based set/reset instead of ``bound_contextvars`` (which snapshots the whole context):
+    this runs once per reconcile, so it is on the hot path.
+    """
     rid = reconcile_id or new_reconcile_id()
-    with bound_contextvars(controller=controller, key=key, reconcile_id=rid):
+    tokens = bind_contextvars(controller=controller, key=key, reconcile_id=rid)
+    try:
         yield rid
+    finally:
+        reset_contextvars(**tokens)
