@@ -112,6 +112,24 @@ async def test_events_and_store(kube_cluster: Cluster, namespace: str) -> None:
             await inf.stop()
 
 
+async def test_large_objects_span_many_chunks(kube_cluster: Cluster, namespace: str) -> None:
+    """Watch lines are split by hand: a ~900 KB object arrives in many network chunks."""
+    async with Client(kube_cluster.client_configuration()) as client:
+        inf = Informer(client, CONFIGMAP, namespace=namespace)
+        rec = Recorder()
+        inf.add_handler(rec.handler())
+        await inf.start()
+        try:
+            assert await inf.wait_for_sync(10)
+            big = "x" * 900_000
+            await client.create(cm("big", namespace, big))
+            await client.create(cm("small", namespace))
+            await eventually(lambda: bool(rec.of("add", "small")))
+            assert inf.store.get_by(namespace, "big")["data"]["v"] == big  # type: ignore[index]
+        finally:
+            await inf.stop()
+
+
 async def test_label_selector_and_cluster_scoped(kube_cluster: Cluster, namespace: str) -> None:
     async with Client(kube_cluster.client_configuration()) as client:
         ns_inf = Informer(client, NAMESPACE, label_selector="kaito.sh/test=true")

@@ -204,3 +204,34 @@ def test_invalid_durations_rejected() -> None:
         LeaderElector(
             None, name="x", namespace="y", identity="z", renew_deadline=2, retry_period=2  # type: ignore[arg-type]
         )
+
+
+async def test_run_forever_recampaigns_after_losing(clients: list[Client], namespace: str) -> None:
+    """A leader cut off from the apiserver stands down, then campaigns again once it can reach
+    the apiserver, as a follower first and as leader after the other candidate leaves."""
+    events: list[str] = []
+    a = elector(clients[0], namespace, "a", events)
+    with Monitor([a]) as mon:
+        ta = asyncio.create_task(a.run_forever())
+        await wait_leader(mon, 10)
+        real_url = clients[0].base_url
+        clients[0].base_url = "https://127.0.0.1:1"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while "stop:a" not in events:
+            assert loop.time() - t0 < RENEW_S + RETRY_S + 2
+            await asyncio.sleep(0.01)
+        assert not a.is_leader
+        b = elector(clients[1], namespace, "b", events)
+        mon.electors.append(b)
+        tb = asyncio.create_task(b.run())
+        await asyncio.sleep(LEASE_S + 1.5)  # b takes over the expired lease
+        assert b.is_leader
+        clients[0].base_url = real_url  # a is back, but b holds the lease
+        await asyncio.sleep(LEASE_S)
+        assert not a.is_leader
+        await cancel(tb)  # b leaves cleanly ...
+        await wait_leader(mon, LEASE_S + 2)  # ... and the re-campaigning a takes over
+        assert a.is_leader and events.count("start:a") == 2
+        await cancel(ta)
+    assert mon.max_leaders == 1
