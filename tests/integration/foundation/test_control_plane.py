@@ -70,24 +70,41 @@ async def test_configmap_crd_status_and_watch(api_client: Any, namespace: str) -
     custom = client.CustomObjectsApi(api_client)
     events: list[tuple[str, str | None]] = []
 
+    # Watch from the list's resourceVersion, so no event can slip between list and watch. A
+    # freshly established CRD may answer 429 "storage is (re)initializing" for a moment: retry.
+    for _ in range(50):
+        try:
+            listed = await custom.list_namespaced_custom_object("test.kaito.sh", "v1", namespace, "widgets")
+            break
+        except ApiException as exc:  # what client-go does too: honour 429 + Retry-After
+            assert exc.status == 429, exc
+            await asyncio.sleep(0.2)
+    since = listed["metadata"]["resourceVersion"]
+
     async def watch_widgets() -> None:
-        w = watch.Watch()
-        async with w.stream(
-            custom.list_namespaced_custom_object,
-            "test.kaito.sh",
-            "v1",
-            namespace,
-            "widgets",
-            timeout_seconds=30,
-        ) as stream:
-            async for ev in stream:
-                obj = ev["object"]
-                events.append((ev["type"], (obj.get("status") or {}).get("phase")))
-                if ev["type"] == "DELETED":
-                    return
+        for _ in range(50):
+            try:
+                w = watch.Watch()
+                async with w.stream(
+                    custom.list_namespaced_custom_object,
+                    "test.kaito.sh",
+                    "v1",
+                    namespace,
+                    "widgets",
+                    resource_version=since,
+                    timeout_seconds=30,
+                ) as stream:
+                    async for ev in stream:
+                        obj = ev["object"]
+                        events.append((ev["type"], (obj.get("status") or {}).get("phase")))
+                        if ev["type"] == "DELETED":
+                            return
+            except ApiException as exc:
+                assert exc.status == 429, exc
+                events.clear()
+                await asyncio.sleep(0.2)
 
     watcher = asyncio.create_task(watch_widgets())
-    await asyncio.sleep(0.5)
     body = {
         "apiVersion": "test.kaito.sh/v1",
         "kind": "Widget",

@@ -273,8 +273,8 @@ class Cluster:
         from kubernetes_asyncio.client import Configuration
 
         assert self.pki is not None, "cluster not started"
-        cfg = Configuration(host=self.server, api_key={"authorization": token})
-        cfg.api_key_prefix = {"authorization": "Bearer"}
+        cfg = Configuration(host=self.server, api_key={"BearerToken": token})
+        cfg.api_key_prefix = {"BearerToken": "Bearer"}
         cfg.ssl_ca_cert = str(self.pki.ca_cert)
         cfg.verify_ssl = True
         return cfg
