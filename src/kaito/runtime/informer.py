@@ -204,6 +204,11 @@ class Informer:
             self._response.close()
             self._response = None
 
+    @property
+    def watching(self) -> bool:
+        """Whether a watch connection is open right now (false while listing or backing off)."""
+        return self._response is not None
+
     def force_reconnect(self) -> None:
         """Drop the current watch connection; the reflector re-watches from its last version.
 

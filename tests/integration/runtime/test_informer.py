@@ -151,6 +151,7 @@ async def test_forced_reconnect_resumes_without_relist(kube_cluster: Cluster, na
         try:
             assert await inf.wait_for_sync(10)
             for i in range(3):
+                await eventually(lambda: inf.watching)
                 inf.force_reconnect()
                 await client.create(cm(f"r{i}", namespace))
                 await eventually(lambda i=i: bool(rec.of("add", f"r{i}")))  # type: ignore[misc]
