@@ -88,13 +88,14 @@ class DataSource(KubeModel):
     """Data from URLs, an OCI image or a volume (exactly one for tuning input)."""
 
     name: str | None = Field(default=None, max_length=253)
+    # Bounds keep the CEL cost estimate (adapters x urls x URL length) within the apiserver's budget.
     urls: list[str] | None = Field(
         default=None,
-        max_length=100,
+        max_length=50,
         json_schema_extra={
             "items": {
                 "type": "string",
-                "maxLength": 2048,
+                "maxLength": 1024,
                 "pattern": "^https?://",
                 "x-kubernetes-validations": [
                     cel(
