@@ -127,10 +127,11 @@ async def test_exception_requeues_with_backoff_terminal_does_not(
             raise RuntimeError("transient")
 
     mgr = manager(kube_cluster, namespace)
-    mgr.builder().named("retry").for_(CM).complete(reconcile)
+    # the selector keeps out kube-root-ca.crt, which kube-controller-manager adds to every namespace
+    mgr.builder().named("retry").for_(CM, predicates=[label_selector({"t": "retry"})]).complete(reconcile)
     async with running(mgr):
-        await kclient.create(cm(namespace, "flaky"))
-        await kclient.create(cm(namespace, "broken"))
+        await kclient.create(cm(namespace, "flaky", {"t": "retry"}))
+        await kclient.create(cm(namespace, "broken", {"t": "retry"}))
         await eventually(lambda: len(attempts["flaky"]) == 6)
         await asyncio.sleep(0.5)
         reg = mgr.metrics.registry

@@ -14,6 +14,7 @@ import pytest
 from kaito.runtime.client import Client
 from kaito.runtime.controller import Request
 from kaito.runtime.manager import LeaderElectionOptions, Manager
+from kaito.runtime.predicates import label_selector
 from kaito.runtime.resources import GVK
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +39,15 @@ async def kclient(kube_cluster: Any) -> AsyncIterator[Client]:
 
 
 def cm(ns: str, name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": OURS},
+    }
+
+
+# Keeps out kube-root-ca.crt, which kube-controller-manager adds to every namespace.
+OURS = {"test": "runtime-manager"}
 
 
 async def fetch(port: int | None, path: str) -> tuple[int, str]:
@@ -241,7 +250,8 @@ async def test_sigterm_drains_in_flight_reconcile_and_releases_lease(
         handle_signals=True,
         leader_election=LeaderElectionOptions(name="drain", namespace=namespace, identity="d", **FAST_LEASE),
     )
-    mgr.builder().for_(CM).complete(reconcile)  # one worker: the second object waits in the queue
+    # one worker: the second object waits in the queue
+    mgr.builder().for_(CM, predicates=[label_selector(OURS)]).complete(reconcile)
     task = asyncio.create_task(mgr.start())
     try:
         await asyncio.wait_for(mgr.elected.wait(), 20)
