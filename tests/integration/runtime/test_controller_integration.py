@@ -155,3 +155,36 @@ async def test_exception_requeues_with_backoff_terminal_does_not(
         # the next event brings a terminally failed key back
         await kclient.patch(CM, "broken", {"data": {"fixed": "yes"}}, namespace)
         await eventually(lambda: len(attempts["broken"]) == 2)
+
+
+async def test_watches_maps_any_kind_to_requests(kube_cluster: Any, namespace: str, kclient: Client) -> None:
+    seen: list[Request] = []
+
+    async def reconcile(req: Request) -> None:
+        seen.append(req)
+
+    def secret_to_configmap(obj: dict) -> list[Request]:
+        target = (obj["metadata"].get("labels") or {}).get("for-configmap")
+        return [Request(obj["metadata"]["namespace"], target)] if target else []
+
+    mgr = manager(kube_cluster, namespace)
+    (
+        mgr.builder()
+        .named("mapped")
+        .for_(CM, predicates=[label_selector({"t": "mapped"})])
+        .watches(SECRET, secret_to_configmap)
+        .complete(reconcile)
+    )
+    async with running(mgr):
+        await kclient.create(cm(namespace, "target", {"t": "mapped"}))
+        want = Request(namespace, "target")
+        await eventually(lambda: want in seen)
+        seen.clear()
+        await kclient.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "s", "namespace": namespace, "labels": {"for-configmap": "target"}},
+            }
+        )
+        await eventually(lambda: seen == [want])
