@@ -8,6 +8,7 @@ loading a ``Configuration`` from a kubeconfig or the in-cluster ServiceAccount.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import platform
@@ -130,6 +131,7 @@ class Client:
         cache: CacheReader | None = None,
         trace_configs: Iterable[aiohttp.TraceConfig] = (),
         field_manager: str | None = None,
+        max_throttle_retries: int = 10,
     ):
         self.config = config
         self.base_url = (config.host or "").rstrip("/")
@@ -137,6 +139,7 @@ class Client:
         self.timeout = timeout
         self.cache = cache
         self.field_manager = field_manager
+        self.max_throttle_retries = max_throttle_retries
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
         self._static_auth = _bearer_from(config)
@@ -208,9 +211,18 @@ class Client:
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
-        resp = await self.session.request(
-            method, self.base_url + path, params=_params(params), data=data, headers=headers, **kwargs
-        )
+        for attempt in range(self.max_throttle_retries + 1):
+            resp = await self.session.request(
+                method, self.base_url + path, params=_params(params), data=data, headers=headers, **kwargs
+            )
+            delay = _throttle_delay(resp)
+            if delay is None or attempt == self.max_throttle_retries:
+                break
+            # The apiserver did not process the request (priority-and-fairness rejection, or a
+            # CRD's storage still initialising): waiting as told and resending is safe for every
+            # verb, which is what client-go does too.
+            resp.release()
+            await asyncio.sleep(delay)
         if resp.status >= 400:
             try:
                 raw = await resp.read()
@@ -461,6 +473,18 @@ class Client:
     async def delete_obj(self, obj: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
         meta = obj["metadata"]
         return await self.delete(GVK.of(obj), meta["name"], meta.get("namespace"), **kwargs)
+
+
+def _throttle_delay(resp: aiohttp.ClientResponse) -> float | None:
+    """Seconds to wait before resending, when the server asked us to (429, or 5xx + Retry-After)."""
+    header = resp.headers.get("Retry-After")
+    if resp.status != 429 and not (resp.status >= 500 and header):
+        return None
+    try:
+        seconds = float(header) if header else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), 10.0)
 
 
 def _error(status: int, raw: bytes) -> ApiError:

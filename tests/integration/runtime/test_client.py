@@ -224,8 +224,12 @@ async def test_crd_and_status_subresource(client: Client, namespace: str) -> Non
     assert info.plural == "widgets" and info.namespaced and "status" in info.subresources
 
     w = await client.create(
-        {"apiVersion": "test.kaito.sh/v1", "kind": "Widget",
-         "metadata": {"name": "w", "namespace": namespace}, "spec": {"size": 1}}
+        {
+            "apiVersion": "test.kaito.sh/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": namespace},
+            "spec": {"size": 1},
+        }
     )
     # With a status subresource the main endpoint ignores status ...
     w["status"] = {"phase": "Ready"}
@@ -239,9 +243,15 @@ async def test_crd_and_status_subresource(client: Client, namespace: str) -> Non
     patched = await client.patch(WIDGET, "w", {"status": {"phase": "Done"}}, namespace, subresource="status")
     assert patched["status"]["phase"] == "Done"
     applied = await client.apply(
-        {"apiVersion": "test.kaito.sh/v1", "kind": "Widget",
-         "metadata": {"name": "w", "namespace": namespace}, "status": {"phase": "Applied"}},
-        field_manager="status-owner", subresource="status", force=True,
+        {
+            "apiVersion": "test.kaito.sh/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": namespace},
+            "status": {"phase": "Applied"},
+        },
+        field_manager="status-owner",
+        subresource="status",
+        force=True,
     )
     assert applied["status"]["phase"] == "Applied"
 
@@ -343,3 +353,97 @@ async def test_reads_from_cache_make_zero_requests(
     finally:
         client.cache = None
         await cache.stop()
+
+
+async def test_throttled_requests_are_retried_after_retry_after(
+    kube_cluster: Cluster, client: Client, namespace: str
+) -> None:
+    """A priority level that rejects instead of queueing makes the real apiserver answer 429."""
+    user = f"throttled-{uuid.uuid4().hex[:6]}"
+    plc = {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "PriorityLevelConfiguration",
+        "metadata": {"name": user},
+        "spec": {
+            "type": "Limited",
+            "limited": {
+                "nominalConcurrencyShares": 1,
+                "lendablePercent": 0,
+                "limitResponse": {"type": "Reject"},
+            },
+        },
+    }
+    flow = {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": user},
+        "spec": {
+            "priorityLevelConfiguration": {"name": user},
+            "matchingPrecedence": 100,
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [
+                {
+                    "subjects": [{"kind": "User", "user": {"name": user}}],
+                    "resourceRules": [
+                        {
+                            "verbs": ["*"],
+                            "apiGroups": ["*"],
+                            "resources": ["*"],
+                            "namespaces": ["*"],
+                            "clusterScope": True,
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    await client.create(plc)
+    await client.create(flow)
+    # Not system:masters: that group is exempt from priority and fairness.
+    await client.create(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": user, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+    )
+    kubeconfig = kube_cluster.user_kubeconfig(user)
+    cfg = await load_configuration(str(kubeconfig))
+    log = RequestLog()
+    statuses: list[int] = []
+
+    async def _end(session: Any, ctx: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.url.path.endswith("/configmaps"):  # not discovery
+            statuses.append(params.response.status)
+
+    log.trace.on_request_end.append(_end)
+    try:
+        # The apiserver needs a moment to pick the new flow schema up: wait until it applies.
+        async with Client(cfg, trace_configs=[log.trace], max_throttle_retries=0) as impatient:
+            for _ in range(100):
+                burst = await asyncio.gather(
+                    *(impatient.list_from_api(CONFIGMAP, namespace) for _ in range(30)),
+                    return_exceptions=True,
+                )
+                if any(getattr(r, "status", None) == 429 for r in burst):
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the reject-only priority level never produced a 429")
+        # The same bursts with retries on: every request ends in 200, some after a 429.
+        statuses.clear()
+        async with Client(cfg, trace_configs=[log.trace]) as patient:
+            for _ in range(50):
+                results = await asyncio.gather(
+                    *(patient.list_from_api(CONFIGMAP, namespace) for _ in range(30))
+                )
+                assert all(isinstance(r, list) for r in results)
+                if 429 in statuses:
+                    break
+        assert 429 in statuses, "no burst was throttled; the retry path went unexercised"
+        assert statuses.count(200) % 30 == 0
+    finally:
+        await client.delete(GVK("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema"), user)
+        await client.delete(GVK("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration"), user)
