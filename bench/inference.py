@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from kaito.inference.testing import cpu_env
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = [
     "--max-model-len",
@@ -36,20 +38,6 @@ ENGINE = [
     "--max-num-batched-tokens",
     "512",
 ]
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(
-        HF_HUB_OFFLINE="1",
-        VLLM_CPU_KVCACHE_SPACE="1",
-        VLLM_CPU_OMP_THREADS_BIND="nobind",
-        OMP_NUM_THREADS="1",
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return e
 
 
 def free_port() -> int:
@@ -95,7 +83,7 @@ def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen[bytes], s
             "--disable-uvicorn-access-log",
             *ENGINE,
         ]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env())
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=cpu_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:

@@ -18,25 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kaito.inference.testing import cpu_env
+
 ADAPTER = "tiny-lora"
 LOAD_TIMEOUT_S = float(os.environ.get("KAITO_TEST_LOAD_TIMEOUT", "900"))
-
-
-def cpu_env(**extra: str) -> dict[str, str]:
-    """Environment for vLLM on this 2-core machine, no hub access."""
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        VLLM_CPU_KVCACHE_SPACE="1",
-        VLLM_CPU_OMP_THREADS_BIND="nobind",
-        OMP_NUM_THREADS="1",
-        VLLM_NO_USAGE_STATS="1",
-        DO_NOT_TRACK="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    env.update(extra)
-    return env
 
 
 def free_port() -> int:

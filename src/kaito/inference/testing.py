@@ -13,6 +13,7 @@ applying it really changes the model's output - an all-zero B would make an adap
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,20 @@ def build_tiny_adapter(model_dir: Path, out_dir: Path, *, rank: int = 8, seed: i
     data["base_model_name_or_path"] = str(model_dir)
     cfg_path.write_text(json.dumps(data, indent=2))
     return out_dir
+
+
+def cpu_env(**extra: str) -> dict[str, str]:
+    """Environment for vLLM on a small CPU machine with no hub access (tests and benchmarks)."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLLM_CPU_OMP_THREADS_BIND="nobind",
+        OMP_NUM_THREADS="1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.update(extra)
+    return env

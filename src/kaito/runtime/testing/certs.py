@@ -31,6 +31,20 @@ class Pki:
     sa_key: Path
     sa_pub: Path
 
+    @classmethod
+    def in_folder(cls, folder: Path) -> Pki:
+        """Where :func:`create_pki` puts each file; also how a kept cluster finds them again."""
+        return cls(
+            ca_cert=folder / "ca.crt",
+            ca_key=folder / "ca.key",
+            serving_cert=folder / "apiserver.crt",
+            serving_key=folder / "apiserver.key",
+            admin_cert=folder / "kaito-admin.crt",
+            admin_key=folder / "kaito-admin.key",
+            sa_key=folder / "sa.key",
+            sa_pub=folder / "sa.pub",
+        )
+
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
     path.write_bytes(
@@ -134,16 +148,7 @@ def create_pki(folder: Path, service_ip: str) -> Pki:
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    pki = Pki(
-        ca_cert=folder / "ca.crt",
-        ca_key=folder / "ca.key",
-        serving_cert=folder / "apiserver.crt",
-        serving_key=folder / "apiserver.key",
-        admin_cert=folder / "kaito-admin.crt",
-        admin_key=folder / "kaito-admin.key",
-        sa_key=folder / "sa.key",
-        sa_pub=folder / "sa.pub",
-    )
+    pki = Pki.in_folder(folder)
     pki.ca_cert.write_bytes(_pem(ca))
     _write_key(pki.ca_key, ca_key)
     pki.serving_cert.write_bytes(_pem(serving))

@@ -206,7 +206,7 @@ class Cluster:
         (self.workdir / "logs").mkdir(exist_ok=True)
         pki_dir = self.workdir / "pki"
         self.pki = (
-            _load_pki(pki_dir) if (pki_dir / "ca.crt").exists() else create_pki(pki_dir, SERVICE_IP)
+            Pki.in_folder(pki_dir) if (pki_dir / "ca.crt").exists() else create_pki(pki_dir, SERVICE_IP)
         )
         self.apiserver_port = opts.apiserver_port or _free_port()
         self.etcd_port = _free_port()
@@ -396,8 +396,9 @@ class Cluster:
         ctx = self._ssl_context()
         self._wait(proc, lambda: _http_ok(f"{self.server}/readyz", ctx), "ready")
 
-    def _kcm_args(self, port: int) -> list[str]:
-        assert self.pki is not None
+    def _component_args(self, name: str, port: int) -> list[str]:
+        """Flags kube-controller-manager and kube-scheduler share: admin kubeconfig, loopback
+        serving with their own self-signed certs, and no leader election (one replica)."""
         kc = str(self.kubeconfig)
         return [
             f"--kubeconfig={kc}",
@@ -405,8 +406,14 @@ class Cluster:
             f"--authorization-kubeconfig={kc}",
             f"--bind-address={LOOPBACK}",
             f"--secure-port={port}",
-            f"--cert-dir={self.workdir / 'pki' / 'kcm'}",
+            f"--cert-dir={self.workdir / 'pki' / name}",
             "--leader-elect=false",
+        ]
+
+    def _kcm_args(self, port: int) -> list[str]:
+        assert self.pki is not None
+        return [
+            *self._component_args("kcm", port),
             f"--service-account-private-key-file={self.pki.sa_key}",
             f"--root-ca-file={self.pki.ca_cert}",
             f"--cluster-signing-cert-file={self.pki.ca_cert}",
@@ -416,16 +423,7 @@ class Cluster:
         ]
 
     def _scheduler_args(self, port: int) -> list[str]:
-        kc = str(self.kubeconfig)
-        return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            f"--bind-address={LOOPBACK}",
-            f"--secure-port={port}",
-            f"--cert-dir={self.workdir / 'pki' / 'scheduler'}",
-            "--leader-elect=false",
-        ]
+        return self._component_args("scheduler", port)
 
     def _start_component(self, name: str, args: Callable[[int], list[str]]) -> None:
         port = _free_port()
@@ -480,19 +478,6 @@ class Cluster:
         }
         path.write_text(json.dumps(doc, indent=2))  # JSON is valid YAML for every kubeconfig reader
         path.chmod(0o600)
-
-
-def _load_pki(folder: Path) -> Pki:
-    return Pki(
-        ca_cert=folder / "ca.crt",
-        ca_key=folder / "ca.key",
-        serving_cert=folder / "apiserver.crt",
-        serving_key=folder / "apiserver.key",
-        admin_cert=folder / "kaito-admin.crt",
-        admin_key=folder / "kaito-admin.key",
-        sa_key=folder / "sa.key",
-        sa_pub=folder / "sa.pub",
-    )
 
 
 def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
