@@ -90,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kaito serve: {exc}", file=sys.stderr, flush=True)
         return 2
+    except ModuleNotFoundError as exc:
+        # The controller's environment deliberately has no torch/vLLM: say where to get them.
+        print(
+            f"kaito serve: the {settings.runtime} runtime needs the '{exc.name}' package, which is not "
+            "installed here; install kaito[inference] (GPU images) or run hack/install-inference.sh "
+            "(CPU) and use .venv-inference/bin/kaito",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # uvloop as `vllm serve` uses: uvicorn.Server.serve() runs on whatever loop it is given,
