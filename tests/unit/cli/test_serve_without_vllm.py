@@ -6,14 +6,10 @@ import importlib.util
 import subprocess
 import sys
 
-import pytest
 
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is not None,
-    reason="this environment has vLLM; tests/inference covers serving with it",
-)
 def test_serve_without_vllm_names_the_fix(tmp_path: object) -> None:
+    # The controller's virtualenv must stay free of torch/vLLM (they live in .venv-inference).
+    assert importlib.util.find_spec("vllm") is None and importlib.util.find_spec("torch") is None
     proc = subprocess.run(
         [sys.executable, "-m", "kaito.cli.main", "serve", "--model", str(tmp_path)],
         capture_output=True,
