@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.status import Status
 
 from kaito.runtime.testing import AssetsError, ClusterError, ensure_assets
 from kaito.runtime.testing import local as local_cluster
@@ -14,6 +16,16 @@ from kaito.runtime.testing import local as local_cluster
 app = typer.Typer(help="Run a local control plane (etcd, kube-apiserver, kcm, scheduler, kwok).")
 console = Console(stderr=True)
 StateDir = typer.Option(local_cluster.DEFAULT_STATE_DIR, "--state-dir", help="Where state and logs live.")
+
+
+def _progress(status: Status) -> Callable[[str], None]:
+    """Each build stage as a kept line (CI logs show it) plus the live spinner text."""
+
+    def say(msg: str) -> None:
+        console.print(msg)
+        status.update(msg)
+
+    return say
 
 
 def _fail(msg: str) -> None:
@@ -27,7 +39,7 @@ def assets() -> None:
     started = time.monotonic()
     try:
         with console.status("obtaining control-plane binaries") as status:
-            folder = ensure_assets(progress=lambda msg: status.update(msg))
+            folder = ensure_assets(progress=_progress(status))
     except AssetsError as exc:
         _fail(str(exc))
     console.print(f"binaries ready in {folder} ({time.monotonic() - started:.1f}s)")
@@ -39,7 +51,7 @@ def up(state_dir: Path = StateDir, kwok: bool = typer.Option(True, help="Run kwo
     """Start the cluster in the background (or show the running one)."""
     try:
         with console.status("obtaining control-plane binaries") as status:
-            ensure_assets(progress=lambda msg: status.update(msg))
+            ensure_assets(progress=_progress(status))
             status.update("starting etcd, kube-apiserver, controller-manager, scheduler, kwok")
             state = local_cluster.up(state_dir, kwok=kwok)
     except (AssetsError, ClusterError) as exc:
