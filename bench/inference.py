@@ -6,7 +6,7 @@ and this machine has 2 shared cores, so side-by-side load would make them fight)
 gives a throughput ratio; the medians are reported. Prints one JSON object.
 
     .venv-inference/bin/python bench/inference.py --small    # < ~3 min on 2 cores
-    .venv-inference/bin/python bench/inference.py            # full: 7 alternating rounds of 32 requests
+    .venv-inference/bin/python bench/inference.py            # full: 9 alternating rounds of 32 requests
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--concurrency", type=int, default=4)
     a = ap.parse_args()
-    requests, max_tokens, rounds = (12, 32, 3) if a.small else (32, 64, 7)
+    requests, max_tokens, rounds = (16, 48, 5) if a.small else (32, 64, 9)
     sys.path.insert(0, str(ROOT / "src"))
     from kaito.inference.testing import build_tiny_model
 
