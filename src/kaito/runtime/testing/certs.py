@@ -128,6 +128,26 @@ def issue_client_cert(pki: Pki, folder: Path, user: str, groups: list[str]) -> t
     return cert_path, key_path
 
 
+def issue_serving_cert(pki: Pki, folder: Path, name: str, hosts: list[str]) -> tuple[Path, Path]:
+    """A TLS serving certificate signed by the cluster CA, e.g. for a webhook the apiserver calls:
+    its ``caBundle`` is then simply the cluster CA (``pki.ca_cert``)."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = _cert(_name(name), key, ca_cert.subject, ca_key, server=True, sans=sans)
+    cert_path, key_path = folder / f"{name}-serving.crt", folder / f"{name}-serving.key"
+    cert_path.write_bytes(_pem(cert))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
 def create_pki(folder: Path, service_ip: str) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())

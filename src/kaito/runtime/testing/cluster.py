@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kaito.runtime.testing.assets import ensure_assets
-from kaito.runtime.testing.certs import Pki, create_pki, issue_client_cert
+from kaito.runtime.testing.certs import Pki, create_pki, issue_client_cert, issue_serving_cert
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import Configuration
@@ -286,6 +286,12 @@ class Cluster:
         path = self.workdir / f"kubeconfig-{user.replace(':', '_')}"
         self._write_kubeconfig(path, cert, key, user=user)
         return path
+
+    def serving_cert(self, name: str, hosts: Sequence[str] = (LOOPBACK, "localhost")) -> tuple[Path, Path]:
+        """(cert, key) for a server this apiserver will trust, e.g. a webhook on loopback; use
+        the cluster CA (``self.pki.ca_cert``) as the webhook's ``caBundle``."""
+        assert self.pki is not None, "cluster not started"
+        return issue_serving_cert(self.pki, self.workdir / "pki", name, list(hosts))
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
