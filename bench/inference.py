@@ -49,41 +49,13 @@ def free_port() -> int:
 
 def start(kind: str, model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    # Same model, name, address and engine arguments for both; only the entry point differs.
+    common = ["--model", str(model), "--served-model-name", "m", "--host", "127.0.0.1", "--port", str(port)]
     if kind == "runtime":
-        cmd = [
-            sys.executable,
-            "-m",
-            "kaito.inference",
-            "--model",
-            str(model),
-            "--served-model-name",
-            "m",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--adapters-dir",
-            str(log.parent / "none"),
-            "--max-queue",
-            "1000",
-            *ENGINE,
-        ]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.launchers.api_server.entry",  # `vllm serve` (the CLI needs a "vllm" dist)
-            "--model",
-            str(model),
-            "--served-model-name",
-            "m",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--disable-uvicorn-access-log",
-            *ENGINE,
-        ]
+        entry = ["kaito.inference", "--adapters-dir", str(log.parent / "none"), "--max-queue", "1000"]
+    else:  # what `vllm serve` runs (the CLI itself needs a "vllm" distribution name)
+        entry = ["vllm.entrypoints.launchers.api_server.entry", "--disable-uvicorn-access-log"]
+    cmd = [sys.executable, "-m", entry[0], *common, *entry[1:], *ENGINE]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=cpu_env())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
