@@ -144,6 +144,10 @@ def main() -> None:
         # slow drifts of this shared machine hit both sides alike, and each pair yields a ratio.
         servers = {kind: start(kind, model, Path(tmp) / f"{kind}.log") for kind in ("runtime", "vllm")}
         try:
+            # One unmeasured round each first: lazily built CPU kernels for new batch shapes made
+            # whichever server went first in round 0 an outlier (0.72 and 1.63 seen).
+            for kind in ("runtime", "vllm"):
+                asyncio.run(load(servers[kind][1], requests, a.concurrency, max_tokens))
             for n in range(rounds):
                 pair = ("runtime", "vllm") if n % 2 == 0 else ("vllm", "runtime")
                 for kind in pair:
