@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -15,6 +15,20 @@ class KubeModel(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class ManifestMixin:
+    """Conversion to and from the plain dicts the runtime and the API server speak, for the
+    top-level kinds (mixed into a KubeModel subclass)."""
+
+    @classmethod
+    def from_manifest(cls, obj: dict[str, Any]) -> Self:
+        result: Self = cls.model_validate(obj)  # type: ignore[attr-defined]
+        return result
+
+    def to_manifest(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.to_dict()  # type: ignore[attr-defined]
+        return result
 
 
 class ObjectMeta(KubeModel):

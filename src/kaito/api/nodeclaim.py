@@ -6,12 +6,12 @@ passes through (``extra="allow"``) so a read-modify-write never drops a field.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kaito.api.meta import Condition, KubeModel, ObjectMeta
+from kaito.api.meta import Condition, KubeModel, ManifestMixin, ObjectMeta
 
 KARPENTER_GROUP = "karpenter.sh"
 KARPENTER_VERSION = "v1"
@@ -75,19 +75,12 @@ class NodeClaimStatus(_Open):
     conditions: list[Condition] | None = None
 
 
-class NodeClaim(_Open):
+class NodeClaim(ManifestMixin, _Open):
     api_version: Literal["karpenter.sh/v1"] = Field(default="karpenter.sh/v1", alias="apiVersion")
     kind: Literal["NodeClaim"] = "NodeClaim"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: NodeClaimSpec
     status: NodeClaimStatus | None = None
-
-    @classmethod
-    def from_manifest(cls, obj: dict[str, Any]) -> Self:
-        return cls.model_validate(obj)
-
-    def to_manifest(self) -> dict[str, Any]:
-        return self.to_dict()
 
 
 class NodePoolTemplateMeta(_Open):
@@ -130,16 +123,9 @@ class NodePoolStatus(_Open):
     node_count: int | None = None
 
 
-class NodePool(_Open):
+class NodePool(ManifestMixin, _Open):
     api_version: Literal["karpenter.sh/v1"] = Field(default="karpenter.sh/v1", alias="apiVersion")
     kind: Literal["NodePool"] = "NodePool"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: NodePoolSpec
     status: NodePoolStatus | None = None
-
-    @classmethod
-    def from_manifest(cls, obj: dict[str, Any]) -> Self:
-        return cls.model_validate(obj)
-
-    def to_manifest(self) -> dict[str, Any]:
-        return self.to_dict()

@@ -8,14 +8,14 @@ metadata below (CEL rules, patterns, defaults) are what the apiserver enforces w
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 from kaito.api import conditions as c
-from kaito.api.meta import Condition, KubeModel, LabelSelector, ObjectMeta
+from kaito.api.meta import Condition, KubeModel, LabelSelector, ManifestMixin, ObjectMeta
 
 PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
 #: "0" .. "1" as a decimal string, e.g. "0.5", "1.0".
@@ -196,7 +196,7 @@ WORKSPACE_RULES = (
 )
 
 
-class Workspace(KubeModel):
+class Workspace(ManifestMixin, KubeModel):
     """A model to serve (inference) or fine-tune (tuning) on GPU nodes (resource)."""
 
     model_config = ConfigDict(
@@ -215,13 +215,6 @@ class Workspace(KubeModel):
     inference: InferenceSpec | None = None
     tuning: TuningSpec | None = None
     status: WorkspaceStatus | None = None
-
-    @classmethod
-    def from_manifest(cls, obj: dict[str, Any]) -> Self:
-        return cls.model_validate(obj)
-
-    def to_manifest(self) -> dict[str, Any]:
-        return self.to_dict()
 
     @property
     def version(self) -> str:
