@@ -1,5 +1,5 @@
 # Two entry points do all set-up on a fresh machine:
-#   make run   - a real local control plane with kaito's CRDs installed, ready for kubectl
+#   make run   - a real local control plane, kaito's controller and the README's Workspaces, Ready
 #   make test  - lint, types, import layers, then every test suite (unit, integration, e2e, vLLM)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,9 +8,9 @@ BIN := $(VENV)/bin
 IVENV := .venv-inference
 STAMP := $(VENV)/.kaito-installed
 STATE ?= .kaito/local
-PYTEST_FLAGS ?=
+PYTEST_FLAGS ?= --durations=15
 
-.PHONY: run test venv assets inference-venv lint typecheck layers unit integration e2e inference bench-small down clean
+.PHONY: run test venv assets inference-venv lint typecheck layers unit integration e2e reliability inference tuning bench-small down clean
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ venv: $(STAMP)
 
 assets: venv
 	$(BIN)/kaito local assets
+	$(BIN)/python -m kaito.envtest.helm  # helm for the chart tests (cached after the first build)
 
 inference-venv:
 	PYTHON=$(PYTHON) bash hack/install-inference.sh
@@ -42,29 +43,42 @@ endef
 unit: venv
 	$(call pytest,$(BIN)/python,tests/unit)
 
-integration: assets
+# the local-node tests run kaito's images as .venv-inference processes, so that venv comes first
+integration: assets inference-venv
 	$(call pytest,$(BIN)/python,tests/integration)
 
 e2e: assets
 	$(call pytest,$(BIN)/python,tests/e2e)
 
+# Chaos, API faults, failover, fuzzed input, soak and secret checks (issue 14; docs/reliability.md)
+reliability: assets
+	$(call pytest,$(BIN)/python,tests/reliability)
+
 inference: inference-venv
 	$(call pytest,$(IVENV)/bin/python,tests/inference)
+
+# The tuning runtime; its fixtures start a real OCI registry with hack/registry.sh.
+tuning: inference-venv
+	$(call pytest,$(IVENV)/bin/python,tests/tuning)
 
 bench-small: assets
 	@for b in bench/*.py; do \
 	  case $$b in bench/_*) continue;; esac; \
-	  py=$(BIN)/python; [ "$$b" = bench/inference.py ] && py=$(IVENV)/bin/python; \
+	  py=$(BIN)/python; case $$b in bench/inference.py|bench/tuning.py) py=$(IVENV)/bin/python;; esac; \
 	  echo "== $$b --small"; $$py $$b --small || exit 1; \
 	done
 
-test: lint typecheck layers unit integration e2e inference-venv inference bench-small
+test: lint typecheck layers unit inference-venv integration e2e reliability inference tuning bench-small
 
+# the seed's node is a kaito local node: its pod runs for real and the run ends with POST /chat
+run: export KAITO_DEMO_CHAT := 1
+run: export KAITO_RUN_START := $(shell date +%s)
 run: assets
 	$(BIN)/kaito local up --state-dir $(STATE)
 	bash hack/run-demo.sh $(STATE)
 
 down: venv
+	@for p in controller port-forward; do if [ -f $(STATE)/$$p.pid ]; then kill $$(cat $(STATE)/$$p.pid) 2>/dev/null || true; rm -f $(STATE)/$$p.pid; fi; done
 	$(BIN)/kaito local down --state-dir $(STATE)
 
 clean: down

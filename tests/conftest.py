@@ -1,3 +1,3 @@
 """Shared pytest set-up: the real local control plane fixtures (kube_cluster, api_client, namespace)."""
 
-pytest_plugins = ["kaito.runtime.testing.pytest_plugin"]
+pytest_plugins = ["kaito.envtest.pytest_plugin"]

@@ -22,15 +22,27 @@ import asyncio
 import copy
 from typing import Any
 
-from kaito.runtime import conditions, finalizers, ownerrefs
-from kaito.runtime.client import load_configuration
-from kaito.runtime.controller import Controller, Request, Result, TerminalError
-from kaito.runtime.errors import ConflictError, NotFoundError
-from kaito.runtime.events import NORMAL, WARNING, EventRecorder
-from kaito.runtime.logging import configure_logging, get_logger
-from kaito.runtime.manager import LeaderElectionOptions, Manager
-from kaito.runtime.predicates import generation_changed
-from kaito.runtime.resources import GVK
+from kaito.runtime import (
+    GVK,
+    NORMAL,
+    WARNING,
+    ConflictError,
+    Controller,
+    EventRecorder,
+    LeaderElectionOptions,
+    Manager,
+    NotFoundError,
+    Request,
+    Result,
+    TerminalError,
+    conditions,
+    configure_logging,
+    finalizers,
+    generation_changed,
+    get_logger,
+    load_configuration,
+    ownerrefs,
+)
 
 GREETING = GVK("example.kaito.sh", "v1alpha1", "Greeting")
 CONFIGMAP = GVK("", "v1", "ConfigMap")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,10 @@ def test_local_up_then_demo_shows_workspaces(tmp_path: Path) -> None:
         )
         assert demo.returncode == 0, demo.stdout + demo.stderr
         out = demo.stdout
-        assert "namespace/kube-system" in out
+        # no Node existed beforehand: each Workspace's NodeClaim was made and turned Ready on demand
+        assert "No resources found" in out.split("== applying", 1)[0]
+        for name in ("workspace-phi-3-mini", "workspace-phi-3-mini-adapter"):
+            assert re.search(rf"nodeclaim \S+ +for {name} +launched=True .*ready=True +node=\S+", out), name
         assert "customresourcedefinition.apiextensions.k8s.io/workspaces.kaito.sh" in out
         header = next(
             line for line in out.splitlines() if line.startswith("NAMESPACE") and "INSTANCE" in line

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kaito.inference.testing import cpu_env
+from kaito.contract.tinymodel import cpu_env
 
 ADAPTER = "tiny-lora"
 LOAD_TIMEOUT_S = float(os.environ.get("KAITO_TEST_LOAD_TIMEOUT", "900"))
@@ -53,7 +53,7 @@ class Server:
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from kaito.inference.testing import build_tiny_adapter, build_tiny_model
+    from kaito.contract.tinymodel import build_tiny_adapter, build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
     model = build_tiny_model(root / "model")

@@ -36,7 +36,7 @@ def test_phi3_on_nc6s_v3_is_one_gpu_float16() -> None:
     assert a.pipeline_parallel_size == 1
     assert a.dtype == "float16"  # V100: no bf16
     assert a.max_model_len == 4096
-    assert a.gpu_memory_utilization == pytest.approx(0.90)
+    assert a.gpu_memory_utilization == pytest.approx(0.84)  # what upstream's operator passes
     assert a.served_model_name == ["phi-3-mini-4k-instruct"]
 
 
@@ -144,3 +144,234 @@ def test_strength_is_applied_by_scaling_or_refused(assets: Assets, tmp_path: Pat
         prepare_for_vllm([Adapter("d", dora, 0.3, 8)], tmp_path / "out")
     with pytest.raises(ConfigError, match="not a number"):
         discover(assets.adapters_dir, env={ADAPTER: "strong"})
+
+
+# --- upstream Kaito compatibility: its ConfigMap and flags, unchanged -------------------------
+
+UPSTREAM_CM = Path(__file__).resolve().parents[1] / "data" / "upstream" / "inference-params-template.yaml"
+
+
+def upstream_config(tmp_path: Path, source: Path = UPSTREAM_CM) -> Path:
+    """The inference_config.yaml key of an upstream ConfigMap, as the pod sees it mounted."""
+    import yaml
+
+    cm = yaml.safe_load(source.read_text())
+    path = tmp_path / "inference_config.yaml"
+    path.write_text(cm["data"]["inference_config.yaml"])
+    return path
+
+
+def test_upstream_default_configmap_parses(tmp_path: Path) -> None:
+    s, a = vllm_args(["--model", "/m", "--kaito-config-file", str(upstream_config(tmp_path))])
+    assert s.max_probe_steps == 6
+    assert a.max_model_len == -1  # upstream probes for the longest fitting context: vLLM's "auto"
+    assert a.cpu_offload_gb == 0
+    assert not hasattr(a, "swap_space")  # gone from vLLM; dropped with a warning, not refused
+    assert any(w.startswith("ignoring vLLM argument swap-space") for w in s.warnings)
+
+
+def test_upstream_tool_calling_configmap_parses(tmp_path: Path) -> None:
+    source = UPSTREAM_CM.parent / "tool-calling-inference-config.yaml"
+    s, a = vllm_args(["--model", "/m", "--kaito-config-file", str(upstream_config(tmp_path, source))])
+    assert a.tool_call_parser == "phi4_mini_json" and a.max_model_len == -1
+    assert a.chat_template is None  # upstream's image path: the model's own template instead
+    assert any(w.startswith("ignoring chat-template /workspace/chat_templates/") for w in s.warnings)
+
+
+def test_upstream_flags_are_accepted(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    cfg = upstream_config(tmp_path)
+    s = parse_settings(
+        [
+            "--kaito-config-file",
+            str(cfg),
+            "--kaito-adapters-dir",
+            str(adapters),
+            "--kaito-max-probe-steps",
+            "0",
+            "--kaito-kv-cache-cpu-memory-utilization",
+            "0.3",
+            "--kaito-disable-rate-limit",
+            "--preset",
+            "phi-3-mini-4k-instruct",
+            "--instance-type",
+            "Standard_NC6s_v3",
+        ]
+    )
+    assert s.adapters_dir == adapters and not s.rate_limit and s.max_probe_steps == 0
+    assert s.engine_args["max_model_len"] == 4096  # no probing: the estimator's plan stands
+    assert any("kv_cache_cpu_memory_utilization 0.3" in w and "LMCache" in w for w in s.warnings)
+    assert parse_settings(["--model", "/m"]).rate_limit
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("max_probe_steps: -1\n", "max_probe_steps must be a non-negative integer"),
+        (
+            "kv_cache_cpu_memory_utilization: 2\n",
+            "kv_cache_cpu_memory_utilization must be a number from 0 to 1",
+        ),
+    ],
+)
+def test_bad_upstream_keys(tmp_path: Path, yaml_text: str, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=needle):
+        parse_settings(["--kaito-config-file", str(cfg)])
+
+
+def test_default_gpu_memory_utilization_as_upstream() -> None:
+    from kaito.inference.config import default_gpu_memory_utilization
+
+    gib = 1 << 30
+    assert default_gpu_memory_utilization(80 * gib, 80 * gib) == 0.95  # capped
+    # 40 GiB free of 80: (40 GiB - 600 MiB) / 80 GiB = 0.4926... floored to 0.49
+    assert default_gpu_memory_utilization(40 * gib, 80 * gib) == 0.49
+
+
+def test_multi_node_rank_comes_from_pod_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaito.presets import estimate, get_preset, get_sku
+
+    plan = estimate(get_preset("llama-3.3-70b-instruct"), get_sku("Standard_NC48ads_A100_v4"))  # type: ignore[arg-type]
+    assert plan.node_count == 2
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in plan.vllm_args().items()]
+    argv = ["--model", "/m", *flags, "--master-addr", "ws-0.ws-headless.default.svc"]
+    monkeypatch.setenv("POD_INDEX", "0")
+    _, leader = vllm_args(argv)
+    assert (leader.nnodes, leader.node_rank, leader.headless) == (2, 0, False)
+    assert leader.master_port == 29500 and leader.distributed_executor_backend == "mp"
+    assert (leader.tensor_parallel_size, leader.pipeline_parallel_size) == (2, 2)
+    monkeypatch.setenv("POD_INDEX", "1")
+    _, worker = vllm_args(argv)
+    assert (worker.node_rank, worker.headless) == (1, True)
+    monkeypatch.delenv("POD_INDEX")
+    with pytest.raises(ConfigError, match="needs this pod's rank: set POD_INDEX"):
+        parse_settings(argv)
+    with pytest.raises(ConfigError, match="needs --master-addr"):
+        parse_settings(["--nnodes", "2", "--node-rank", "0"])
+
+
+def test_upstream_default_configmap_starts_the_server(assets: Assets, tmp_path: Path) -> None:
+    """Upstream's ConfigMap unchanged, upstream's flag names: the server loads, serves, and counts
+    rate-limit rejections under upstream's metric name."""
+    import asyncio
+
+    import httpx
+    from tests.inference.conftest import start_server, stop, wait_ready
+
+    log = tmp_path / "server.log"
+    args = [
+        "--model",
+        str(assets.model),
+        "--kaito-config-file",
+        str(upstream_config(tmp_path)),
+        "--kaito-adapters-dir",
+        str(assets.adapters_dir),
+        "--served-model-name",
+        "tiny-phi3",
+        "--dtype",
+        "float32",
+        "--max-num-seqs",
+        "1",
+        "--max-queue",
+        "0",
+    ]
+    proc, url = start_server(args, log)
+    codes: list[int] = []
+    try:
+        wait_ready(proc, url, log, codes)
+        text = log.read_text(errors="replace")
+        assert "kaito serve: warning: ignoring vLLM argument swap-space" in text
+        card = next(m for m in httpx.get(url + "/v1/models").json()["data"] if m["id"] == "tiny-phi3")
+        assert 0 < card["max_model_len"] <= 2048  # fitted ("auto"), at most the model's own limit
+        chat = httpx.post(
+            url + "/v1/chat/completions",
+            json={"model": "tiny-phi3", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            timeout=300,
+        )
+        assert chat.status_code == 200, chat.text
+        resp = httpx.post(
+            url + "/v1/responses",
+            json={"model": "tiny-phi3", "input": "hi", "max_output_tokens": 4},
+            timeout=300,
+        )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["object"] == "response"
+
+        async def overload() -> int:
+            body = {"model": "tiny-phi3", "prompt": "x", "max_tokens": 64, "ignore_eos": True, "stream": True}
+            async with (
+                httpx.AsyncClient(timeout=300) as client,
+                client.stream("POST", url + "/v1/completions", json=body) as first,
+            ):
+                assert first.status_code == 200
+                async for _ in first.aiter_bytes():  # the first request is now in flight
+                    second = await client.post(url + "/v1/completions", json={**body, "stream": False})
+                    return second.status_code
+            return 0
+
+        assert asyncio.run(overload()) == 429
+        metrics = httpx.get(url + "/metrics").text
+        line = next(x for x in metrics.splitlines() if x.startswith("kaito_ratelimit_rejected_total"))
+        assert float(line.split()[-1]) >= 1
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(2400)  # two engines and two workers share this machine's CPUs
+def test_two_node_plan_runs_as_two_servers(assets: Assets, tmp_path: Path) -> None:
+    """The estimator's cross-node backend, for real: two server processes with the same command
+    line, ranks from POD_INDEX, pipeline stages over vLLM's multi-node mp executor (gloo on CPU).
+    Rank 0 answers; rank 1 runs the headless workers and opens no HTTP port."""
+    import time
+
+    import httpx
+    from tests.inference.conftest import free_port, start_server, stop
+
+    common = [
+        "--model",
+        str(assets.model),
+        "--served-model-name",
+        "tiny-phi3",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--max-num-seqs",
+        "2",
+        "--pipeline-parallel-size",
+        "2",
+        "--nnodes",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+    ]
+    worker_log, leader_log = tmp_path / "rank1.log", tmp_path / "rank0.log"
+    worker, _ = start_server(common, worker_log, env=cpu_env(POD_INDEX="1"))
+    leader, url = start_server(common, leader_log, env=cpu_env(POD_INDEX="0"))
+    try:
+        deadline = time.monotonic() + 2000
+        while True:  # wait on the leader's /health; either process exiting fails at once
+            for proc, log in ((leader, leader_log), (worker, worker_log)):
+                assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            try:
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, leader_log.read_text(errors="replace")[-3000:]
+            time.sleep(2)
+        assert "node rank 1: running vLLM's headless workers" in worker_log.read_text(errors="replace")
+        r = httpx.post(
+            url + "/v1/completions",
+            json={"model": "tiny-phi3", "prompt": "hi", "max_tokens": 4, "ignore_eos": True},
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 4
+    finally:
+        stop(leader)
+        stop(worker)

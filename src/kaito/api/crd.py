@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kaito.api import conditions as c
+from kaito.api import names as c
 from kaito.api.nodeclaim import NodeClaim, NodePool
 from kaito.api.workspace import Workspace
 
@@ -109,19 +109,35 @@ def _condition_column(name: str, condition: str, priority: int = 0) -> JSON:
     return col
 
 
-def workspace_printer_columns() -> list[JSON]:
-    """Default columns match ``kubectl get workspace`` in the user docs; the rest are ``-o wide``."""
-    return [
-        {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"},
+def workspace_printer_columns(version: str = c.V1ALPHA1) -> list[JSON]:
+    """Default columns match ``kubectl get workspace`` in the user docs; the rest are ``-o wide``.
+
+    ``kubectl get workspace`` always prints the preferred version's columns (v1beta1), and the
+    seed's docs promise ``NAME INSTANCE RESOURCEREADY INFERENCEREADY WORKSPACEREADY AGE``, so
+    both versions keep those as the default. v1alpha1 keeps the seed's wide columns unchanged;
+    v1beta1's wide view is upstream's table (its column names, in its order: TargetNodeCount,
+    State) with kaito's WorkspaceReady in it.
+    """
+    if version not in c.VERSIONS:
+        raise ValueError(f"unknown Workspace version {version!r}; served: {', '.join(c.VERSIONS)}")
+    instance = {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"}
+    age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    state = {"name": "State", "type": "string", "jsonPath": ".status.state", "priority": 1}
+    head = [
+        instance,
         _condition_column("ResourceReady", c.RESOURCE_READY),
         _condition_column("InferenceReady", c.INFERENCE_READY),
         _condition_column("JobStarted", c.JOB_STARTED, priority=1),
         _condition_column("WorkspaceSucceeded", c.WORKSPACE_SUCCEEDED, priority=1),
         _condition_column("WorkspaceReady", c.WORKSPACE_READY),
-        {"name": "State", "type": "string", "jsonPath": ".status.state", "priority": 1},
-        {"name": "TargetNodes", "type": "integer", "jsonPath": ".status.targetNodeCount", "priority": 1},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
+
+    def targets(name: str) -> JSON:
+        return {"name": name, "type": "integer", "jsonPath": ".status.targetNodeCount", "priority": 1}
+
+    if version == c.V1ALPHA1:
+        return [*head, state, targets("TargetNodes"), age]
+    return [*head, targets("TargetNodeCount"), state, age]
 
 
 def workspace_crd() -> JSON:
@@ -133,7 +149,7 @@ def workspace_crd() -> JSON:
             "storage": version == c.STORAGE_VERSION,
             "schema": {"openAPIV3Schema": schema},
             "subresources": {"status": {}},
-            "additionalPrinterColumns": workspace_printer_columns(),
+            "additionalPrinterColumns": workspace_printer_columns(version),
         }
         for version in c.VERSIONS
     ]
@@ -152,7 +168,8 @@ def workspace_crd() -> JSON:
                 "categories": list(c.CATEGORIES),
             },
             "scope": "Namespaced",
-            # Same schema in both versions: the apiserver only rewrites apiVersion.
+            # Same schema in both versions (kaito.api.workspace says why): the apiserver only
+            # rewrites apiVersion, and the round trip is tested on a real apiserver.
             "conversion": {"strategy": "None"},
             "versions": versions,
         },

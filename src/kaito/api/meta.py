@@ -72,3 +72,27 @@ class Condition(KubeModel):
     message: str | None = None
     last_transition_time: str | None = None
     observed_generation: int | None = Field(default=None, ge=0)
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str] | None) -> bool:
+    """metav1.LabelSelector semantics on plain dicts: every matchLabel and every matchExpression.
+
+    The workspace controller (mapping Node events) and the BYO provisioner (choosing nodes) must
+    agree exactly on which nodes a Workspace selects, so both use this one function.
+    """
+    labels = labels or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for req in selector.get("matchExpressions") or ():
+        key, op, values = req.get("key", ""), req.get("operator"), req.get("values") or ()
+        present = key in labels
+        if op == "In" and (not present or labels[key] not in values):
+            return False
+        if op == "NotIn" and present and labels[key] in values:
+            return False
+        if op == "Exists" and not present:
+            return False
+        if op == "DoesNotExist" and present:
+            return False
+    return True

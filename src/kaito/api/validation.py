@@ -7,18 +7,26 @@ function never raises on bad input: anything that is not a well-formed Workspace
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from kaito.api import conditions as c
+from kaito.api import names as c
+from kaito.api.imageref import EXAMPLE as IMAGE_EXAMPLE
+from kaito.api.imageref import image_ref_problem
+from kaito.api.inference_config import (
+    CONFIG_KEY,
+    TUNING_CONFIG_KEY,
+    config_map_problems,
+    tuning_config_map_problems,
+)
 from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace
+from kaito.contract.urls import image_host_problem, url_problem
 from kaito.presets import (
     GPUSku,
     ModelPreset,
@@ -28,6 +36,7 @@ from kaito.presets import (
     find_preset,
     get_sku,
     is_hf_repo_id,
+    list_presets,
     preset_names,
     sku_names,
 )
@@ -35,16 +44,19 @@ from kaito.presets.estimator import tuning_fits
 
 MAX_ADAPTERS = 10
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-METADATA_HOSTS = frozenset(
-    {
-        "metadata",
-        "metadata.google.internal",
-        "metadata.azure.com",
-        "instance-data",
-        "instance-data.ec2.internal",
-    }
-)
-METADATA_IPS = frozenset({"169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"})
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# Annotations whose values upstream Kaito acts on (kaito-project/kaito api/v1beta1/labels.go); the
+# names are shared with the controllers that act on them.
+ANNOTATION_ENABLE_LB = c.ANNOTATION_ENABLE_LB
+ANNOTATION_RUNTIME = c.ANNOTATION_RUNTIME
+ANNOTATION_BYPASS_RESOURCE_CHECKS = c.ANNOTATION_BYPASS_RESOURCE_CHECKS
+ANNOTATION_NODE_IMAGE_FAMILY = c.ANNOTATION_NODE_IMAGE_FAMILY
+RUNTIMES = c.RUNTIMES
+NODE_IMAGE_FAMILIES = c.NODE_IMAGE_FAMILIES
+#: What the webhook found for each ConfigMap name: the object, None when absent, or a string saying
+#: why it could not be read. A name missing from the mapping was not looked up (no cluster).
+ConfigMaps = Mapping[str, "Mapping[str, Any] | str | None"]
 
 
 @dataclass(frozen=True, order=True)
@@ -70,6 +82,8 @@ class ValidationOptions:
 class ValidationResult:
     errors: list[FieldError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Checks that need the cluster and were not run (``kaito validate`` without the ConfigMap).
+    skipped: list[str] = field(default_factory=list)
     workspace: Workspace | None = None
 
     @property
@@ -84,8 +98,15 @@ def validate_workspace(
     obj: Any,
     old: Any = None,
     options: ValidationOptions | None = None,
+    *,
+    config_maps: ConfigMaps | None = None,
 ) -> ValidationResult:
-    """Check a Workspace manifest (dict or model); ``old`` turns on the update rules."""
+    """Check a Workspace manifest (dict or model); ``old`` turns on the update rules.
+
+    ``config_maps`` holds what the caller could read of the ConfigMaps in the Workspace's
+    namespace (see :data:`ConfigMaps`); without it the ``inference.config`` check is reported in
+    ``result.skipped`` rather than silently passed.
+    """
     opts = options or ValidationOptions()
     result = ValidationResult()
     try:
@@ -93,17 +114,16 @@ def validate_workspace(
         if ws is None:
             return result
         result.workspace = ws
-        _Checker(ws, opts, result).run()
-        if old is not None:
-            old_ws = _parse(old, ValidationResult())
-            if old_ws is not None:
-                _check_update(ws, old_ws, result)
-                # Rules that tighten later (a deprecated preset, a retired SKU) must not wedge
-                # existing objects: their finalizers and labels still have to be writable.
-                before = ValidationResult()
-                _Checker(old_ws, opts, before).run()
-                known = set(before.errors)
-                result.errors = [e for e in result.errors if e not in known]
+        old_ws = _parse(old, ValidationResult()) if old is not None else None
+        _Checker(ws, opts, result, config_maps, old=old_ws).run()
+        if old_ws is not None:
+            _check_update(ws, old_ws, result)
+            # Rules that tighten later (a deprecated preset, a retired SKU) must not wedge
+            # existing objects: their finalizers and labels still have to be writable.
+            before = ValidationResult()
+            _Checker(old_ws, opts, before, check_config=False).run()
+            known = set(before.errors)
+            result.errors = [e for e in result.errors if e not in known]
     except Exception as exc:  # the validator must answer, never crash
         result.errors.append(FieldError("<root>", f"internal validation error ({type(exc).__name__}: {exc})"))
     result.errors = sorted(set(result.errors), key=lambda e: (e.field, e.message))
@@ -172,15 +192,40 @@ def _describe(err: Any) -> str:
 
 
 class _Checker:
-    def __init__(self, ws: Workspace, opts: ValidationOptions, result: ValidationResult) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        opts: ValidationOptions,
+        result: ValidationResult,
+        config_maps: ConfigMaps | None = None,
+        *,
+        old: Workspace | None = None,
+        check_config: bool = True,
+    ) -> None:
         self.ws, self.opts, self.result = ws, opts, result
+        self.config_maps, self.old, self.check_config = config_maps, old, check_config
+        self.annotations: dict[str, str] = dict(ws.metadata.annotations or {})
 
     def error(self, path: str, message: str) -> None:
         self.result.errors.append(FieldError(path, message))
 
+    def warn(self, path: str, message: str) -> None:
+        self.result.warnings.append(f"{path}: {message}")
+
+    @property
+    def runtime(self) -> str:
+        """The server runtime, as upstream picks it: the annotation, vllm by default."""
+        value = self.annotations.get(ANNOTATION_RUNTIME, "vllm")
+        return value if value in RUNTIMES else "vllm"
+
+    @property
+    def bypass_resource_checks(self) -> bool:
+        return ANNOTATION_BYPASS_RESOURCE_CHECKS in self.annotations
+
     def run(self) -> None:
         ws = self.ws
         self.check_name()
+        self.check_annotations()
         self.check_label_selector()
         sku = self.check_instance_type()
         if (ws.inference is None) == (ws.tuning is None):
@@ -198,9 +243,18 @@ class _Checker:
                     "(your own pod template)",
                 )
             preset = self.check_preset("inference.preset", inf.preset)
+            self.check_preset_access("inference.preset", inf.preset, preset)
             if preset is not None and sku is not None:
                 self.check_inference_fit(preset, sku)
+            if preset is not None and not preset.custom and self.runtime not in preset.runtimes:
+                self.error(
+                    f"metadata.annotations[{ANNOTATION_RUNTIME}]",
+                    f"kaito serves {preset.name} only with {' or '.join(preset.runtimes)}; remove the "
+                    f"annotation or set it to {preset.runtimes[0]}",
+                )
+            self.check_template_images()
             self.check_adapters()
+            self.check_inference_config(preset or self.catalog_entry(inf.preset))
         if ws.tuning is not None:
             self.check_tuning(sku)
 
@@ -213,6 +267,41 @@ class _Checker:
                 "metadata.name",
                 f"{name!r} cannot name the Workspace's Service; use at most 63 lowercase letters, "
                 "digits and '-', starting with a letter",
+            )
+
+    def check_annotations(self) -> None:
+        """Values of the annotations upstream Kaito reads. Upstream ignores a value it does not
+        know (``enablelb: "true"`` silently gives a ClusterIP Service); kaito says so instead."""
+        ann = self.annotations
+
+        def path(key: str) -> str:
+            return f"metadata.annotations[{key}]"
+
+        lb = ann.get(ANNOTATION_ENABLE_LB)
+        if lb is not None and lb.strip().lower() not in ("true", "false"):
+            self.error(
+                path(ANNOTATION_ENABLE_LB),
+                f"{lb!r} is not a value this annotation takes; set \"True\" for a LoadBalancer Service "
+                "(upstream Kaito reads only that spelling) or \"False\" / remove it for ClusterIP",
+            )
+        runtime = ann.get(ANNOTATION_RUNTIME)
+        if runtime is not None and runtime not in RUNTIMES:
+            self.error(
+                path(ANNOTATION_RUNTIME),
+                f"{runtime!r} is not a runtime; use vllm (the default) or transformers",
+            )
+        bypass = ann.get(ANNOTATION_BYPASS_RESOURCE_CHECKS)
+        if bypass is not None and bypass not in ("", "true", "True"):
+            self.error(
+                path(ANNOTATION_BYPASS_RESOURCE_CHECKS),
+                f"{bypass!r}: the GPU memory check is bypassed whenever this annotation is present, "
+                "whatever its value (as in upstream Kaito); set \"true\" or remove the annotation",
+            )
+        family = ann.get(ANNOTATION_NODE_IMAGE_FAMILY)
+        if family is not None and family.strip().lower() not in NODE_IMAGE_FAMILIES:
+            self.error(
+                path(ANNOTATION_NODE_IMAGE_FAMILY),
+                f"unsupported node image family {family!r}; use {' or '.join(NODE_IMAGE_FAMILIES)}",
             )
 
     def check_label_selector(self) -> None:
@@ -256,6 +345,13 @@ class _Checker:
             return None
         return sku
 
+    def catalog_entry(self, spec: PresetSpec | None) -> ModelPreset | None:
+        """The catalog entry a preset names, by preset name or by its Hugging Face repo id
+        (upstream's newer examples name presets by repo, e.g. meta-llama/Llama-3.1-8B-Instruct)."""
+        if spec is None:
+            return None
+        return find_preset(spec.name) or _by_repo().get(spec.name.lower())
+
     def check_preset(self, path: str, spec: PresetSpec | None) -> ModelPreset | None:
         if spec is None:
             return None
@@ -265,15 +361,20 @@ class _Checker:
             if entry.deprecated:
                 self.error(f"{path}.name", f"preset {name!r} is deprecated: {entry.deprecated}")
                 return None
-            if entry.requires_token and not (spec.preset_options and spec.preset_options.model_access_secret):
-                self.result.warnings.append(
-                    f"{path}.presetOptions.modelAccessSecret: {name} is gated on Hugging Face; "
-                    "the download needs a Secret with an HF token"
-                )
             return entry
+        if spec.preset_options is not None and spec.preset_options.image:
+            self.check_image(f"{path}.presetOptions.image", spec.preset_options.image)
         if is_hf_repo_id(name):
             raw = (self.ws.metadata.annotations or {}).get(c.ANNOTATION_MODEL_PARAMETERS)
             if raw is None:
+                known = _by_repo().get(name.lower())
+                if known is not None:
+                    self.warn(
+                        f"{path}.name",
+                        f"{name} is the Hugging Face repo of kaito's preset {known.name}; name the "
+                        f"preset {known.name} to have its GPU memory checked and sized",
+                    )
+                    return None
                 self.result.warnings.append(
                     f"{path}.name: {name} is not in kaito's catalog; GPU memory is not checked "
                     f"(set annotation {c.ANNOTATION_MODEL_PARAMETERS} to check it)"
@@ -296,10 +397,44 @@ class _Checker:
         )
         return None
 
+    def check_preset_access(self, path: str, spec: PresetSpec | None, preset: ModelPreset | None) -> None:
+        """A gated model needs a token (upstream: downloadAuthRequired without modelAccessSecret is
+        an error); a token for an open model is only noted, since kaito downloads every preset at
+        run time and passes the token along unused."""
+        if spec is None:
+            return
+        entry = preset or self.catalog_entry(spec)
+        options = spec.preset_options
+        secret = options.model_access_secret if options is not None else None
+        if spec.preset_options is not None and spec.preset_options.image and preset is not None:
+            self.check_image(f"{path}.presetOptions.image", spec.preset_options.image)
+        if entry is None or entry.custom:
+            return
+        if spec.access_mode == "private" and options is not None and options.image:
+            return  # the weights come in the private image, not from Hugging Face
+        if entry.gated and not secret:
+            self.error(
+                f"{path}.presetOptions.modelAccessSecret",
+                f"{spec.name} is gated on Hugging Face ({entry.hf_repo}); create a Secret with key "
+                "HF_TOKEN holding a token whose account accepted the model's licence, and name it here",
+            )
+        elif secret and not entry.gated:
+            self.warn(
+                f"{path}.presetOptions.modelAccessSecret",
+                f"{spec.name} is not gated; the Secret is not needed (upstream Kaito rejects it for "
+                "presets whose weights are in its images)",
+            )
+
     def check_inference_fit(self, preset: ModelPreset, sku: GPUSku) -> None:
         count = self.ws.resource.count
         plan = estimate(preset, sku, count)
         if plan.fits:
+            return
+        if self.bypass_resource_checks:
+            self.warn(
+                "resource.instanceType",
+                f"GPU memory check bypassed ({ANNOTATION_BYPASS_RESOURCE_CHECKS}): {plan.reason}",
+            )
             return
         if plan.required_nodes is not None and count is not None and count < plan.required_nodes:
             self.error(
@@ -314,6 +449,81 @@ class _Checker:
                 f"(`kaito estimate --preset {preset.name}` lists the ones that fit)",
             )
 
+    def config_map_due(self, path: str, name: str | None) -> Mapping[str, Any] | None:
+        """The ConfigMap ``name`` (at ``path``) to check, after reporting what stops the check.
+
+        As upstream, a ConfigMap is checked on create and again only when its name changes, so
+        deleting it later cannot block the controller's finalizer and status updates."""
+        if not name or not self.check_config:
+            return None
+        if self.old is not None and _config_name(self.old, path) == name:
+            return None
+        found = self.config_maps.get(name, _NOT_LOOKED_UP) if self.config_maps is not None else _NOT_LOOKED_UP
+        namespace = self.ws.metadata.namespace
+        where = f"namespace {namespace!r}" if namespace else "the Workspace's namespace"
+        key = CONFIG_KEY if path == "inference.config" else TUNING_CONFIG_KEY
+        if found is _NOT_LOOKED_UP:
+            self.result.skipped.append(
+                f"{path}: ConfigMap {name!r} was not checked: nothing to read it from "
+                "(kaito validate: give the ConfigMap with -f too)"
+            )
+        elif found is None:
+            self.error(
+                path,
+                f"ConfigMap {name!r} not found in {where}; create it (key {key}) before the "
+                f"Workspace, or remove {path} to use the defaults",
+            )
+        elif isinstance(found, str):
+            self.error(path, f"could not read ConfigMap {name!r} in {where}: {found}")
+        elif isinstance(found, Mapping):
+            return found
+        return None
+
+    def check_inference_config(self, preset: ModelPreset | None) -> None:
+        inf = self.ws.inference
+        found = self.config_map_due("inference.config", inf.config if inf else None)
+        if found is not None:
+            for problem in config_map_problems(found, preset, self.runtime):
+                self.error("inference.config", problem)
+
+    def check_tuning_config(self) -> None:
+        tuning = self.ws.tuning
+        found = self.config_map_due("tuning.config", tuning.config if tuning else None)
+        if found is not None:
+            for problem in tuning_config_map_problems(found):
+                self.error("tuning.config", problem)
+
+    def check_template_images(self) -> None:
+        template = self.ws.inference.template if self.ws.inference else None
+        spec = template.get("spec") if isinstance(template, dict) else None
+        if not isinstance(spec, dict):
+            return
+        for kind in ("initContainers", "containers"):
+            containers = spec.get(kind)
+            if not isinstance(containers, list):
+                continue
+            for i, container in enumerate(containers):
+                image = container.get("image") if isinstance(container, dict) else None
+                if isinstance(image, str):
+                    self.check_image(f"inference.template.spec.{kind}[{i}].image", image)
+
+    def check_image(self, path: str, ref: str) -> None:
+        problem = image_ref_problem(ref)
+        if problem is None:
+            return
+        fix = f"write it as [registry/]repository[:tag][@sha256:digest], e.g. {IMAGE_EXAMPLE}"
+        if problem.placeholder:
+            # The seed's and upstream's README placeholders (ACR_REPO_HERE...) land here.
+            self.warn(path, f"{ref!r}: {problem.message}, so no node can pull it; {fix}")
+            return
+        self.error(path, f"{ref!r} is not a valid image reference: {problem.message}; {fix}")
+
+    def check_image_host(self, path: str, ref: str) -> None:
+        """Input images are pulled from the host they name: not the node's inside (SSRF rules)."""
+        problem = image_host_problem(ref)
+        if problem:
+            self.error(path, f"{ref!r}: {problem}")
+
     def check_adapters(self) -> None:
         adapters = (self.ws.inference.adapters if self.ws.inference else None) or []
         if len(adapters) > MAX_ADAPTERS:
@@ -325,21 +535,47 @@ class _Checker:
         seen: set[str] = set()
         for i, adapter in enumerate(adapters):
             path = f"inference.adapters[{i}]"
-            if adapter.source.name in seen:
+            name = adapter.source.name
+            if name in seen:
                 self.error(
                     f"{path}.source.name",
-                    f"{adapter.source.name!r} is used by another adapter; adapter names must be unique",
+                    f"{name!r} is used by another adapter; adapter names must be unique",
                 )
-            seen.add(adapter.source.name)
+            seen.add(name)
+            if len(name) > 63 or not DNS1123_LABEL.match(name):
+                self.error(
+                    f"{path}.source.name",
+                    f"{name!r} cannot name an adapter (it becomes a directory, the model id at the "
+                    "endpoint and the strength variable); use at most 63 lowercase letters, digits "
+                    "and '-', starting and ending with a letter or digit",
+                )
             if adapter.strength is not None:
                 self.check_strength(f"{path}.strength", adapter.strength)
-            sources = _sources(adapter.source)
-            if len(sources) != 1:
+                if self.runtime == "vllm" and _is_number(adapter.strength) and float(adapter.strength) != 1.0:
+                    self.warn(
+                        f"{path}.strength",
+                        "vLLM applies LoRA at full strength, so kaito serves a scaled copy of the "
+                        "adapter; that works for plain LoRA adapters in safetensors form and stops the "
+                        "server at start-up for others (upstream Kaito rejects strength with vLLM)",
+                    )
+            src = adapter.source
+            if src.urls is not None:
                 self.error(
-                    f"{path}.source",
-                    "needs exactly one of image, urls or volumeSource to load the adapter from",
+                    f"{path}.source.urls",
+                    "URLs are not an adapter source (in upstream Kaito neither); publish the adapter "
+                    "as an image and set source.image",
                 )
-            self.check_urls(f"{path}.source.urls", adapter.source.urls)
+            if src.volume_source is not None:
+                self.error(
+                    f"{path}.source.volumeSource",
+                    "kaito loads adapters from images only; publish the adapter as an image and set "
+                    "source.image",
+                )
+            if src.image is None and src.urls is None and src.volume_source is None:
+                self.error(f"{path}.source", "needs source.image, the adapter image to load")
+            if src.image is not None:
+                self.check_image(f"{path}.source.image", src.image)
+                self.check_image_host(f"{path}.source.image", src.image)
 
     def check_strength(self, path: str, value: str) -> None:
         bad = f'{value!r} is not a strength; use a decimal string from "0" to "1", e.g. "0.5"'
@@ -353,6 +589,12 @@ class _Checker:
     def check_tuning(self, sku: GPUSku | None) -> None:
         tuning = self.ws.tuning
         assert tuning is not None
+        count = self.ws.resource.count
+        if count is not None and count > 1:
+            self.error(
+                "resource.count",
+                f"tuning runs on a single node, got {count}; set resource.count to 1 or remove it",
+            )
         if tuning.preset is None:
             self.error("tuning.preset", "is required; name the model to tune (kaito presets list)")
         preset = self.check_preset("tuning.preset", tuning.preset)
@@ -368,11 +610,23 @@ class _Checker:
                 fits, reason = tuning_fits(preset, sku, tuning.method)
                 if not fits:
                     self.error("resource.instanceType", f"{reason}; pick a SKU with more memory per GPU")
+            spec = tuning.preset
+            options = spec.preset_options if spec is not None else None
+            if preset.gated and not (options and options.model_access_secret):
+                self.warn(
+                    "tuning.preset.presetOptions.modelAccessSecret",
+                    f"{preset.name} is gated on Hugging Face; the download needs a Secret with an HF token",
+                )
+            if options is not None and options.image:
+                self.check_image("tuning.preset.presetOptions.image", options.image)
         sources = _sources(tuning.input)
         if len(sources) != 1:
             what = "none" if not sources else " and ".join(sources)
             self.error("tuning.input", f"needs exactly one of urls, image or volumeSource (got {what})")
         self.check_urls("tuning.input.urls", tuning.input.urls)
+        if tuning.input.image is not None:
+            self.check_image("tuning.input.image", tuning.input.image)
+            self.check_image_host("tuning.input.image", tuning.input.image)
         out = tuning.output
         if out.image is None and out.volume_source is None:
             self.error("tuning.output", "needs image (pushed with imagePushSecret) or volumeSource")
@@ -381,6 +635,9 @@ class _Checker:
                 "tuning.output.imagePushSecret",
                 "is required with tuning.output.image; name a docker-registry Secret that can push it",
             )
+        if out.image is not None:
+            self.check_image("tuning.output.image", out.image)
+        self.check_tuning_config()
 
     def check_urls(self, path: str, urls: list[str] | None) -> None:
         if urls is not None and not urls:
@@ -391,6 +648,28 @@ class _Checker:
                 self.error(f"{path}[{i}]", problem)
 
 
+_NOT_LOOKED_UP: Any = object()
+
+
+def _config_name(ws: Workspace, path: str) -> str | None:
+    if path == "inference.config":
+        return ws.inference.config if ws.inference else None
+    return ws.tuning.config if ws.tuning else None
+
+
+@cache
+def _by_repo() -> dict[str, ModelPreset]:
+    return {m.hf_repo.lower(): m for m in list_presets()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _sources(src: DataSource) -> list[str]:
     return [
         name
@@ -399,55 +678,9 @@ def _sources(src: DataSource) -> list[str]:
     ]
 
 
-def url_problem(url: str) -> str | None:
-    """Why a data URL is refused (not http(s), or aimed at this cluster or the cloud), or None."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        _ = parts.port
-    except ValueError:
-        return f"{url!r} is not a valid URL; use an http(s) URL"
-    if parts.scheme not in ("http", "https"):
-        return f"{url!r} must use http or https"
-    if not host:
-        return f"{url!r} has no host; use an http(s) URL with a public host"
-    host = host.rstrip(".").lower()
-    fix = "use a public http(s) URL"
-    if host in METADATA_HOSTS or host in METADATA_IPS:
-        return f"{url!r} points at a cloud metadata address; {fix}"
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{url!r} points at a loopback address; {fix}"
-    addr = _as_ip(host)
-    if addr is None:
-        return None
-    if str(addr) in METADATA_IPS:
-        return f"{url!r} points at a cloud metadata address; {fix}"
-    if addr.is_loopback or addr.is_unspecified:
-        return f"{url!r} points at a loopback address; {fix}"
-    if addr.is_link_local:
-        return f"{url!r} points at a link-local address; {fix}"
-    if addr.is_private or addr.is_reserved or addr.is_multicast or not addr.is_global:
-        return f"{url!r} points at a private address; {fix}"
-    return None
-
-
-def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host denotes, including the decimal and hex forms URL parsers accept."""
-    try:
-        addr = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        try:
-            if re.fullmatch(r"0x[0-9a-f]+|[0-9]+", host):
-                return ipaddress.IPv4Address(int(host, 0) if host.startswith("0x") else int(host))
-        except (ValueError, ipaddress.AddressValueError):
-            return None
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
 def _check_update(ws: Workspace, old: Workspace, result: ValidationResult) -> None:
+    """The fields upstream Kaito freezes after create (api/v1beta1/workspace_validation.go)."""
+
     def err(path: str, what: str) -> None:
         result.errors.append(
             FieldError(path, f"is immutable ({what}); delete and recreate the Workspace to change it")
@@ -460,18 +693,37 @@ def _check_update(ws: Workspace, old: Workspace, result: ValidationResult) -> No
         )
     if ws.resource.label_selector.to_dict() != old.resource.label_selector.to_dict():
         err("resource.labelSelector", "changed")
+    new_count, old_count = ws.resource.count, old.resource.count
+    if new_count is not None and old_count is not None and new_count != old_count:
+        err("resource.count", f"was {old.resource.count}, now {ws.resource.count}")
     if (ws.inference is None) != (old.inference is None):
         err("inference", "a Workspace cannot switch between inference and tuning")
         return
-    for path, new_spec, old_spec in (
-        ("inference.preset", ws.inference.preset if ws.inference else None,
-         old.inference.preset if old.inference else None),
-        ("tuning.preset", ws.tuning.preset if ws.tuning else None, old.tuning.preset if old.tuning else None),
-    ):
-        new_name = new_spec.name if new_spec else None
-        old_name = old_spec.name if old_spec else None
-        if new_name != old_name:
-            err(f"{path}.name" if new_name and old_name else path, f"was {old_name!r}, now {new_name!r}")
+    if ws.inference is not None and old.inference is not None:
+        _preset_unchanged("inference.preset", ws.inference.preset, old.inference.preset, err)
+        if (ws.inference.template is None) != (old.inference.template is None):
+            err("inference.template", "it cannot be set or unset after create; its contents may change")
+    if ws.tuning is not None and old.tuning is not None:
+        _preset_unchanged("tuning.preset", ws.tuning.preset, old.tuning.preset, err)
+        if ws.tuning.method != old.tuning.method:
+            err("tuning.method", f"was {old.tuning.method!r}, now {ws.tuning.method!r}")
+        if ws.tuning.input.name != old.tuning.input.name:
+            err("tuning.input.name", f"was {old.tuning.input.name!r}, now {ws.tuning.input.name!r}")
+
+
+def _preset_unchanged(
+    path: str, new: PresetSpec | None, old: PresetSpec | None, err: Callable[[str, str], None]
+) -> None:
+    new_name = new.name if new else None
+    old_name = old.name if old else None
+    if new_name != old_name:
+        err(f"{path}.name" if new_name and old_name else path, f"was {old_name!r}, now {new_name!r}")
+    elif _dump(new) != _dump(old):
+        err(path, "its accessMode and presetOptions are fixed with the model")
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json") if model is not None else None
 
 
 def _example_sku(cloud: str | None) -> str:

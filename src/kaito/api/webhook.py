@@ -1,114 +1,226 @@
-"""Admission webhook for Workspaces (AdmissionReview v1): validating, plus light defaulting.
+"""Admission for Workspaces: the validating and defaulting decisions, served by the runtime.
 
-:func:`review` is the whole logic and takes and returns plain dicts, so tests and other servers can
-call it directly; :func:`create_app` wraps it in FastAPI at ``/validate`` and ``/mutate``. A
-malformed review is answered (denied, with the reason), never an HTTP 500: a crashing webhook
-with ``failurePolicy: Fail`` would block every Workspace in the cluster.
+The TLS serving, certificate reload, AdmissionReview decoding and metrics belong to
+:class:`kaito.runtime.WebhookServer`; this module holds only kaito's decisions, as two handlers
+(AdmissionReview ``request`` dict -> ``response`` dict). :func:`register` mounts them at the
+kubebuilder-style paths for both served versions, :func:`new_webhook_server` builds a server with
+them, and :func:`review` answers a whole AdmissionReview without any server (tests, offline tools).
+
+A malformed request is denied with the reason, never crashed on: a crashing webhook with
+``failurePolicy: Fail`` would block every Workspace in the cluster.
+
+Given a :class:`kaito.runtime.Client` (the operator passes its own), the validating handler reads
+the ConfigMaps that ``inference.config`` and ``tuning.config`` name, as upstream's webhook does,
+so a missing or broken config is refused at ``kubectl apply`` instead of failing a pod later. It lists
+with a field selector rather than GETting: the operator's role has list/watch on ConfigMaps, not
+get, and a list is never served from a stale cache.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-
-from kaito.api.validation import ValidationOptions, validate_workspace
+from kaito.api.validation import ConfigMaps, ValidationOptions, validate_workspace
 from kaito.presets import get_sku
+from kaito.runtime import (
+    CONFIGMAP,
+    AdmissionHandler,
+    ApiError,
+    Client,
+    Metrics,
+    WebhookServer,
+    WebhookServerOptions,
+    allowed,
+    denied,
+    patched,
+)
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
+VERSIONS = ("v1alpha1", "v1beta1")
+VALIDATE_PATHS = tuple(f"/validate-kaito-sh-{v}-workspace" for v in VERSIONS)
+MUTATE_PATHS = tuple(f"/mutate-kaito-sh-{v}-workspace" for v in VERSIONS)
 Mode = Literal["validate", "mutate"]
+# The apiserver keeps warnings short; a long one is cut rather than dropped.
+_MAX_WARNING = 500
+#: The apiserver gives the whole webhook call 10 s (timeoutSeconds); the lookup gets half.
+LOOKUP_TIMEOUT = 5.0
+
+
+def validate_request(
+    request: Any, options: ValidationOptions | None = None, *, config_maps: ConfigMaps | None = None
+) -> dict[str, Any]:
+    """The validating decision for one AdmissionReview ``request``; ``config_maps`` is what was
+    read of the namespace's ConfigMaps (see :func:`lookup_config_maps`)."""
+    try:
+        if not isinstance(request, dict):
+            return denied("AdmissionReview has no request", code=400, reason="BadRequest")
+        operation = request.get("operation")
+        if operation not in ("CREATE", "UPDATE"):
+            return allowed()
+        obj = request.get("object")
+        old = request.get("oldObject") if operation == "UPDATE" else None
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if isinstance(meta, dict) and meta.get("deletionTimestamp"):
+            return allowed()  # finalizer removal must always go through
+        result = validate_workspace(obj, old, options, config_maps=config_maps)
+        # A check that could not run is said, not passed silently (only without a client).
+        warnings = [w[:_MAX_WARNING] for w in (*result.warnings, *result.skipped)]
+        if result.ok:
+            return allowed(warnings=warnings)
+        causes = [
+            {"field": e.field, "message": e.message, "reason": "FieldValueInvalid"} for e in result.errors
+        ]
+        return denied(result.message(), code=422, reason="Invalid", causes=causes, warnings=warnings)
+    except Exception as exc:  # deny with a reason, never fail the call
+        return denied(
+            f"webhook could not process the request: {type(exc).__name__}: {exc}", code=422, reason="Invalid"
+        )
+
+
+async def lookup_config_maps(client: Client, request: Any) -> ConfigMaps | None:
+    """The ConfigMaps ``inference.config`` / ``tuning.config`` name, read from the Workspace's
+    namespace: ``{name: object}``, ``{name: None}`` when absent, ``{name: reason}`` when it could
+    not be read; None when there is nothing to look up (none named, or unchanged on UPDATE)."""
+    if not isinstance(request, dict):
+        return None
+    obj, old = request.get("object"), request.get("oldObject")
+    update = request.get("operation") == "UPDATE"
+    pairs = [(_config(obj, section), _config(old, section)) for section in ("inference", "tuning")]
+    wanted = [
+        name
+        for name, before in pairs
+        if isinstance(name, str) and name and not (update and before == name)
+    ]
+    if not wanted:
+        return None
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    namespace = request.get("namespace") or (meta.get("namespace") if isinstance(meta, dict) else None)
+    if not isinstance(namespace, str) or not namespace:
+        return dict.fromkeys(wanted, "the request names no namespace")
+    found: dict[str, Any] = {}
+    for name in dict.fromkeys(wanted):
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT):
+                items = await client.list(
+                    CONFIGMAP, namespace, field_selector=f"metadata.name={name}", cached=False
+                )
+        except TimeoutError:
+            found[name] = f"the API did not answer within {LOOKUP_TIMEOUT:g}s; try again"
+            continue
+        except ApiError as exc:
+            found[name] = f"{exc}; check that the operator's role may list ConfigMaps"
+            continue
+        found[name] = next((i for i in items if (i.get("metadata") or {}).get("name") == name), None)
+    return found
+
+
+def _config(obj: Any, section: str) -> Any:
+    spec = obj.get(section) if isinstance(obj, dict) else None
+    return spec.get("config") if isinstance(spec, dict) else None
+
+
+async def validate_request_with_api(
+    request: Any, options: ValidationOptions | None, client: Client
+) -> dict[str, Any]:
+    """:func:`validate_request` after reading, through ``client``, what the rules need."""
+    try:
+        config_maps = await lookup_config_maps(client, request)
+    except Exception as exc:  # a lookup failure is a reason to deny, never a crash
+        obj = request.get("object") if isinstance(request, dict) else None
+        names = [n for n in (_config(obj, "inference"), _config(obj, "tuning")) if isinstance(n, str)]
+        config_maps = dict.fromkeys(names, f"{type(exc).__name__}: {exc}") or None
+    return validate_request(request, options, config_maps=config_maps)
+
+
+def _instance_type(obj: Any) -> Any:
+    resource = obj.get("resource") if isinstance(obj, dict) else None
+    return resource.get("instanceType") if isinstance(resource, dict) else None
+
+
+def default_request(request: Any) -> dict[str, Any]:
+    """The defaulting decision: the instance type in the SKU table's spelling, so node labels and
+    kubectl columns match the cloud's name (``standard_nc6s_v3`` -> ``Standard_NC6s_v3``).
+
+    Only on CREATE. On UPDATE the stored spelling wins: the field is immutable (CEL and the
+    validator), so rewriting it would turn a harmless re-apply into a rejection when the object
+    was stored before this webhook ran. A different spelling of the stored SKU is patched back to
+    the stored one; anything else is left for the validator to judge."""
+    try:
+        if not isinstance(request, dict):
+            return denied("AdmissionReview has no request", code=400, reason="BadRequest")
+        operation = request.get("operation")
+        if operation not in ("CREATE", "UPDATE"):
+            return allowed()
+        itype = _instance_type(request.get("object"))
+        if not isinstance(itype, str):
+            return allowed()
+        sku = get_sku(itype)
+        if operation == "UPDATE":
+            stored = _instance_type(request.get("oldObject"))
+            if not isinstance(stored, str) or stored == itype or sku is None:
+                return allowed()
+            if sku == get_sku(stored):
+                return patched([{"op": "replace", "path": "/resource/instanceType", "value": stored}])
+            return allowed()
+        if sku is not None and sku.name != itype:
+            return patched([{"op": "replace", "path": "/resource/instanceType", "value": sku.name}])
+        return allowed()
+    except Exception as exc:
+        return denied(
+            f"webhook could not process the request: {type(exc).__name__}: {exc}", code=422, reason="Invalid"
+        )
+
+
+def validating_handler(
+    options: ValidationOptions | None = None, client: Client | None = None
+) -> AdmissionHandler:
+    """Without a client the ConfigMap rule is skipped (tests and offline tools)."""
+    if client is None:
+
+        def handle(request: dict[str, Any]) -> dict[str, Any]:
+            return validate_request(request, options)
+
+        return handle
+
+    async def handle_with_api(request: dict[str, Any]) -> dict[str, Any]:
+        return await validate_request_with_api(request, options, client)
+
+    return handle_with_api
+
+
+def defaulting_handler() -> AdmissionHandler:
+    return default_request
+
+
+def register(
+    server: WebhookServer, options: ValidationOptions | None = None, client: Client | None = None
+) -> None:
+    """Mount validation and defaulting for both Workspace versions on ``server``."""
+    for path in VALIDATE_PATHS:
+        server.register(path, validating_handler(options, client))
+    for path in MUTATE_PATHS:
+        server.register(path, defaulting_handler())
+
+
+def new_webhook_server(
+    server_options: WebhookServerOptions | None = None,
+    options: ValidationOptions | None = None,
+    *,
+    metrics: Metrics | None = None,
+    client: Client | None = None,
+) -> WebhookServer:
+    """A runtime webhook server serving kaito's Workspace admission; add it to the Manager.
+    ``client`` lets validation read the inference ConfigMap (the operator passes its own)."""
+    server = WebhookServer(server_options, metrics=metrics)
+    register(server, options, client)
+    return server
 
 
 def review(body: Any, options: ValidationOptions | None = None, mode: Mode = "validate") -> dict[str, Any]:
-    """Answer one AdmissionReview (the request dict as the apiserver sends it)."""
-    uid = ""
-    try:
-        request = body.get("request") if isinstance(body, dict) else None
-        if not isinstance(request, dict):
-            return _response(uid, False, "AdmissionReview has no request")
-        uid_raw = request.get("uid", "")
-        uid = uid_raw if isinstance(uid_raw, str) else ""
-        operation = request.get("operation")
-        if operation not in ("CREATE", "UPDATE"):
-            return _response(uid, True)
-        obj = request.get("object")
-        old = request.get("oldObject") if operation == "UPDATE" else None
-        if mode == "mutate":
-            return _mutate(uid, obj)
-        meta = obj.get("metadata") if isinstance(obj, dict) else None
-        if isinstance(meta, dict) and meta.get("deletionTimestamp"):
-            # Finalizer removal must always go through.
-            return _response(uid, True)
-        result = validate_workspace(obj, old, options)
-        if result.ok:
-            return _response(uid, True, warnings=result.warnings)
-        return _response(uid, False, result.message(), warnings=result.warnings, details=result.errors)
-    except Exception as exc:  # deny with a reason, never fail the call
-        return _response(uid, False, f"webhook could not process the request: {type(exc).__name__}: {exc}")
-
-
-def _mutate(uid: str, obj: Any) -> dict[str, Any]:
-    """Canonical SKU spelling, so node labels and kubectl columns match the cloud's name."""
-    patch: list[dict[str, Any]] = []
-    resource = obj.get("resource") if isinstance(obj, dict) else None
-    itype = resource.get("instanceType") if isinstance(resource, dict) else None
-    if isinstance(itype, str):
-        sku = get_sku(itype)
-        if sku is not None and sku.name != itype:
-            patch.append({"op": "replace", "path": "/resource/instanceType", "value": sku.name})
-    resp = _response(uid, True)
-    if patch:
-        resp["response"]["patchType"] = "JSONPatch"
-        resp["response"]["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-    return resp
-
-
-def _response(
-    uid: str,
-    allowed: bool,
-    message: str = "",
-    *,
-    warnings: list[str] | None = None,
-    details: list[Any] | None = None,
-) -> dict[str, Any]:
-    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
-    if not allowed:
-        status: dict[str, Any] = {"code": 422, "reason": "Invalid", "message": message or "denied"}
-        if details:
-            status["details"] = {
-                "causes": [
-                    {"field": e.field, "message": e.message, "reason": "FieldValueInvalid"} for e in details
-                ]
-            }
-        response["status"] = status
-    if warnings:
-        response["warnings"] = [w[:500] for w in warnings]
-    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": response}
-
-
-def create_app(options: ValidationOptions | None = None) -> FastAPI:
-    """The webhook server; TLS is the job of whoever runs it (uvicorn flags or a sidecar)."""
-    app = FastAPI(title="kaito workspace webhook", docs_url=None, redoc_url=None, openapi_url=None)
-
-    async def _read(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return None
-
-    @app.post("/validate")
-    async def validate_endpoint(request: Request) -> JSONResponse:
-        return JSONResponse(review(await _read(request), options, "validate"))
-
-    @app.post("/mutate")
-    async def mutate_endpoint(request: Request) -> JSONResponse:
-        return JSONResponse(review(await _read(request), options, "mutate"))
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    return app
+    """Answer one whole AdmissionReview (as the apiserver sends it) without a server."""
+    request = body.get("request") if isinstance(body, dict) else None
+    uid_raw = request.get("uid", "") if isinstance(request, dict) else ""
+    uid = uid_raw if isinstance(uid_raw, str) else ""
+    resp = validate_request(request, options) if mode == "validate" else default_request(request)
+    return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview", "response": {"uid": uid, **resp}}

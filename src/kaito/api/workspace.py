@@ -1,20 +1,26 @@
 """The Workspace custom resource (kaito.sh v1alpha1 and v1beta1).
 
 Both versions have the same shape, with ``resource``, ``inference``, ``tuning`` and ``status`` at
-the top level (no ``spec``), so the apiserver converts between them with strategy ``None``.
+the top level (no ``spec``): upstream's v1beta1 shape, which upstream's v1alpha1 is a subset of
+(it lacks ``presetOptions.modelAccessSecret`` and ``status.state``, ``targetNodeCount``,
+``performance``). kaito's v1alpha1 keeps accepting the whole shape, as it always has, so no field
+exists in one version and not the other and the apiserver converts with strategy ``None``: a
+v1alpha1 client that reads and writes back cannot drop a v1beta1 field, and no read depends on a
+conversion webhook being up. docs/workspace-api.md lists where this still differs from upstream.
 The CRD schema in config/crd is generated from these classes (kaito.api.crd): the class and field
 metadata below (CEL rules, patterns, defaults) are what the apiserver enforces without the webhook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-from kaito.api import conditions as c
+from kaito.api import names as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ManifestMixin, ObjectMeta
 
 PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
@@ -180,11 +186,31 @@ class TuningSpec(KubeModel):
     output: DataDestination
 
 
+class Metric(KubeModel):
+    """One benchmark figure as upstream's status.performance carries it (value as a string)."""
+
+    description: str
+    value: str
+    unit: str | None = None
+    config: dict[str, str] | None = None
+
+
+# kaito runs no post-load benchmark, so its controller never writes status.performance; the field
+# exists so that Workspaces copied from an upstream cluster (status included) keep it.
+class Performance(KubeModel):
+    """Upstream's post-load benchmark results, keyed by metric name (e.g. peakTokensPerMinute)."""
+
+    metrics: dict[str, Metric] | None = None
+
+
 class WorkspaceStatus(KubeModel):
     worker_nodes: list[str] | None = None
     conditions: list[Condition] | None = None
     state: str | None = None
+    performance: Performance | None = None
     target_node_count: int | None = Field(default=None, ge=0)
+    #: The metadata.generation the controller last acted on (its status describes that spec).
+    observed_generation: int | None = Field(default=None, ge=0)
 
 
 WORKSPACE_RULES = (
@@ -221,7 +247,8 @@ class Workspace(ManifestMixin, KubeModel):
         return self.api_version.split("/", 1)[1]
 
     def as_version(self, version: str) -> Workspace:
-        """The same object under another served version (the shapes are identical)."""
+        """The same object under another served version: what the apiserver's ``None`` conversion
+        does (the shapes are identical, so only ``apiVersion`` changes)."""
         if version not in c.VERSIONS:
             raise ValueError(f"unknown Workspace version {version!r}; served: {', '.join(c.VERSIONS)}")
         return self.model_copy(update={"api_version": f"{c.GROUP}/{version}"})
@@ -231,3 +258,35 @@ class Workspace(ManifestMixin, KubeModel):
             if cond.type == type_:
                 return cond
         return None
+
+    @property
+    def runtime(self) -> str:
+        return runtime_of(self.metadata.annotations)
+
+    @property
+    def enable_lb(self) -> bool:
+        return enable_lb_of(self.metadata.annotations)
+
+    @property
+    def bypass_resource_checks(self) -> bool:
+        return bypass_resource_checks_of(self.metadata.annotations)
+
+
+# The annotation readers take a plain annotations mapping, so the controller (which works on the
+# dicts the apiserver returns) and the models give the same answer.
+
+
+def runtime_of(annotations: Mapping[str, str] | None) -> str:
+    """The runtime ``kaito.sh/runtime`` selects; anything else is vLLM, as upstream."""
+    value = (annotations or {}).get(c.ANNOTATION_RUNTIME, "")
+    return value if value in c.RUNTIMES else c.RUNTIME_VLLM
+
+
+def enable_lb_of(annotations: Mapping[str, str] | None) -> bool:
+    """``kaito.sh/enablelb: "True"`` (upstream's spelling) or any case of it."""
+    return (annotations or {}).get(c.ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+
+
+def bypass_resource_checks_of(annotations: Mapping[str, str] | None) -> bool:
+    """Upstream bypasses the checks when the annotation is present, whatever its value."""
+    return c.ANNOTATION_BYPASS_RESOURCE_CHECKS in (annotations or {})

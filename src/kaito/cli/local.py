@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.status import Status
 
-from kaito.runtime.testing import AssetsError, ClusterError, ensure_assets
-from kaito.runtime.testing import local as local_cluster
+from kaito.envtest import AssetsError, ClusterError, ensure_assets
+from kaito.envtest import local as local_cluster
+from kaito.localnode import cli as node_cli
 
 app = typer.Typer(help="Run a local control plane (etcd, kube-apiserver, kcm, scheduler, kwok).")
 console = Console(stderr=True)
@@ -34,12 +35,21 @@ def _fail(msg: str) -> None:
 
 
 @app.command()
-def assets() -> None:
+def assets(
+    karpenter: bool = typer.Option(
+        False, "--karpenter", help="Also find or build Karpenter's kwok provider (the karpenter peer)."
+    ),
+) -> None:
     """Find or build the control-plane binaries (KUBEBUILDER_ASSETS, cache, else go build)."""
     started = time.monotonic()
     try:
         with console.status("obtaining control-plane binaries") as status:
             folder = ensure_assets(progress=_progress(status))
+            if karpenter:
+                from kaito.envtest.karpenter import ensure_karpenter
+
+                status.update("obtaining Karpenter's kwok provider")
+                console.print(f"karpenter-kwok ready in {ensure_karpenter(progress=_progress(status))}")
     except AssetsError as exc:
         _fail(str(exc))
     console.print(f"binaries ready in {folder} ({time.monotonic() - started:.1f}s)")
@@ -47,13 +57,22 @@ def assets() -> None:
 
 
 @app.command()
-def up(state_dir: Path = StateDir, kwok: bool = typer.Option(True, help="Run kwok fake kubelets.")) -> None:
+def up(
+    state_dir: Path = StateDir,
+    kwok: bool = typer.Option(True, help="Run kwok fake kubelets."),
+    node_agent: bool = typer.Option(
+        True, help="Run kaito's node agent: pods on nodes labelled kaito.sh/node-agent=local run for real."
+    ),
+) -> None:
     """Start the cluster in the background (or show the running one)."""
+    extra = node_cli.agent_command() if node_agent else {}
+    if node_agent and not extra:
+        console.print("[yellow]warning:[/yellow] not root: no node agent (kwok's fake nodes only)")
     try:
         with console.status("obtaining control-plane binaries") as status:
             ensure_assets(progress=_progress(status))
             status.update("starting etcd, kube-apiserver, controller-manager, scheduler, kwok")
-            state = local_cluster.up(state_dir, kwok=kwok)
+            state = local_cluster.up(state_dir, kwok=kwok, extra=extra)
     except (AssetsError, ClusterError) as exc:
         _fail(str(exc))
     console.print(
@@ -84,3 +103,41 @@ def status(state_dir: Path = StateDir) -> None:
     console.print(f"running at {state.server}; kubeconfig {state.kubeconfig}")
     for name, pid in sorted(state.pids.items()):
         console.print(f"  {name:<26} pid {pid}")
+
+
+@app.command()
+def logs(
+    pod: str = typer.Argument(..., help="Pod name (on a kaito local node)."),
+    container: str = typer.Option("", "-c", "--container", help="Container name (default: the only one)."),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines."),
+    previous: bool = typer.Option(False, "-p", "--previous", help="The run before the last restart."),
+    state_dir: Path = StateDir,
+) -> None:
+    """Print a container's log from a kaito local node (kwok's fake pods have none)."""
+    try:
+        node_cli.print_logs(state_dir, namespace, pod, container, follow=follow, previous=previous)
+    except node_cli.LocalNodeError as exc:
+        _fail(str(exc))
+
+
+@app.command("port-forward")
+def port_forward(
+    target: str = typer.Argument(..., help="svc/NAME or pod/NAME"),
+    ports: str = typer.Argument(..., help="LOCAL:REMOTE (Service port for svc/, container port for pod/)"),
+    namespace: str = typer.Option("default", "-n", "--namespace"),
+    address: str = typer.Option("127.0.0.1", "--address", help="Loopback address to listen on."),
+    kubeconfig: str = typer.Option("", "--kubeconfig", help="Another cluster than the local one."),
+    state_dir: Path = StateDir,
+) -> None:
+    """Forward a loopback port to a pod on a kaito local node (follows the Service's ready pods)."""
+    if not kubeconfig:
+        state = local_cluster.status(state_dir)
+        if state is None:
+            _fail(f"no local cluster running in {state_dir}; run `kaito local up`")
+            return
+        kubeconfig = state.kubeconfig
+    try:
+        node_cli.port_forward(kubeconfig, namespace, target, ports, address, console.print)
+    except node_cli.LocalNodeError as exc:
+        _fail(str(exc))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from kaito.cli import estimate, local, presets, serve, validate
+from kaito.cli import controller, estimate, local, node_provisioner, presets, serve, validate
 
 app = typer.Typer(
     name="kaito",
@@ -21,6 +21,8 @@ app.command("serve", context_settings=serve.SETTINGS)(serve.serve)
 app.add_typer(presets.app, name="presets")
 app.command("validate")(validate.validate)
 app.command("estimate")(estimate.estimate_cmd)
+app.command("controller")(controller.controller)
+app.command("node-provisioner")(node_provisioner.node_provisioner)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,62 +2,136 @@
 
 from __future__ import annotations
 
-import typer
-from rich.console import Console
-from rich.table import Table
+from typing import Any
 
-from kaito.presets import catalog_version, list_presets, list_skus
+import typer
+
+from kaito.cli.output import Column, Format, dump, print_table
+from kaito.presets import GPUSku, ModelPreset, catalog_version, list_presets, list_skus
 from kaito.presets.skus import load_skus
 
 app = typer.Typer(help="Model presets and GPU SKUs kaito knows.", no_args_is_help=True)
+
+OUTPUT_HELP = "table (default, fits the terminal), wide (every column), json or yaml"
+
+PRESET_COLUMNS = [
+    Column("NAME"),
+    Column("PARAMS", 3),
+    Column("WEIGHTS", 2),
+    Column("CONTEXT", 1),
+    Column("GATED", 4),
+    Column("TUNING", 5),
+    Column("KV/TOKEN", wide=True),
+    Column("RUNTIMES", wide=True),
+    Column("PARSERS", wide=True),
+    Column("HF MODEL", wide=True),
+    Column("REVISION", wide=True),
+]
+
+SKU_COLUMNS = [
+    Column("INSTANCE TYPE"),
+    Column("CLOUD", 5),
+    Column("GPU", 2),
+    Column("GPUS", 1),
+    Column("GPU MEM", 1),
+    Column("$/HOUR", 4),
+    Column("RUNTIME", 3),
+    Column("CC", wide=True),
+    Column("BF16", wide=True),
+    Column("NVME", wide=True),
+    Column("UPSTREAM", wide=True),
+]
+
+
+def preset_record(p: ModelPreset) -> dict[str, Any]:
+    """The machine-readable form of a preset: its catalog fields plus derived facts."""
+    data = p.model_dump(mode="json")
+    data["gated"] = p.gated
+    data["kv_bytes_per_token"] = p.kv_bytes_per_token()
+    return data
+
+
+def sku_record(s: GPUSku) -> dict[str, Any]:
+    data = s.model_dump(mode="json", by_alias=False)
+    data.pop("upstream_status", None)
+    data.update(
+        supported=s.supported,
+        unsupported_reason=s.unsupported_reason or None,
+        upstream=s.upstream,
+        upstream_note=s.upstream_note or None,
+    )
+    return data
 
 
 @app.command("list")
 def list_cmd(
     all_: bool = typer.Option(False, "--all", help="include deprecated presets"),
+    output: Format = typer.Option(Format.table, "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
-    """Model presets: size, context, KV cache per token, runtimes and parsers."""
-    table = Table(title=f"kaito presets (catalog {catalog_version()})")
-    table.add_column("NAME", no_wrap=True)
-    table.add_column("HF MODEL", no_wrap=True)
-    for col in ("PARAMS", "WEIGHTS", "CONTEXT", "KV/TOKEN", "RUNTIMES", "PARSERS", "TUNING", "TOKEN"):
-        table.add_column(col)
-    for p in list_presets(include_deprecated=all_):
-        parsers = ", ".join(x for x in (p.tool_parser, p.reasoning_parser) if x) or "-"
-        name = f"{p.name} (deprecated)" if p.deprecated else p.name
-        table.add_row(
-            name,
-            f"{p.hf_repo}@{p.revision}",
-            f"{p.params_b:g}B",
-            f"{p.weights_gb:g} GB",
-            f"{p.context_length}",
-            f"{p.kv_bytes_per_token() // 1024} KiB",
-            ", ".join(p.runtimes),
-            parsers,
-            ", ".join(p.tuning) or "-",
-            "yes" if p.requires_token else "no",
+    """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source."""
+    presets = list_presets(include_deprecated=all_)
+    if output in (Format.json, Format.yaml):
+        dump(
+            {
+                "kind": "PresetList",
+                "catalogVersion": catalog_version(),
+                "items": [preset_record(p) for p in presets],
+            },
+            output,
         )
-    Console().print(table)
+        return
+    rows = []
+    for p in presets:
+        parsers = ",".join(x for x in (p.tool_parser, p.reasoning_parser) if x) or "-"
+        rows.append(
+            [
+                f"{p.name} (deprecated)" if p.deprecated else p.name,
+                f"{p.params_b:g}B",
+                f"{p.weights_gb:g}GB",
+                f"{p.context_length}",
+                "yes" if p.gated else "no",
+                ",".join(p.tuning) or "-",
+                f"{p.kv_bytes_per_token() // 1024}KiB",
+                ",".join(p.runtimes),
+                parsers,
+                p.hf_repo,
+                p.revision[:12],
+            ]
+        )
+    print_table(PRESET_COLUMNS, rows, output)
 
 
 @app.command("skus")
-def skus_cmd(cloud: str = typer.Option(None, help="azure or aws; all clouds when omitted")) -> None:
-    """GPU instance types: GPUs, memory, compute capability, bf16, NVMe and list price."""
-    table = Table(title=f"GPU SKUs (table {load_skus().table_version})")
-    table.add_column("CLOUD")
-    table.add_column("INSTANCE TYPE", no_wrap=True)
-    for col in ("GPU", "GPUS", "GPU MEM", "CC", "BF16", "NVME", "$/HOUR"):
-        table.add_column(col)
-    for s in list_skus(cloud):
-        table.add_row(
-            s.cloud,
+def skus_cmd(
+    cloud: str = typer.Option(None, help="azure, aws or arc; all clouds when omitted"),
+    output: Format = typer.Option(Format.table, "--output", "-o", help=OUTPUT_HELP),
+) -> None:
+    """GPU instance types: GPUs, memory, price, runtime support; -o wide adds CC, bf16, NVMe, upstream."""
+    skus = list_skus(cloud)
+    if output in (Format.json, Format.yaml):
+        dump(
+            {
+                "kind": "SkuList",
+                "tableVersion": load_skus().table_version,
+                "items": [sku_record(s) for s in skus],
+            },
+            output,
+        )
+        return
+    rows = [
+        [
             s.name,
+            s.cloud,
             s.gpu_model,
             str(s.gpu_count),
-            f"{s.gpu_memory_gib:g} GiB",
-            f"{s.compute_capability:.1f}",
-            "yes" if s.bf16 else "no",
-            f"{s.nvme_gb} GB" if s.nvme_gb else "-",
+            f"{s.gpu_memory_gib:g}GiB",
             f"{s.price_per_hour:.2f}" if s.price_per_hour is not None else "-",
-        )
-    Console().print(table)
+            "vllm" if s.supported else "unsupported",
+            f"{s.compute_capability:.1f}" if s.compute_capability else "-",
+            "yes" if s.bf16 else "no",
+            f"{s.nvme_gb}GB" if s.nvme_gb else "-",
+            s.upstream,
+        ]
+        for s in skus
+    ]
+    print_table(SKU_COLUMNS, rows, output)

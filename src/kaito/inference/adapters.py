@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kaito.contract import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE
 from kaito.inference.config import ConfigError
 
-ADAPTER_CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = ADAPTER_CONFIG_FILE
+WEIGHTS = ADAPTER_WEIGHTS_FILE
 
 
 @dataclass(frozen=True)

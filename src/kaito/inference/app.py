@@ -1,4 +1,4 @@
-"""The HTTP front: /health, /metrics, /chat, admission (429) and measurement around a backend.
+"""The HTTP front: /health, /metrics, /chat, overload guard (429) and measurement around a backend.
 
 It is a plain ASGI callable rather than FastAPI middleware: every token of a streamed response
 passes through it, and a bare function call per message keeps the added latency in microseconds
@@ -9,6 +9,7 @@ passes through it, and a bare function call per message keeps the added latency 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -17,15 +18,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from kaito.contract import ENV_STANDIN
 from kaito.inference import metrics
 from kaito.inference.backend import Backend, BackendError, ChatBody, Message, Receive, Scope, Send
-from kaito.inference.limits import Admission
+from kaito.inference.overload import OverloadGuard
 
 log = structlog.get_logger("kaito.inference")
 
 GENERATION_PATHS = {
     "/v1/chat/completions": "chat_completions",
     "/v1/completions": "completions",
+    # vLLM's Responses API: admitted and measured like the other generation routes
+    "/v1/responses": "responses",
     "/chat": "chat",
 }
 OWN_PATHS = {"/health", "/metrics", "/chat"}
@@ -47,9 +51,9 @@ async def _send_json(
 class InferenceApp:
     """ASGI entry point; ``ready`` flips once ``backend.load()`` has finished."""
 
-    def __init__(self, backend: Backend, admission: Admission) -> None:
+    def __init__(self, backend: Backend, guard: OverloadGuard) -> None:
         self.backend = backend
-        self.admission = admission
+        self.guard = guard
         self.ready = False
         self.load_error: str | None = None
         self.own = self._build_own_app()
@@ -57,7 +61,7 @@ class InferenceApp:
 
     def mark_ready(self) -> None:
         self._openai = self.backend.openai_app()
-        self.admission.max_running = self.backend.max_running
+        self.guard.max_running = self.backend.max_running
         self.ready = True
         metrics.READY.set(1)
 
@@ -74,7 +78,10 @@ class InferenceApp:
         @app.get("/health")
         async def health() -> Response:
             if self.ready:
-                return JSONResponse({"status": "ok", "model": self.backend.model_name})
+                body = {"status": "ok", "model": self.backend.model_name}
+                if os.environ.get(ENV_STANDIN):  # kaito's local node: say it is not the real model
+                    body["weights"] = os.environ[ENV_STANDIN]
+                return JSONResponse(body)
             status = "failed" if self.load_error else "loading"
             return JSONResponse({"status": status, "error": self.load_error}, status_code=503)
 
@@ -118,9 +125,10 @@ class InferenceApp:
         await self._guarded(endpoint, target, scope, receive, send)
 
     async def _guarded(self, endpoint: str, target: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.admission.try_acquire():
-            status, headers, body = self.admission.rejection()
+        if not self.guard.try_acquire():
+            status, headers, body = self.guard.rejection()
             metrics.REQUESTS.labels(endpoint, "429").inc()
+            metrics.RATELIMIT_REJECTED.inc()
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
@@ -137,7 +145,7 @@ class InferenceApp:
         try:
             await target(scope, receive, measured_send)
         finally:
-            self.admission.release()
+            self.guard.release()
             end = time.perf_counter()
             metrics.REQUESTS.labels(endpoint, str(int(state["status"]))).inc()
             metrics.LATENCY.labels(endpoint).observe(end - start)

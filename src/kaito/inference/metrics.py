@@ -34,6 +34,8 @@ IN_FLIGHT = Gauge("kaito_inference_requests_in_flight", "Generation requests adm
 QUEUE_DEPTH = Gauge("kaito_inference_queue_depth", "Requests waiting in the engine for a batch slot")
 RUNNING = Gauge("kaito_inference_requests_running", "Requests the engine is running")
 REJECTED = Counter("kaito_inference_rejected_total", "Requests refused with 429 because the queue was full")
+#: The same count under upstream Kaito's name, so its dashboards and alerts keep working.
+RATELIMIT_REJECTED = Counter("kaito_ratelimit_rejected_total", "Requests rejected by the rate limiter (429)")
 READY = Gauge("kaito_inference_ready", "1 once the model is loaded and requests are served")
 
 

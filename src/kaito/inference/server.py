@@ -25,7 +25,7 @@ from kaito.inference import adapters as adapters_mod
 from kaito.inference.app import InferenceApp
 from kaito.inference.backend import Backend
 from kaito.inference.config import ConfigError, InferenceSettings, parse_settings
-from kaito.inference.limits import Admission
+from kaito.inference.overload import OverloadGuard
 
 log = structlog.get_logger("kaito.inference")
 
@@ -33,7 +33,7 @@ log = structlog.get_logger("kaito.inference")
 def make_backend(settings: InferenceSettings) -> Backend:
     found = adapters_mod.discover(settings.adapters_dir)
     if settings.runtime == "transformers":
-        from kaito.inference.transformers_runtime import TransformersBackend
+        from kaito.inference.transformers_backend import TransformersBackend
 
         return TransformersBackend(settings, found)
     from kaito.inference.vllm_backend import VllmBackend
@@ -42,8 +42,10 @@ def make_backend(settings: InferenceSettings) -> Backend:
 
 
 async def serve(settings: InferenceSettings, backend: Backend) -> int:
+    # --kaito-disable-rate-limit: an unbounded queue, so the guard never answers 429
+    max_queue = settings.max_queue if settings.rate_limit else sys.maxsize
     app = InferenceApp(
-        backend, Admission(max_running=1, max_queue=settings.max_queue, retry_after=settings.retry_after)
+        backend, OverloadGuard(max_running=1, max_queue=max_queue, retry_after=settings.retry_after)
     )
     config = uvicorn.Config(
         app,
@@ -100,6 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 2
+    for warning in settings.warnings:
+        print(f"kaito serve: warning: {warning}", file=sys.stderr, flush=True)
+    if getattr(backend, "headless", False):
+        # A multi-node rank > 0 serves no HTTP (its pod uses exec probes): it runs vLLM's workers.
+        rank = settings.engine_args.get("node_rank")
+        print(f"kaito serve: node rank {rank}: running vLLM's headless workers", file=sys.stderr, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            backend.run_headless()  # type: ignore[attr-defined]
+        return 0
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # uvloop as `vllm serve` uses: uvicorn.Server.serve() runs on whatever loop it is given,

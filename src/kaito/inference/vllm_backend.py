@@ -23,7 +23,12 @@ import structlog
 
 from kaito.inference.adapters import Adapter, prepare_for_vllm
 from kaito.inference.backend import ASGIApp, BackendError, ChatBody
-from kaito.inference.config import ConfigError, InferenceSettings, unknown_engine_keys
+from kaito.inference.config import (
+    ConfigError,
+    InferenceSettings,
+    drop_retired_engine_args,
+    unknown_engine_keys,
+)
 
 log = structlog.get_logger("kaito.inference.vllm")
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -72,10 +77,13 @@ def _render(engine_args: dict[str, Any], parser: Any) -> list[str]:
 def vllm_argv(settings: InferenceSettings, adapters: list[Adapter], parser: Any) -> list[str]:
     """The full vLLM command line this server runs with (also what the benchmark compares to)."""
     known = set(parser._option_string_actions)
-    bad = unknown_engine_keys(settings.engine_args, known)
+    engine = dict(settings.engine_args)
+    for warning in drop_retired_engine_args(engine, known):
+        if warning not in settings.warnings:
+            settings.warnings.append(warning)
+    bad = unknown_engine_keys(engine, known)
     if bad:
         raise ConfigError(f"unknown vLLM engine argument(s): {', '.join(bad)}")
-    engine = dict(settings.engine_args)
     engine.setdefault("served_model_name", [settings.model_name])
     if adapters:
         engine["enable_lora"] = True
@@ -108,6 +116,13 @@ class VllmBackend:
         parser = _parser()
         self.argv = vllm_argv(settings, adapters, parser)
         self.args = parser.parse_args(self.argv)
+        #: A multi-node rank > 0: no API server, only vLLM's workers (see run_headless).
+        self.headless = bool(getattr(self.args, "headless", False))
+        self.engine: Any = None
+        self.app: Any = None
+        self._stats_task: asyncio.Task[None] | None = None
+        if self.headless:
+            return
         try:
             validate_parsed_serve_args(self.args)
             self.engine_args = AsyncEngineArgs.from_cli_args(self.args)
@@ -118,9 +133,14 @@ class VllmBackend:
             raise
         except Exception as exc:
             raise ConfigError(f"invalid vLLM configuration: {_one_line(exc)}") from None
-        self.engine: Any = None
-        self.app: Any = None
-        self._stats_task: asyncio.Task[None] | None = None
+
+    def run_headless(self) -> None:
+        """Run this node's share of a multi-node engine until the leader goes away (blocks)."""
+        from vllm.entrypoints.cli.serve import run_headless
+
+        if self.args.api_server_count is None:
+            self.args.api_server_count = 0  # what `vllm serve --headless` sets before this call
+        run_headless(self.args)
 
     @property
     def max_running(self) -> int:

@@ -7,6 +7,8 @@ The public API (see docs/presets.md)::
     get_sku(instance_type) -> GPUSku | None  list_skus(cloud=None)
     estimate(preset, sku, node_count=None) -> Estimate
     rank_skus(preset, cloud=None) -> list[Estimate]
+
+``kaito.presets.compare`` sets kaito's estimate next to upstream Kaito's for every pair.
 """
 
 from kaito.presets.catalog import (
@@ -21,13 +23,14 @@ from kaito.presets.catalog import (
     preset_names,
     resolve_preset,
 )
-from kaito.presets.estimator import Estimate, estimate, rank_skus
+from kaito.presets.estimator import Estimate, MemoryBreakdown, estimate, rank_skus
 from kaito.presets.skus import CLOUDS, GPUSku, get_sku, list_skus, sku_names
 
 __all__ = [
     "CLOUDS",
     "Estimate",
     "GPUSku",
+    "MemoryBreakdown",
     "ModelPreset",
     "PresetError",
     "catalog_version",

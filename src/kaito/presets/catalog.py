@@ -44,9 +44,15 @@ class ModelPreset(BaseModel):
     context_length: int = Field(gt=0)
     num_layers: int = Field(gt=0)
     hidden_size: int = Field(default=0, ge=0)
+    vocab_size: int = Field(default=0, ge=0, description="0 when unknown (custom models)")
+    tie_word_embeddings: bool = False
     num_attention_heads: int = Field(gt=0)
     num_kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
+    #: Multi-head latent attention (DeepSeek V3 family): the KV cache holds one compressed latent
+    #: of ``kv_lora_rank + qk_rope_head_dim`` values per layer instead of per-head K and V.
+    kv_lora_rank: int = Field(default=0, ge=0)
+    qk_rope_head_dim: int = Field(default=0, ge=0)
     runtimes: tuple[str, ...] = ("vllm", "transformers")
     tool_parser: str | None = None
     reasoning_parser: str | None = None
@@ -54,14 +60,52 @@ class ModelPreset(BaseModel):
     tuning: tuple[TuningMethod, ...] = ()
     deprecated: str | None = None
     custom: bool = False
+    #: Upstream Kaito's own figures, kept only to compare plans (docs/estimator-vs-upstream.md):
+    #: its TotalSafeTensorFileSize, and whether it lets the model span nodes / use tensor parallel.
+    upstream_file_size_gib: float | None = None
+    upstream_distributed: bool = False
+    upstream_disable_tp: bool = False
+
+    @property
+    def gated(self) -> bool:
+        """The Hugging Face download needs an access token (upstream: downloadAuthRequired)."""
+        return self.requires_token
 
     @property
     def weights_bytes(self) -> int:
         return int(self.weights_gb * 1e9)
 
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank > 0
+
+    def embedding_bytes(self, dtype_bytes: int = 2) -> int:
+        """One vocab x hidden matrix (input embeddings, or an untied lm_head); 0 when unknown.
+
+        Quantized checkpoints keep these in 16-bit, so the dtype is the activation dtype.
+        """
+        return self.vocab_size * self.hidden_size * dtype_bytes
+
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        """K and V for every layer: 2 x layers x kv_heads x head_dim x bytes per element."""
+        """KV cache bytes one token needs over all layers (all tensor-parallel ranks together).
+
+        Standard attention: 2 (K and V) x layers x kv_heads x head_dim. MLA: layers x
+        (kv_lora_rank + qk_rope_head_dim), replicated on every tensor-parallel rank.
+        """
+        if self.uses_mla:
+            return self.num_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * dtype_bytes
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
+
+    def kv_bytes_per_token_per_layer_rank(self, tp: int, dtype_bytes: int = 2) -> int:
+        """KV bytes per token for one layer on one GPU of a ``tp``-way tensor-parallel group.
+
+        KV heads are split over the group; when ``tp`` exceeds the KV-head count vLLM replicates
+        heads so every GPU holds at least one. The MLA latent is not split at all.
+        """
+        if self.uses_mla:
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * dtype_bytes
+        heads = max(self.num_kv_heads // tp, 1)
+        return 2 * heads * self.head_dim * dtype_bytes
 
 
 class Catalog(BaseModel):

@@ -1,0 +1,10 @@
+"""NodeProvisioner backends, chosen by name (``--node-provisioner``) in :mod:`kaito.operator`.
+
+Every backend is constructed as ``Backend(manager, options)``: ``manager`` is the
+:class:`kaito.runtime.Manager` whose client and informer cache the backend reads and writes
+through, ``options`` the :class:`kaito.operator.OperatorOptions` of the process.
+"""
+
+from kaito.provisioners.byo import BYOProvisioner
+
+__all__ = ["BYOProvisioner"]

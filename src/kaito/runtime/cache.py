@@ -1,296 +1,137 @@
-"""The informer's local store: plain dicts keyed by "namespace/name", with secondary indexes.
+"""The shared informer cache: one informer per (kind, namespace, selector), and the client's
+read path.
 
-It is the hot data structure of every controller (thousands of objects, read on every reconcile),
-so it stays lean: objects are stored as parsed, ``metadata.managedFields`` (often half an
-object's size and useless to a reconciler) is dropped by default, and reads return the stored
-dict itself unless the caller asks for a copy. Callers must treat uncopied results as read-only.
+Why shared: every extra informer for a kind is another watch connection and another copy of
+every object in memory, so controllers that watch the same kind get the same informer.
+Cluster-scoped kinds are keyed by name alone, whatever namespace a caller passes (the apiserver
+ignores it too), so a reconciler handing on ``req.namespace`` never gets a false NotFound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-IndexFunc = Callable[[dict[str, Any]], list[str]]
+from kaito.runtime.informer import Informer
+from kaito.runtime.options import InformerOptions
+from kaito.runtime.resources import GVK
+from kaito.runtime.store import IndexFunc
 
-NAMESPACE_INDEX = "namespace"
-OWNER_INDEX = "owner"
+if TYPE_CHECKING:
+    from kaito.runtime.client import Client
 
-
-def key_of(obj: dict[str, Any]) -> str:
-    """client-go's MetaNamespaceKeyFunc: "namespace/name", or "name" when cluster-scoped."""
-    meta = obj["metadata"]
-    ns = meta.get("namespace")
-    name: str = meta["name"]
-    return f"{ns}/{name}" if ns else name
+Obj = dict[str, Any]
 
 
-def split_key(key: str) -> tuple[str | None, str]:
-    ns, sep, name = key.partition("/")
-    return (ns, name) if sep else (None, ns)
-
-
-def namespace_index(obj: dict[str, Any]) -> list[str]:
-    ns = obj["metadata"].get("namespace")
-    return [ns] if ns else []
-
-
-def controller_owner_index(obj: dict[str, Any]) -> list[str]:
-    """The uid of the controlling owner: what ``owns()`` maps a child event back through."""
-    for ref in obj["metadata"].get("ownerReferences") or ():
-        if ref.get("controller"):
-            return [ref["uid"]]
-    return []
-
-
-def all_owners_index(obj: dict[str, Any]) -> list[str]:
-    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or () if "uid" in ref]
-
-
-def deep_copy(obj: Any) -> Any:
-    """A copy of JSON-shaped data; several times faster than copy.deepcopy for dict trees."""
-    if isinstance(obj, dict):
-        return {k: deep_copy(v) if isinstance(v, dict | list) else v for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [deep_copy(v) if isinstance(v, dict | list) else v for v in obj]
-    return obj
-
-
-def strip_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    if meta is not None:
-        meta.pop("managedFields", None)
-    return obj
-
-
-def match_labels(labels: dict[str, str] | None, selector: str | dict[str, str] | None) -> bool:
-    """Evaluate a label selector client-side, so cached lists honour it like the API would.
-
-    Supports the string syntax (``a=b,c!=d,e in (x,y),f notin (z),g,!h``) and equality dicts.
-    """
-    if not selector:
-        return True
-    labels = labels or {}
-    if isinstance(selector, dict):
-        return all(labels.get(k) == v for k, v in selector.items())
-    return all(_match_requirement(labels, req) for req in _parse_selector(selector))
-
-
-_SelectorReq = tuple[str, str, tuple[str, ...]]
-_selector_cache: dict[str, list[_SelectorReq]] = {}
-
-
-def _parse_selector(selector: str) -> list[_SelectorReq]:
-    cached = _selector_cache.get(selector)
-    if cached is not None:
-        return cached
-    reqs: list[_SelectorReq] = []
-    parts: list[str] = []
-    depth, cur = 0, ""
-    for ch in selector:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    for raw in parts:
-        p = raw.strip()
-        if not p:
-            continue
-        lowered = f" {p} "
-        if " notin " in lowered or " in " in lowered:
-            op = "notin" if " notin " in lowered else "in"
-            key, _, rest = p.partition(f" {op} ")
-            values = tuple(v.strip() for v in rest.strip().strip("()").split(",") if v.strip())
-            reqs.append((key.strip(), op, values))
-        elif "!=" in p:
-            k, _, v = p.partition("!=")
-            reqs.append((k.strip(), "!=", (v.strip(),)))
-        elif "==" in p:
-            k, _, v = p.partition("==")
-            reqs.append((k.strip(), "=", (v.strip(),)))
-        elif "=" in p:
-            k, _, v = p.partition("=")
-            reqs.append((k.strip(), "=", (v.strip(),)))
-        elif p.startswith("!"):
-            reqs.append((p[1:].strip(), "!exists", ()))
-        else:
-            reqs.append((p, "exists", ()))
-    if len(_selector_cache) < 1024:
-        _selector_cache[selector] = reqs
-    return reqs
-
-
-def _match_requirement(labels: dict[str, str], req: _SelectorReq) -> bool:
-    key, op, values = req
-    if op == "=":
-        return labels.get(key) == values[0]
-    if op == "!=":
-        return labels.get(key) != values[0]
-    if op == "in":
-        return key in labels and labels[key] in values
-    if op == "notin":
-        return labels.get(key) not in values
-    if op == "exists":
-        return key in labels
-    return key not in labels
-
-
-class Store:
-    """Keyed object store with indexes. asyncio-only: no locking, mutate from the loop thread."""
+class InformerCache:
+    """One shared informer per (kind, namespace); also the Client's read path."""
 
     def __init__(
         self,
+        client: Client,
         *,
-        strip_managed_fields: bool = True,
-        indexers: dict[str, IndexFunc] | None = None,
-        default_indexers: bool = True,
+        namespace: str | None = None,
+        options: InformerOptions | None = None,
+        strip_managed_fields: bool | None = None,
+        resync: float | None = None,
+        **informer_options: Any,
     ):
-        self.strip_managed_fields = strip_managed_fields
-        self.resource_version: str = ""
-        self._items: dict[str, dict[str, Any]] = {}
-        self._indexers: dict[str, IndexFunc] = {}
-        self._indices: dict[str, dict[str, set[str]]] = {}
-        if default_indexers:
-            self._indexers[NAMESPACE_INDEX] = namespace_index
-            self._indexers[OWNER_INDEX] = controller_owner_index
-            self._indices[NAMESPACE_INDEX] = {}
-            self._indices[OWNER_INDEX] = {}
-        for name, fn in (indexers or {}).items():
-            self.add_indexer(name, fn)
+        opts = options or InformerOptions()
+        overrides = dict(informer_options)
+        if strip_managed_fields is not None:
+            overrides["strip_managed_fields"] = strip_managed_fields
+        if resync is not None:
+            overrides["resync"] = resync
+        self.options = opts.replace(**overrides) if overrides else opts
+        self.client = client
+        self.namespace = namespace
+        self._informers: dict[tuple[GVK, str | None, str | None], Informer] = {}
+        self._started = False
 
-    # ----- indexes
+    @property
+    def resync(self) -> float | None:
+        return self.options.resync
 
-    def add_indexer(self, name: str, fn: IndexFunc) -> None:
-        """Register an index; existing objects are indexed immediately, so this is safe after sync."""
-        if name in self._indexers and self._indexers[name] is not fn:
-            raise ValueError(f"indexer {name!r} already registered")
-        self._indexers[name] = fn
-        index: dict[str, set[str]] = {}
-        for key, obj in self._items.items():
-            for value in fn(obj):
-                index.setdefault(value, set()).add(key)
-        self._indices[name] = index
+    def _cluster_scoped(self, gvk: GVK) -> bool:
+        info = self.client.mapper.cached(gvk)
+        return info is not None and not info.namespaced
 
-    def has_indexer(self, name: str) -> bool:
-        return name in self._indexers
+    def get_informer(
+        self, gvk: GVK, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> Informer:
+        """The informer for a kind; created on first use and started if the cache is running."""
+        ns = namespace if namespace is not None else self.namespace
+        if self._cluster_scoped(gvk):
+            ns = None
+        key = (gvk, ns, label_selector)
+        inf = self._informers.get(key)
+        if inf is None:
+            inf = Informer(
+                self.client, gvk, namespace=ns, label_selector=label_selector, options=self.options
+            )
+            self._informers[key] = inf
+            if self._started:
+                inf.start_nowait()
+        return inf
 
-    def index_keys(self, name: str, value: str) -> list[str]:
-        try:
-            return list(self._indices[name].get(value, ()))
-        except KeyError:
-            raise KeyError(f"no indexer named {name!r}") from None
+    @property
+    def informers(self) -> builtins.list[Informer]:
+        return list(self._informers.values())
 
-    def by_index(self, name: str, value: str, *, copy: bool = False) -> list[dict[str, Any]]:
-        try:
-            keys = self._indices[name].get(value, ())
-        except KeyError:
-            raise KeyError(f"no indexer named {name!r}") from None
-        items = self._items
-        if copy:
-            return [deep_copy(items[k]) for k in keys]
-        return [items[k] for k in keys]
+    async def start(self) -> None:
+        self._started = True
+        for inf in list(self._informers.values()):
+            await inf.start()
 
-    def _index(self, key: str, obj: dict[str, Any]) -> None:
-        for name, fn in self._indexers.items():
-            index = self._indices[name]
-            for value in fn(obj):
-                bucket = index.get(value)
-                if bucket is None:
-                    index[value] = {key}
-                else:
-                    bucket.add(key)
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        results = await asyncio.gather(*(i.wait_for_sync(timeout) for i in list(self._informers.values())))
+        return all(results)
 
-    def _unindex(self, key: str, obj: dict[str, Any]) -> None:
-        for name, fn in self._indexers.items():
-            index = self._indices[name]
-            for value in fn(obj):
-                bucket = index.get(value)
-                if bucket is not None:
-                    bucket.discard(key)
-                    if not bucket:
-                        del index[value]
+    async def stop(self) -> None:
+        self._started = False
+        await asyncio.gather(*(i.stop() for i in list(self._informers.values())))
 
-    # ----- mutation
+    def add_index(self, gvk: GVK, name: str, fn: IndexFunc, namespace: str | None = None) -> None:
+        self.get_informer(gvk, namespace).add_index(name, fn)
 
-    def update(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Insert or replace; returns the previous object (for update events) or None."""
-        if self.strip_managed_fields:
-            obj["metadata"].pop("managedFields", None)
-        key = key_of(obj)
-        old = self._items.get(key)
-        if old is not None:
-            self._unindex(key, old)
-        self._items[key] = obj
-        self._index(key, obj)
-        return old
+    def by_index(self, gvk: GVK, name: str, value: str, namespace: str | None = None) -> builtins.list[Obj]:
+        return self.get_informer(gvk, namespace).store.by_index(name, value)
 
-    add = update
+    # ----- the client's read path (CacheReader)
 
-    def delete(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        return self.delete_key(key_of(obj))
+    def _reader(self, gvk: GVK, namespace: str | None) -> tuple[Informer, bool] | None:
+        """A synced informer that can answer for ``namespace``, and whether the kind is
+        cluster-scoped (then any unfiltered informer of the kind holds every object)."""
+        cluster_scoped = self._cluster_scoped(gvk)
+        inf = self._informers.get((gvk, None, None))
+        if inf is not None and inf.has_synced:
+            return inf, cluster_scoped
+        if cluster_scoped:
+            for (g, _ns, selector), inf in self._informers.items():
+                if g == gvk and selector is None and inf.has_synced:
+                    return inf, True
+        elif namespace is not None:
+            inf = self._informers.get((gvk, namespace, None))
+            if inf is not None and inf.has_synced:
+                return inf, False
+        return None
 
-    def delete_key(self, key: str) -> dict[str, Any] | None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._unindex(key, old)
-        return old
+    def can_serve(self, gvk: GVK, namespace: str | None = None) -> bool:
+        return self._reader(gvk, namespace) is not None
 
-    def replace(self, objs: Iterable[dict[str, Any]], resource_version: str) -> None:
-        """Swap the whole content (after a relist); indexes are rebuilt from scratch."""
-        self._items = {}
-        for name in self._indices:
-            self._indices[name] = {}
-        for obj in objs:
-            self.update(obj)
-        self.resource_version = resource_version
-
-    # ----- reads
-
-    def get(self, key: str, *, copy: bool = False) -> dict[str, Any] | None:
-        obj = self._items.get(key)
-        if obj is not None and copy:
-            return deep_copy(obj)  # type: ignore[no-any-return]
-        return obj
-
-    def get_by(self, namespace: str | None, name: str, *, copy: bool = False) -> dict[str, Any] | None:
-        return self.get(f"{namespace}/{name}" if namespace else name, copy=copy)
+    def get(self, gvk: GVK, name: str, namespace: str | None = None) -> Obj | None:
+        found = self._reader(gvk, namespace)
+        if found is None:
+            raise LookupError(f"no synced informer for {gvk}")
+        inf, cluster_scoped = found
+        return inf.store.get_by(None if cluster_scoped else namespace, name)
 
     def list(
-        self,
-        namespace: str | None = None,
-        *,
-        label_selector: str | dict[str, str] | None = None,
-        copy: bool = False,
-    ) -> list[dict[str, Any]]:
-        if namespace:
-            keys = self._indices.get(NAMESPACE_INDEX, {}).get(namespace)
-            if NAMESPACE_INDEX in self._indices:
-                objs: Iterable[dict[str, Any]] = [self._items[k] for k in keys] if keys else []
-            else:
-                objs = (o for o in self._items.values() if o["metadata"].get("namespace") == namespace)
-        else:
-            objs = self._items.values()
-        if label_selector:
-            objs = [o for o in objs if match_labels(o["metadata"].get("labels"), label_selector)]
-        if copy:
-            return [deep_copy(o) for o in objs]
-        return list(objs)
-
-    def keys(self) -> builtins.list[str]:
-        return list(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(list(self._items.values()))
+        self, gvk: GVK, namespace: str | None = None, label_selector: str | dict[str, str] | None = None
+    ) -> builtins.list[Obj]:
+        found = self._reader(gvk, namespace)
+        if found is None:
+            raise LookupError(f"no synced informer for {gvk}")
+        inf, cluster_scoped = found
+        return inf.store.list(None if cluster_scoped else namespace, label_selector=label_selector)

@@ -2,8 +2,9 @@
 
 Built directly on aiohttp rather than kubernetes_asyncio's generated APIs because those
 deserialise every response into models (slow, and controllers want dicts anyway) and have a
-class per kind (useless for CRDs). kubernetes_asyncio is still used for what it does well:
-loading a ``Configuration`` from a kubeconfig or the in-cluster ServiceAccount.
+class per kind (useless for CRDs). The configuration is a slim ``RestConfig``
+(:mod:`kaito.runtime._internal.kubeconfig`); a kubernetes_asyncio ``Configuration`` is accepted
+too, duck-typed, so nothing here imports kubernetes_asyncio (its import alone costs ~34 MB RSS).
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from kaito.runtime.cache import deep_copy
-from kaito.runtime.errors import ApiError, ConflictError, NotFoundError, api_error_from_response
+from kaito.runtime._internal.kubeconfig import RestConfig, as_rest_config
+from kaito.runtime._internal.kubeconfig import (
+    load_configuration as load_configuration,
+)
+from kaito.runtime._internal.objects import deep_copy
+from kaito.runtime.errors import ApiError, ConflictError, GoneError, NotFoundError, api_error_from_response
 from kaito.runtime.resources import GVK, ResourceInfo, RESTMapper
 
 if TYPE_CHECKING:
@@ -31,6 +36,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PatchType = Literal["merge", "json", "strategic", "apply"]
+
+# Bodies above this are parsed in a worker thread: json.loads of a multi-megabyte LIST would
+# otherwise stall the event loop (and every reconcile, probe and lease renewal on it).
+_PARSE_OFF_LOOP_BYTES = 1 << 20
 
 PATCH_CONTENT_TYPES: dict[str, str] = {
     "merge": "application/merge-patch+json",
@@ -64,32 +73,9 @@ def default_user_agent(component: str = "kaito") -> str:
     )
 
 
-def ssl_context_for(config: Configuration) -> ssl.SSLContext | bool:
-    """TLS settings from a kubernetes_asyncio Configuration (CA, client cert, verification)."""
-    if not (config.host or "").startswith("https"):
-        return False
-    if not config.verify_ssl:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context(cafile=config.ssl_ca_cert) if config.ssl_ca_cert else (
-            ssl.create_default_context()
-        )
-        if config.assert_hostname is False:
-            ctx.check_hostname = False
-    if config.cert_file:
-        ctx.load_cert_chain(config.cert_file, config.key_file)
-    return ctx
-
-
-def _bearer_from(config: Configuration) -> str | None:
-    for ident in ("BearerToken", "authorization"):
-        key = config.api_key.get(ident)
-        if key:
-            prefix = config.api_key_prefix.get(ident)
-            return f"{prefix} {key}" if prefix else str(key)
-    return None
+def ssl_context_for(config: RestConfig | Configuration) -> ssl.SSLContext | bool:
+    """TLS settings (CA, client certificate, verification) of either kind of configuration."""
+    return as_rest_config(config).ssl_context()
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -103,28 +89,12 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
     return out
 
 
-async def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> Configuration:
-    """In-cluster ServiceAccount when running in a Pod, else the kubeconfig ($KUBECONFIG/~/.kube)."""
-    from kubernetes_asyncio import config as kconfig
-    from kubernetes_asyncio.client import Configuration
-
-    cfg = Configuration()
-    if kubeconfig is None and context is None:
-        try:
-            kconfig.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            return cfg
-        except kconfig.ConfigException:
-            pass
-    await kconfig.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-    return cfg
-
-
 class Client:
     """One aiohttp session per client; safe to share across every controller in a process."""
 
     def __init__(
         self,
-        config: Configuration,
+        config: RestConfig | Configuration,
         *,
         user_agent: str | None = None,
         timeout: float = 30.0,
@@ -133,8 +103,9 @@ class Client:
         field_manager: str | None = None,
         max_throttle_retries: int = 10,
     ):
-        self.config = config
-        self.base_url = (config.host or "").rstrip("/")
+        self.config = config  # as given (a RestConfig or a kubernetes_asyncio Configuration)
+        self.rest_config = as_rest_config(config)
+        self.base_url = self.rest_config.host.rstrip("/")
         self.user_agent = user_agent or default_user_agent()
         self.timeout = timeout
         self.cache = cache
@@ -142,7 +113,10 @@ class Client:
         self.max_throttle_retries = max_throttle_retries
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
-        self._static_auth = _bearer_from(config)
+        self._static_auth = self.rest_config.static_authorization()
+        self._request_kwargs: dict[str, Any] = {}
+        if self.rest_config.tls_server_name and self.base_url.startswith("https"):
+            self._request_kwargs["server_hostname"] = self.rest_config.tls_server_name
         self.mapper = RESTMapper(self._get_json)
 
     # ----- session
@@ -153,7 +127,9 @@ class Client:
         if self._session is None or self._session.closed:
             # limit=0: every watch pins one connection for minutes; a pool limit would deadlock
             # ordinary requests behind a handful of informers.
-            connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context_for(self.config), keepalive_timeout=60)
+            connector = aiohttp.TCPConnector(
+                limit=0, ssl=self.rest_config.ssl_context(), keepalive_timeout=60
+            )
             headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
             if self._static_auth:
                 headers["Authorization"] = self._static_auth
@@ -177,11 +153,11 @@ class Client:
         await self.close()
 
     async def _auth_headers(self) -> dict[str, str] | None:
-        # Tokens with a refresh hook (exec plugins, projected SA tokens) are re-read per request.
-        if self.config.refresh_api_key_hook is None:
+        # Tokens that change (exec plugins, rotated token files) are asked for per request; the
+        # RestConfig caches them, so this is a dict lookup or a stat() at most once a second.
+        if not self.rest_config.dynamic_auth:
             return None
-        await self.config.get_api_key_with_prefix("BearerToken")
-        token = _bearer_from(self.config)
+        token = await self.rest_config.authorization()
         return {"Authorization": token} if token else None
 
     # ----- raw HTTP
@@ -208,16 +184,26 @@ class Client:
         timeout = request_timeout
         if isinstance(timeout, int | float):
             timeout = aiohttp.ClientTimeout(total=timeout)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(self._request_kwargs)
         if timeout is not None:
             kwargs["timeout"] = timeout
-        for attempt in range(self.max_throttle_retries + 1):
+        reauthenticated = False
+        attempt = 0
+        while True:
             resp = await self.session.request(
                 method, self.base_url + path, params=_params(params), data=data, headers=headers, **kwargs
             )
+            if resp.status == 401 and not reauthenticated and self.rest_config.invalidate_credentials():
+                # The cached credential was refused (expired early, rotated): as client-go does,
+                # fetch a new one and resend once.
+                reauthenticated = True
+                resp.release()
+                headers = {**(headers or {}), **(await self._auth_headers() or {})}
+                continue
             delay = _throttle_delay(resp)
-            if delay is None or attempt == self.max_throttle_retries:
+            if delay is None or attempt >= self.max_throttle_retries:
                 break
+            attempt += 1
             # The apiserver did not process the request (priority-and-fairness rejection, or a
             # CRD's storage still initialising): waiting as told and resending is safe for every
             # verb, which is what client-go does too.
@@ -235,7 +221,11 @@ class Client:
             raw = await resp.read()
         finally:
             resp.release()
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        if len(raw) > _PARSE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(json.loads, raw)
+        return json.loads(raw)
 
     async def _get_json(self, path: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.raw_request("GET", path)
@@ -329,20 +319,34 @@ class Client:
         field_selector: str | None = None,
         limit: int | None = None,
         resource_version: str | None = None,
+        request_timeout: aiohttp.ClientTimeout | float | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """A LIST, paginated when ``limit`` is set. A continue token that expired mid-way
+        (etcd compacted past it) restarts as one unpaginated LIST, as client-go's pager does:
+        pages from two different revisions must never be stitched together."""
         info = await self._info(gvk)
         if isinstance(label_selector, dict):
             label_selector = ",".join(f"{k}={v}" for k, v in label_selector.items())
-        params: dict[str, Any] = {
+        first: dict[str, Any] = {
             "labelSelector": label_selector,
             "fieldSelector": field_selector,
             "limit": limit,
             "resourceVersion": resource_version,
         }
+        params = first
         items: builtins.list[dict[str, Any]] = []
         api_version, kind = gvk.api_version, gvk.kind
         while True:
-            page = await self.raw_request("GET", info.path(namespace), params=params)
+            try:
+                page = await self.raw_request(
+                    "GET", info.path(namespace), params=params, request_timeout=request_timeout
+                )
+            except GoneError:
+                if "continue" not in params:
+                    raise
+                params = {**first, "limit": None}
+                items = []
+                continue
             for item in page.get("items") or ():
                 item["apiVersion"] = api_version
                 item["kind"] = kind

@@ -10,7 +10,13 @@ Failure policy (same as controller-runtime):
     an overall token bucket), counted in ``controller_runtime_reconcile_errors_total``;
   * ``TerminalError`` → logged and counted, no retry until the next event for that key;
   * ``Result(requeue_after=s)`` → re-run after ``s`` seconds, backoff reset;
-  * success → backoff reset (``forget``).
+  * ``Result(requeue=True)`` → rate-limited re-run;
+  * success → backoff reset (``forget``);
+  * anything else escaping the reconcile (a stray ``CancelledError`` that is not our own
+    cancellation, a custom ``BaseException``) is a "panic": counted in
+    ``controller_runtime_reconcile_panics_total`` and retried, so a worker never dies silently
+    while readiness still passes. Workers are supervised: if one ends anyway, the controller
+    fails, and with it the manager.
 """
 
 from __future__ import annotations
@@ -19,17 +25,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from kaito.runtime.errors import ConflictError
 from kaito.runtime.logging import get_logger, reconcile_context
 from kaito.runtime.metrics import ControllerMetrics, Metrics
+from kaito.runtime.options import ControllerOptions
 from kaito.runtime.predicates import Predicate
 from kaito.runtime.resources import GVK
-from kaito.runtime.workqueue import RateLimiter, ShutDown, WorkQueue
-
-if TYPE_CHECKING:
-    from kaito.runtime.manager import Manager
+from kaito.runtime.workqueue import ShutDown, WorkQueue
 
 Obj = dict[str, Any]
 
@@ -80,8 +84,8 @@ ReconcileFn = Callable[[Request], Awaitable[Result | None]]
 Mapper = Callable[[Obj], Iterable[Request]]
 
 
-class _Informer(Protocol):
-    """The part of Part A's Informer a controller relies on."""
+class EventSource(Protocol):
+    """What a controller needs from an informer: handlers, and knowing when it has synced."""
 
     def add_handler(self, handler: Any) -> Any: ...
 
@@ -89,12 +93,6 @@ class _Informer(Protocol):
 
     @property
     def has_synced(self) -> bool: ...
-
-
-def _unwrap(obj: Any) -> Obj:
-    """Tombstones (a delete seen only on relist) carry the last known state in ``.obj``."""
-    inner = getattr(obj, "obj", None)
-    return inner if isinstance(inner, dict) else obj
 
 
 class _Handler:
@@ -115,48 +113,46 @@ class _Handler:
         for req in self._map(obj):
             self._c.enqueue(req)
 
-    def on_add(self, obj: Any) -> None:
+    def on_add(self, obj: Obj) -> None:
         if not self._c.accepting:
-            return  # stopped (not leader): the next start replays the store
-        obj = _unwrap(obj)
+            return  # stopped (not leader) or not synced yet: the next start replays the store
         if all(p.create(obj) for p in self._preds):
             self._enqueue(obj)
 
-    def on_update(self, old: Any, new: Any) -> None:
+    def on_update(self, old: Obj, new: Obj) -> None:
         if not self._c.accepting:
             return
-        old, new = _unwrap(old), _unwrap(new)
         if all(p.update(old, new) for p in self._preds):
             self._enqueue(old)
             self._enqueue(new)  # an owner change must reach both the old and the new owner
 
-    def on_delete(self, obj: Any) -> None:
+    def on_delete(self, obj: Obj) -> None:
         if not self._c.accepting:
             return
-        obj = _unwrap(obj)
         if all(p.delete(obj) for p in self._preds):
-            self._enqueue(obj)
-
-    def on_generic(self, obj: Any) -> None:
-        obj = _unwrap(obj)
-        if all(p.generic(obj) for p in self._preds):
             self._enqueue(obj)
 
 
 @dataclass
 class _Source:
     gvk: GVK
-    informer: _Informer
+    informer: EventSource
     handler: _Handler
     store: Any = field(default=None)
+
+
+class ControllerError(RuntimeError):
+    """A controller cannot go on (a worker died, sources never synced)."""
 
 
 class Controller:
     """Runs reconcile workers for one primary kind; a manager runnable that needs leadership.
 
     Handlers are attached to the shared informers once; while the controller is stopped (not
-    leader, or shutting down) they drop events, and every start replays the informers' stores so
-    a new leader reconciles everything once, exactly like an informer's initial list.
+    leader, shutting down, or its sources not synced yet) they drop events, and every start
+    replays the informers' stores once all of them have synced, so a new leader reconciles
+    everything once, exactly like an informer's initial list. Mappers therefore always run
+    against synced caches (and resolved discovery).
     """
 
     needs_leader_election = True
@@ -165,38 +161,51 @@ class Controller:
         self,
         name: str,
         reconciler: Reconciler | ReconcileFn,
+        options: ControllerOptions | None = None,
         *,
         metrics: Metrics | None = None,
-        max_concurrent_reconciles: int = 1,
-        reconcile_timeout: float | None = None,
-        rate_limiter: Callable[[], RateLimiter] | None = None,
-        cache_sync_timeout: float = 120.0,
-        recover_panic: bool = True,
+        **overrides: Any,
     ) -> None:
-        if max_concurrent_reconciles < 1:
-            raise ValueError("max_concurrent_reconciles must be at least 1")
+        """``overrides`` are ``ControllerOptions`` fields (``max_concurrent_reconciles=4``)."""
+        opts = options or ControllerOptions()
+        self.options = opts = opts.replace(**overrides) if overrides else opts
+        if opts.max_concurrent_reconciles < 1:
+            raise ValueError(
+                f"max_concurrent_reconciles must be at least 1 (got {opts.max_concurrent_reconciles})"
+            )
         self.name = name
         self._reconcile: ReconcileFn = (
             reconciler.reconcile if isinstance(reconciler, Reconciler) else reconciler
         )
         self.metrics = metrics if metrics is not None else Metrics()
         self._cm: ControllerMetrics = self.metrics.controller(name)
-        self.max_concurrent_reconciles = max_concurrent_reconciles
-        self.reconcile_timeout = reconcile_timeout
-        self._rate_limiter_factory = rate_limiter
-        self.cache_sync_timeout = cache_sync_timeout
         self._sources: list[_Source] = []
         self._queue: WorkQueue[Request] | None = None
         self._accepting = False
         self._log = _log.bind(controller=name)
         self.started = asyncio.Event()  # set once workers run (tests, readiness)
+        #: Set by the manager: False once leadership may have passed to someone else, so no
+        #: new reconcile starts even before the manager has stopped this controller.
+        self.may_act: Callable[[], bool] = lambda: True
+
+    @property
+    def max_concurrent_reconciles(self) -> int:
+        return self.options.max_concurrent_reconciles
+
+    @property
+    def reconcile_timeout(self) -> float | None:
+        return self.options.reconcile_timeout
+
+    @property
+    def cache_sync_timeout(self) -> float:
+        return self.options.cache_sync_timeout
 
     # ----- wiring
 
     def watch(
         self,
         gvk: GVK,
-        informer: _Informer,
+        informer: EventSource,
         to_requests: Callable[[Obj], Iterable[Request]],
         predicates: Sequence[Predicate] = (),
         store: Any = None,
@@ -222,26 +231,27 @@ class Controller:
     # ----- running
 
     def _new_queue(self) -> WorkQueue[Request]:
-        limiter = self._rate_limiter_factory() if self._rate_limiter_factory is not None else None
+        factory = self.options.rate_limiter
+        limiter = factory() if factory is not None else None
         return WorkQueue(self.name, rate_limiter=limiter, metrics=self.metrics.queue(self.name))
 
     async def start(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then stop taking work and drain in-flight reconciles.
 
-        If the caller cancels us (drain took longer than its grace period), in-flight
-        reconciles are cancelled too rather than left running unowned.
+        If the caller cancels us (drain took longer than its grace period, or leadership was
+        lost), in-flight reconciles are cancelled too rather than left running unowned. Raises
+        ``ControllerError`` if a worker dies.
         """
         self._queue = queue = self._new_queue()
-        self._accepting = True
         self._cm.max_concurrent.set(self.max_concurrent_reconciles)
         workers: list[asyncio.Task[None]] = []
-        # Informers not yet synced will deliver their whole initial list to our (now accepting)
-        # handlers; only those already synced need their stores replayed.
-        replay = [src for src in self._sources if src.informer.has_synced]
         try:
             if not await self._wait_for_sources(stop):
                 return
-            self._replay(replay)
+            # No await between accepting and the replay: every object is either in a store we
+            # replay now or arrives as a later event.
+            self._accepting = True
+            self._replay(self._sources)
             stopping = asyncio.Event()
             workers = [
                 asyncio.create_task(self._worker(queue, stopping), name=f"{self.name}-worker-{i}")
@@ -249,7 +259,15 @@ class Controller:
             ]
             self.started.set()
             self._log.info("controller started", workers=len(workers))
-            await stop.wait()
+            stop_wait = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({stop_wait, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop_wait.cancel()
+            dead = [w for w in workers if w.done()]
+            if dead:
+                exc = None if dead[0].cancelled() else dead[0].exception()
+                raise ControllerError(f"controller {self.name}: a reconcile worker died") from exc
             self._log.info("controller stopping: draining in-flight reconciles")
             self._accepting = False
             stopping.set()
@@ -278,7 +296,7 @@ class Controller:
                     sync.cancel()
                     return False
                 if not sync.result():
-                    raise TimeoutError(
+                    raise ControllerError(
                         f"controller {self.name}: informer for {src.gvk} "
                         f"did not sync in {self.cache_sync_timeout}s"
                     )
@@ -304,6 +322,10 @@ class Controller:
             try:
                 if stopping.is_set():
                     continue  # shutting down: queued work is left for the next leader
+                if not self.may_act():
+                    # Leadership may already be someone else's: do not start new work. The
+                    # manager is about to stop us; the next leader replays everything.
+                    continue
                 await self._process(queue, req)
             finally:
                 queue.done(req)
@@ -331,8 +353,6 @@ class Controller:
                 cm.result("error")
                 _log.error("terminal reconcile error, not retrying", error=str(exc), exc_info=True)
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 queue.add_rate_limited(req)
                 cm.errors.inc()
@@ -343,6 +363,23 @@ class Controller:
                     retries=queue.num_requeues(req),
                     # expected, self-explanatory failures get one line, the rest a traceback
                     exc_info=not isinstance(exc, TimeoutError | ConflictError),
+                )
+                return
+            except BaseException as exc:
+                task = asyncio.current_task()
+                ours = task is not None and task.cancelling() > 0
+                if ours or isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise  # our own cancellation (shutdown, lost lease) or the process ending
+                if not self.options.recover_panic:
+                    raise
+                # A CancelledError nobody asked for (a cancelled inner task re-raised, a
+                # timeout library misused) or another BaseException: a panic, not a shutdown.
+                queue.add_rate_limited(req)
+                cm.errors.inc()
+                cm.panics.inc()
+                cm.result("error")
+                _log.error(
+                    "reconcile panicked, will retry", error=f"{type(exc).__name__}: {exc}", exc_info=True
                 )
                 return
             finally:
@@ -358,109 +395,3 @@ class Controller:
             else:
                 queue.forget(req)
                 cm.result("success")
-
-
-# --------------------------------------------------------------------------- builder
-
-
-def _group(api_version: str) -> str:
-    return api_version.rpartition("/")[0]
-
-
-class ControllerBuilder:
-    """Fluent wiring of sources to a controller, registered on a manager by ``complete``."""
-
-    def __init__(self, manager: Manager) -> None:
-        self._mgr = manager
-        self._name: str | None = None
-        self._for: tuple[GVK, Sequence[Predicate]] | None = None
-        self._owns: list[tuple[GVK, Sequence[Predicate]]] = []
-        self._watches: list[tuple[GVK, Mapper, Sequence[Predicate]]] = []
-        self._opts: dict[str, Any] = {}
-
-    def named(self, name: str) -> ControllerBuilder:
-        self._name = name
-        return self
-
-    def for_(self, gvk: GVK, predicates: Sequence[Predicate] = ()) -> ControllerBuilder:
-        if self._for is not None:
-            raise ValueError("for_() may be called only once: a controller has one primary kind")
-        self._for = (gvk, tuple(predicates))
-        return self
-
-    def owns(self, gvk: GVK, predicates: Sequence[Predicate] = ()) -> ControllerBuilder:
-        self._owns.append((gvk, tuple(predicates)))
-        return self
-
-    def watches(self, gvk: GVK, mapper: Mapper, predicates: Sequence[Predicate] = ()) -> ControllerBuilder:
-        self._watches.append((gvk, mapper, tuple(predicates)))
-        return self
-
-    def with_options(
-        self,
-        *,
-        max_concurrent_reconciles: int | None = None,
-        reconcile_timeout: float | None = None,
-        rate_limiter: Callable[[], RateLimiter] | None = None,
-    ) -> ControllerBuilder:
-        if max_concurrent_reconciles is not None:
-            self._opts["max_concurrent_reconciles"] = max_concurrent_reconciles
-        if reconcile_timeout is not None:
-            self._opts["reconcile_timeout"] = reconcile_timeout
-        if rate_limiter is not None:
-            self._opts["rate_limiter"] = rate_limiter
-        return self
-
-    def complete(self, reconciler: Reconciler | ReconcileFn) -> Controller:
-        if self._for is None:
-            raise ValueError("for_() is required")
-        for_gvk, for_preds = self._for
-        name = self._name or for_gvk.kind.lower()
-        mgr = self._mgr
-        ctrl = Controller(
-            name,
-            reconciler,
-            metrics=mgr.metrics,
-            cache_sync_timeout=mgr.cache_sync_timeout,
-            **self._opts,
-        )
-        ns = mgr.namespace
-
-        def inform(gvk: GVK) -> _Informer:
-            return mgr.cache.get_informer(gvk, namespace=ns)
-
-        ctrl.watch(for_gvk, inform(for_gvk), lambda o: (Request.from_object(o),), for_preds)
-        owner_group, owner_kind = for_gvk.group, for_gvk.kind
-        # Cluster-scoped owners of namespaced children get a namespace-less request; resolved
-        # lazily from discovery on first use because the builder runs before the event loop.
-        owner_namespaced: list[bool] = []
-
-        def to_owner(obj: Obj) -> Iterable[Request]:
-            meta = obj.get("metadata") or {}
-            for ref in meta.get("ownerReferences") or ():
-                if (
-                    ref.get("controller")
-                    and ref.get("kind") == owner_kind
-                    and _group(str(ref.get("apiVersion", ""))) == owner_group
-                ):
-                    namespaced = owner_namespaced[0] if owner_namespaced else True
-                    return (Request(meta.get("namespace") if namespaced else None, ref["name"]),)
-            return ()
-
-        for gvk, preds in self._owns:
-            ctrl.watch(gvk, inform(gvk), to_owner, preds)
-        for gvk, mapper, preds in self._watches:
-            ctrl.watch(gvk, inform(gvk), mapper, preds)
-
-        async def resolve_scope() -> None:
-            try:
-                info = await mgr.client.mapper.resource_for(for_gvk)
-            except Exception as exc:  # kind not served (yet): its informer will not sync either
-                _log.warning(
-                    "cannot resolve the scope of the primary kind", kind=str(for_gvk), error=str(exc)
-                )
-                return
-            owner_namespaced[:] = [bool(info.namespaced)]
-
-        mgr.add(ctrl, before_start=resolve_scope)
-        return ctrl

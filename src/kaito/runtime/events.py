@@ -5,7 +5,8 @@ A reconcile loop that keeps failing would otherwise write one Event per attempt 
 type, reason, message, source) within the cache's lifetime increments ``count`` and moves
 ``lastTimestamp`` on the existing Event instead of creating a new one.
 
-Recording must never fail a reconcile: API errors are logged and swallowed.
+Recording must never fail a reconcile: API errors, connection failures and timeouts are logged
+and swallowed, and the background writes of ``emit`` never leave an unread exception behind.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import aiohttp
 
 from kaito.runtime.errors import ApiError, NotFoundError
 from kaito.runtime.logging import get_logger
@@ -82,8 +85,8 @@ class EventRecorder:
         try:
             async with lock:
                 return await self._write(key, obj, type_, reason, message)
-        except ApiError as exc:
-            _log.warning("could not record event", reason=reason, error=str(exc))
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            _log.warning("could not record event", reason=reason, error=f"{type(exc).__name__}: {exc}")
             return None
         finally:
             if not lock.locked() and not lock._waiters:
@@ -93,7 +96,12 @@ class EventRecorder:
         """Fire-and-forget variant for hot paths; the write happens in a background task."""
         task = asyncio.ensure_future(self.event(obj, type_, reason, message))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[Obj | None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.warning("could not record event", error=repr(task.exception()))
 
     async def flush(self) -> None:
         """Wait for pending ``emit`` writes (tests, shutdown)."""

@@ -1,23 +1,29 @@
-"""Reflector + shared informer: keep a local Store in step with the apiserver via LIST + WATCH.
+"""Reflector + informer: keep a local Store in step with the apiserver via LIST + WATCH.
 
 What makes a reflector correct rather than merely working:
 - The first LIST uses resourceVersion "0" (served from the apiserver's watch cache, cheap);
   every later re-watch starts from the last resourceVersion seen (events or bookmarks), so a
   dropped connection costs one request, not a relist.
 - 410 Gone / "too old resource version" (as an HTTP status or as an ERROR event in the stream)
-  means history was compacted: relist with a quorum read and diff against the store, delivering
-  deletes for objects that vanished while we were not watching. Without the diff a controller
-  would never learn about those deletes.
+  means our watch position was compacted away. As client-go does, relist *from the last synced
+  version* (the watch cache answers that without touching etcd, and the result is never older
+  than what we had); only if that version is itself unavailable, relist with a quorum read.
+  Either way diff against the store, delivering deletes for objects that vanished while we were
+  not watching. Repeated Gone backs off like any other failure instead of hammering etcd.
+- A LIST has no overall deadline (a big cache must be able to sync however long it takes),
+  only an inactivity timeout between bytes; quorum LISTs are paginated, and an expired continue
+  token falls back to one unpaginated LIST.
 - Server-side watch timeouts are randomised (5 to 10 min) so thousands of informers do not
   reconnect in lockstep; a client-side inactivity timer catches half-open TCP connections.
 - Reconnects back off with jitter (0.8 s → 30 s) so an apiserver restart is not stampeded.
-Watch lines are parsed with json.loads into plain dicts, never into generated models.
+- Watch lines are parsed with json.loads into plain dicts, never into generated models. Any
+  error in the stream (an ERROR event, a line that is not JSON) ends that watch; the next one
+  resumes from the last version applied, so nothing is lost or applied twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import json
 import random
@@ -29,9 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import structlog
 
-from kaito.runtime.cache import IndexFunc, Store, key_of, match_labels
-from kaito.runtime.errors import ApiError, GoneError, api_error_from_response
+from kaito.runtime.errors import GoneError, api_error_from_response
+from kaito.runtime.options import InformerOptions
 from kaito.runtime.resources import GVK, ResourceInfo
+from kaito.runtime.store import IndexFunc, Store, key_of
 
 if TYPE_CHECKING:
     from kaito.runtime.client import Client
@@ -99,32 +106,24 @@ class Informer:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        resync: float | None = None,
-        strip_managed_fields: bool = True,
-        min_watch_timeout: float = 300.0,
-        max_watch_timeout: float = 600.0,
-        inactivity_timeout: float = 180.0,
-        backoff_initial: float = 0.8,
-        backoff_max: float = 30.0,
-        backoff_reset_after: float = 120.0,
-        relist_page_size: int = 500,
+        options: InformerOptions | None = None,
+        **overrides: Any,
     ):
+        """``overrides`` are ``InformerOptions`` fields (``resync=30``, ``backoff_initial=0.2``);
+        they take precedence over ``options``."""
+        if "relist_page_size" in overrides:  # the name before InformerOptions existed
+            overrides["list_page_size"] = overrides.pop("relist_page_size")
+        opts = options or InformerOptions()
+        self.options = opts.replace(**overrides) if overrides else opts
         self.client = client
         self.gvk = gvk
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
-        self.resync = resync
-        self.store = Store(strip_managed_fields=strip_managed_fields)
-        self.min_watch_timeout = min_watch_timeout
-        self.max_watch_timeout = max_watch_timeout
-        self.inactivity_timeout = inactivity_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self.backoff_reset_after = backoff_reset_after
-        self.relist_page_size = relist_page_size
+        self.store = Store(strip_managed_fields=self.options.strip_managed_fields)
         self.stats = ReflectorStats()
         self.last_sync_resource_version = ""
+        self._rv_unavailable = False
         self._handlers: list[EventHandler] = []
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -134,6 +133,10 @@ class Informer:
         self._response: aiohttp.ClientResponse | None = None
         self._forced_reconnect = False
         self._log = log.bind(kind=gvk.kind, group=gvk.group, namespace=namespace)
+
+    @property
+    def resync(self) -> float | None:
+        return self.options.resync
 
     # ----- handlers
 
@@ -219,24 +222,46 @@ class Informer:
 
     # ----- reflector loop
 
+    def _relist_version(self) -> str:
+        """client-go's relistResourceVersion: "0" before the first sync (the watch cache), the
+        last synced version after it (still the watch cache, never older than our store), ""
+        (a quorum read) once that version turned out to be unavailable."""
+        if self._rv_unavailable:
+            return ""
+        return self.last_sync_resource_version or "0"
+
     async def _run(self) -> None:
         # After stop()/start() a synced informer resumes its watch from the last version it saw
         # (and relists only if that version has been compacted away meanwhile).
         need_list = not (self._synced.is_set() and self.last_sync_resource_version)
-        first_list = not self._synced.is_set()
-        delay = self.backoff_initial
+        opts = self.options
+        delay = opts.backoff_initial
         last_failure = 0.0
+        gone_streak = 0
+
+        async def back_off(reason: str) -> None:
+            nonlocal delay, last_failure
+            now = time.monotonic()
+            if now - last_failure > opts.backoff_reset_after:
+                delay = opts.backoff_initial
+            last_failure = now
+            sleep = min(opts.backoff_max, delay * (1.0 + random.random()))
+            self._log.info("list/watch failed, backing off", error=reason, sleep=round(sleep, 2))
+            delay = min(opts.backoff_max, delay * 2.0)
+            await asyncio.sleep(sleep)
+
         while not self._stopped:
             try:
                 if self._info is None:
                     self._info = await self.client.mapper.resource_for(self.gvk)
                 if need_list:
-                    await self._list(resource_version="0" if first_list else "")
-                    first_list = False
+                    await self._list(self._relist_version())
                     need_list = False
                 started = time.monotonic()
                 self._forced_reconnect = False
                 got_events = await self._watch()
+                if got_events:
+                    gone_streak = 0
                 if not got_events and not self._forced_reconnect and time.monotonic() - started < 1.0:
                     # A watch that closes at once is a failure in disguise: do not spin.
                     raise ConnectionError("watch closed immediately")
@@ -245,38 +270,41 @@ class Informer:
                 raise
             except (GoneError, _Relist) as exc:
                 self.stats.relists_410 += 1
-                self._log.info("resource version too old, relisting", reason=str(exc))
+                gone_streak += 1
+                if need_list:
+                    # The LIST itself was refused: our last version is gone from the watch
+                    # cache as well. Next time read from etcd.
+                    self._rv_unavailable = True
                 need_list = True
+                self._log.info("resource version too old, relisting", reason=str(exc))
+                if gone_streak > 1:
+                    await back_off(f"repeated 410 Gone: {exc}")
                 continue
             except Exception as exc:
                 if self._stopped:
                     return
                 self.stats.watch_errors += 1
-                now = time.monotonic()
-                if now - last_failure > self.backoff_reset_after:
-                    delay = self.backoff_initial
-                last_failure = now
-                sleep = min(self.backoff_max, delay * (1.0 + random.random()))
-                self._log.info(
-                    "list/watch failed, backing off",
-                    error=f"{type(exc).__name__}: {exc}",
-                    sleep=round(sleep, 2),
-                )
-                delay = min(self.backoff_max, delay * 2.0)
-                await asyncio.sleep(sleep)
+                await back_off(f"{type(exc).__name__}: {exc}")
 
     async def _list(self, resource_version: str) -> None:
         """LIST and reconcile the store with it, emitting add/update/delete for the differences."""
         self.stats.lists += 1
+        opts = self.options
+        # An unpaginated LIST at a version is answered from the watch cache; rv="0" ignores the
+        # limit there and honours it where the watch cache is off; a quorum read pages.
+        from_cache = resource_version not in ("", "0")
         items, rv = await self.client.list_with_version(
             self.gvk,
             self.namespace,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
-            # rv="0" is answered whole from the watch cache; a quorum relist is paginated.
-            limit=None if resource_version == "0" else self.relist_page_size,
+            limit=None if from_cache else opts.list_page_size,
             resource_version=resource_version or None,
+            request_timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.client.timeout, sock_read=opts.inactivity_timeout
+            ),
         )
+        self._rv_unavailable = False
         store = self.store
         if not self._synced.is_set() and len(store) == 0:
             for obj in items:
@@ -292,8 +320,7 @@ class Informer:
                     self._emit_add(obj)
                 elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
                     self._emit_update(old, obj)
-            cached_keys = store.keys()
-            for key in [k for k in cached_keys if k not in seen]:
+            for key in [k for k in store.keys() if k not in seen]:  # noqa: SIM118 (iter = values)
                 # Deleted while we were not watching: the last state we knew is all there is
                 # (client-go's DeletedFinalStateUnknown).
                 gone = store.delete_key(key)
@@ -304,7 +331,7 @@ class Informer:
         self._synced.set()
 
     def _watch_timeout(self) -> int:
-        return int(random.uniform(self.min_watch_timeout, self.max_watch_timeout))
+        return int(random.uniform(self.options.min_watch_timeout, self.options.max_watch_timeout))
 
     async def _watch(self) -> bool:
         """Run one watch request to its end; returns whether anything arrived."""
@@ -320,7 +347,9 @@ class Informer:
             "fieldSelector": self.field_selector,
         }
         timeout = aiohttp.ClientTimeout(
-            total=server_timeout + 30, sock_connect=self.client.timeout, sock_read=self.inactivity_timeout
+            total=server_timeout + 30,
+            sock_connect=self.client.timeout,
+            sock_read=self.options.inactivity_timeout,
         )
         resp: aiohttp.ClientResponse = await self.client.raw_request(
             "GET", self._info.path(self.namespace), params=params, stream=True, request_timeout=timeout
@@ -348,7 +377,7 @@ class Informer:
             self._log.info("watch stream ended", error=f"{type(exc).__name__}: {exc}")
             return True
         except TimeoutError:
-            self._log.info("watch inactive, reconnecting", inactivity=self.inactivity_timeout)
+            self._log.info("watch inactive, reconnecting", inactivity=self.options.inactivity_timeout)
             return True
         finally:
             if self._response is resp:
@@ -402,102 +431,5 @@ class Informer:
                 self._emit_update(obj, obj)
 
 
-class InformerCache:
-    """One shared informer per (kind, namespace); also the Client's read path."""
+__all__ = ["EventHandler", "FuncHandler", "Informer", "ReflectorStats"]
 
-    def __init__(
-        self,
-        client: Client,
-        *,
-        namespace: str | None = None,
-        strip_managed_fields: bool = True,
-        resync: float | None = None,
-        **informer_options: Any,
-    ):
-        self.client = client
-        self.namespace = namespace
-        self.strip_managed_fields = strip_managed_fields
-        self.resync = resync
-        self._options = informer_options
-        self._informers: dict[tuple[GVK, str | None, str | None], Informer] = {}
-        self._started = False
-
-    def get_informer(
-        self, gvk: GVK, namespace: str | None = None, *, label_selector: str | None = None
-    ) -> Informer:
-        """The informer for a kind; created on first use and started if the cache is running."""
-        ns = namespace if namespace is not None else self.namespace
-        key = (gvk, ns, label_selector)
-        inf = self._informers.get(key)
-        if inf is None:
-            inf = Informer(
-                self.client, gvk, namespace=ns, label_selector=label_selector, resync=self.resync,
-                strip_managed_fields=self.strip_managed_fields, **self._options,
-            )
-            self._informers[key] = inf
-            if self._started:
-                inf.start_nowait()
-        return inf
-
-    @property
-    def informers(self) -> builtins.list[Informer]:
-        return list(self._informers.values())
-
-    async def start(self) -> None:
-        self._started = True
-        for inf in list(self._informers.values()):
-            await inf.start()
-
-    async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        results = await asyncio.gather(*(i.wait_for_sync(timeout) for i in list(self._informers.values())))
-        return all(results)
-
-    async def stop(self) -> None:
-        self._started = False
-        await asyncio.gather(*(i.stop() for i in list(self._informers.values())))
-
-    def add_index(self, gvk: GVK, name: str, fn: IndexFunc, namespace: str | None = None) -> None:
-        self.get_informer(gvk, namespace).add_index(name, fn)
-
-    def by_index(self, gvk: GVK, name: str, value: str, namespace: str | None = None) -> builtins.list[Obj]:
-        return self.get_informer(gvk, namespace).store.by_index(name, value)
-
-    # ----- CacheReader
-
-    def _reader(self, gvk: GVK, namespace: str | None) -> Informer | None:
-        inf = self._informers.get((gvk, None, None))
-        if inf is not None and inf.has_synced:
-            return inf
-        if namespace is not None:
-            inf = self._informers.get((gvk, namespace, None))
-            if inf is not None and inf.has_synced:
-                return inf
-        return None
-
-    def can_serve(self, gvk: GVK, namespace: str | None = None) -> bool:
-        return self._reader(gvk, namespace) is not None
-
-    def get(self, gvk: GVK, name: str, namespace: str | None = None) -> Obj | None:
-        inf = self._reader(gvk, namespace)
-        if inf is None:
-            raise LookupError(f"no synced informer for {gvk}")
-        return inf.store.get_by(namespace, name)
-
-    def list(
-        self, gvk: GVK, namespace: str | None = None, label_selector: str | dict[str, str] | None = None
-    ) -> builtins.list[Obj]:
-        inf = self._reader(gvk, namespace)
-        if inf is None:
-            raise LookupError(f"no synced informer for {gvk}")
-        return inf.store.list(namespace, label_selector=label_selector)
-
-
-__all__ = [
-    "ApiError",
-    "EventHandler",
-    "FuncHandler",
-    "Informer",
-    "InformerCache",
-    "ReflectorStats",
-    "match_labels",
-]

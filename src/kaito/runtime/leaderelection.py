@@ -3,12 +3,20 @@
 Why it is built the way it is:
 - Clocks of different machines disagree, so nobody compares the lease's renewTime to their own
   wall clock. Each candidate instead remembers when *it* last saw the record change (by its
-  own monotonic clock); the lease is expired when the record has not changed for
-  lease_duration since then. renewTime is written for humans only.
-- A leader that cannot renew within renew_deadline stops leading *before* anyone else may take
-  over (renew_deadline + retry_period < lease_duration), so two leaders never act at once.
-- On a clean shutdown the leader clears holderIdentity so a successor takes over at its next
-  retry instead of waiting out the full lease.
+  own monotonic clock); the lease is expired when the record has not changed for the record's
+  own ``leaseDurationSeconds`` since then (the holder's setting, not ours). renewTime is
+  written for humans only.
+- A leader that cannot renew within renew_deadline *of its last successful renewal* stops
+  leading before anyone else may take over (renew_deadline + retry_period < lease_duration),
+  so two leaders never act at once. The deadline is measured from the last renewal, not from
+  the next attempt: after a stalled event loop the leader is already out of time and steps
+  down without another request. ``is_leader`` applies the same deadline, so code that checks
+  it never acts on a lease that may have passed to someone else.
+- Seeing another holder in the record ends leadership at once: someone else took the lease.
+- On a clean shutdown (``stop()``) the leader first stops renewing, then clears holderIdentity
+  so a successor takes over at its next retry instead of waiting out the full lease. A write
+  that raced the release (a renewal whose answer was lost, a label added by a tool) makes the
+  release PUT conflict; the elector re-reads and retries while the lease is still its own.
 """
 
 from __future__ import annotations
@@ -94,36 +102,49 @@ class LeaderElector:
         self.release_on_cancel = release_on_cancel
         self._clock = clock
         self._is_leader = False
+        self._last_renew = -math.inf
         self._observed: tuple[Any, ...] | None = None
         self._observed_time = 0.0
         self._observed_obj: dict[str, Any] | None = None
         self._reported_leader: str | None = None
         self._lead_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._log = log.bind(lease=f"{namespace}/{name}", identity=identity)
 
     @property
     def is_leader(self) -> bool:
-        return self._is_leader
+        """Leading, and renewed within ``renew_deadline``: past that, another candidate may
+        already hold the lease, whatever the renew loop has noticed so far."""
+        return self._is_leader and self._clock() - self._last_renew < self.renew_deadline
 
     @property
     def leader(self) -> str | None:
         """The holder we last observed (may be stale by up to one retry period)."""
         return self._reported_leader
 
+    def stop(self) -> None:
+        """Step down cleanly: finish the renewal in flight, stop renewing, release, return.
+
+        Preferred over cancelling ``run()``: a renewal cut off mid-request may still be applied
+        by the server, which is exactly the race that makes a release conflict.
+        """
+        self._stop.set()
+
     # ----- main loop
 
     async def run(self) -> None:
-        """Campaign until elected, lead while renewals succeed; returns when leadership is lost.
-
-        Cancelling it (shutdown) releases the lease when ``release_on_cancel`` is set.
-        """
+        """Campaign until elected, lead while renewals succeed; returns when leadership is lost
+        or after ``stop()``. Stopping or cancelling releases the lease when ``release_on_cancel``
+        is set."""
         try:
-            await self._acquire()
+            if not await self._acquire():
+                return
             self._is_leader = True
             self._log.info("became leader")
             self._lead_task = self._start_callback(self.on_started_leading)
             await self._renew_loop()
-            self._log.info("leadership lost")
+            if not self._stop.is_set():
+                self._log.info("leadership lost")
         finally:
             was_leader = self._is_leader
             self._is_leader = False
@@ -133,13 +154,14 @@ class LeaderElector:
                     await self._lead_task
             if was_leader:
                 task = asyncio.current_task()
-                if self.release_on_cancel and task is not None and task.cancelling():
+                cancelled = task is not None and task.cancelling() > 0
+                if self.release_on_cancel and (cancelled or self._stop.is_set()):
                     await asyncio.shield(self._release_quietly())
                 await self._call(self.on_stopped_leading)
 
     async def run_forever(self) -> None:
         """Re-campaign after each loss (for processes that can stand down and rejoin)."""
-        while True:
+        while not self._stop.is_set():
             await self.run()
 
     def _start_callback(self, cb: Callback | None) -> asyncio.Task[None] | None:
@@ -163,26 +185,46 @@ class LeaderElector:
         except Exception:
             self._log.exception("leader election callback failed")
 
-    async def _acquire(self) -> None:
-        while True:
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless ``stop()`` comes first; returns whether we were stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+        return self._stop.is_set()
+
+    async def _acquire(self) -> bool:
+        while not self._stop.is_set():
             if await self._try_with_timeout(self.renew_deadline):
-                return
-            await asyncio.sleep(self.retry_period * (1.0 + random.random() * JITTER_FACTOR))
+                return True
+            if await self._sleep(self.retry_period * (1.0 + random.random() * JITTER_FACTOR)):
+                break
+        return False
+
+    def _held_by_other(self) -> bool:
+        holder = ((self._observed_obj or {}).get("spec") or {}).get("holderIdentity") or ""
+        return bool(holder) and holder != self.identity
 
     async def _renew_loop(self) -> None:
+        """Renew every retry period; return (leadership lost) once ``renew_deadline`` has passed
+        since the last successful renewal, or at once when another holder shows up."""
         while True:
-            await asyncio.sleep(self.retry_period)
-            deadline = self._clock() + self.renew_deadline
+            if await self._sleep(self.retry_period):
+                return
             while True:
-                remaining = deadline - self._clock()
+                remaining = self._last_renew + self.renew_deadline - self._clock()
                 if remaining <= 0:
+                    self._log.warning("renew deadline passed since the last renewal; stepping down")
                     return
                 if await self._try_with_timeout(remaining):
                     break
-                remaining = deadline - self._clock()
-                if remaining <= 0:
+                if self._held_by_other():
+                    self._log.warning("lease taken by another holder; stepping down", holder=self.leader)
                     return
-                await asyncio.sleep(min(self.retry_period, remaining))
+                remaining = self._last_renew + self.renew_deadline - self._clock()
+                if remaining <= 0:
+                    self._log.warning("renew deadline passed since the last renewal; stepping down")
+                    return
+                if await self._sleep(min(self.retry_period, remaining)):
+                    return
 
     async def _try_with_timeout(self, seconds: float) -> bool:
         try:
@@ -219,6 +261,7 @@ class LeaderElector:
                 self._log.info("creating lease failed", error=str(exc))
                 return False
             self._observe(created)
+            self._last_renew = self._clock()
             return True
         except _TRANSIENT as exc:
             self._log.info("reading lease failed", error=str(exc))
@@ -229,7 +272,9 @@ class LeaderElector:
         if record != self._observed:
             self._observe(lease)
         holder = spec.get("holderIdentity") or ""
-        if holder and holder != self.identity and self._observed_time + self.lease_duration > self._clock():
+        # The holder's own duration decides when its lease expires, not ours.
+        held_for = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+        if holder and holder != self.identity and self._observed_time + held_for > self._clock():
             return False  # someone else holds a lease that is still alive by our clock
 
         new_spec = dict(spec)
@@ -251,6 +296,7 @@ class LeaderElector:
             self._log.info("updating lease failed", error=str(exc))
             return False
         self._observe(updated)
+        self._last_renew = self._clock()
         return True
 
     def _observe(self, lease: dict[str, Any]) -> None:
@@ -273,22 +319,34 @@ class LeaderElector:
         except Exception as exc:
             self._log.info("releasing lease failed", error=str(exc))
 
-    async def release(self) -> bool:
-        """Clear holderIdentity (if we still hold it) so a successor need not wait out the lease."""
+    async def release(self, attempts: int = 5) -> bool:
+        """Clear holderIdentity (if we still hold it) so a successor need not wait out the lease.
+
+        A conflict means the lease changed since we last saw it (a renewal whose answer we never
+        read, an annotation from a tool): re-read it and retry while it is still ours.
+        """
         lease = self._observed_obj
-        if lease is None:
-            return False
-        spec = dict(lease.get("spec") or {})
-        if (spec.get("holderIdentity") or "") != self.identity:
-            return False
-        now_wall = _micro_time()
-        spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=now_wall, acquireTime=now_wall)
-        lease = {**lease, "spec": spec}
-        try:
-            updated = await self.client.update(lease)
-        except ApiError as exc:
-            self._log.info("release failed", error=str(exc))
-            return False
-        self._observe(updated)
-        self._log.info("released lease")
-        return True
+        for _ in range(attempts):
+            if lease is None:
+                return False
+            spec = dict(lease.get("spec") or {})
+            if (spec.get("holderIdentity") or "") != self.identity:
+                return False
+            now_wall = _micro_time()
+            spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=now_wall, acquireTime=now_wall)
+            try:
+                updated = await self.client.update({**lease, "spec": spec})
+            except ConflictError:
+                try:
+                    lease = await self.client.get(LEASE, self.name, self.namespace, cached=False)
+                except NotFoundError:
+                    return False
+                continue
+            except _TRANSIENT as exc:
+                self._log.info("release failed", error=str(exc))
+                return False
+            self._observe(updated)
+            self._log.info("released lease")
+            return True
+        self._log.info("release failed: the lease kept changing")
+        return False

@@ -12,12 +12,26 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 from structlog.contextvars import bind_contextvars, merge_contextvars, reset_contextvars
 
 LogFormat = Literal["json", "console"]
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the call.
+
+    Binding the stream at configure time breaks when a test runner (or a CLI harness) swaps
+    stderr and later closes its replacement: every later log line would raise on a closed file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure_logging(fmt: LogFormat = "json", level: int | str = "INFO", *, stream: Any = None) -> None:
@@ -37,7 +51,7 @@ def configure_logging(fmt: LogFormat = "json", level: int | str = "INFO", *, str
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
 

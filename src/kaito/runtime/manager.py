@@ -7,9 +7,15 @@ owns. Leader-only runnables (controllers) start only while this process holds th
 stop when it loses it; the manager then campaigns again.
 
 Shutdown (SIGTERM/SIGINT or ``stop()``) runs in the reverse order: controllers stop taking work
-and drain in-flight reconciles (bounded by ``graceful_shutdown_timeout``), *then* the Lease is
-released so the next leader starts immediately without two leaders ever overlapping, then the
-informers, the client and the HTTP servers go.
+and drain in-flight reconciles, *then* the elector stops renewing and releases the Lease so the
+next leader starts immediately without two leaders ever overlapping, then the other runnables,
+the informers, the client and the HTTP servers go. All of it shares one budget,
+``graceful_shutdown_timeout``, so it fits the pod's terminationGracePeriodSeconds; whatever is
+still running when the budget is spent is cancelled.
+
+Losing the lease without being asked to (renewals failed, another holder appeared) is
+different: a new leader may already be acting, so in-flight reconciles are cancelled at once
+instead of drained, and the manager campaigns again.
 """
 
 from __future__ import annotations
@@ -17,21 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol
 
+from kaito.runtime.builder import ControllerBuilder
+from kaito.runtime.cache import InformerCache
 from kaito.runtime.client import Client
-from kaito.runtime.controller import ControllerBuilder
 from kaito.runtime.health import Check, Checks, HTTPServer, parse_bind_address, ping
-from kaito.runtime.informer import InformerCache
 from kaito.runtime.leaderelection import LeaderElector
 from kaito.runtime.logging import get_logger
 from kaito.runtime.metrics import Metrics
+from kaito.runtime.options import LeaderElectionOptions, ManagerOptions
+from kaito.runtime.resources import RESTMapper
 
 _log = get_logger("kaito.runtime.manager")
 
@@ -43,19 +52,6 @@ class Runnable(Protocol):
 
 
 RunnableFn = Callable[[asyncio.Event], Awaitable[None]]
-
-
-@dataclass
-class LeaderElectionOptions:
-    """Defaults are client-go's/controller-runtime's: 15 s lease, 10 s renew deadline, 2 s retry."""
-
-    name: str
-    namespace: str = "default"
-    identity: str | None = None
-    lease_duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-    release_on_cancel: bool = True
 
 
 def default_identity() -> str:
@@ -74,50 +70,82 @@ class ManagerError(RuntimeError):
     pass
 
 
+class _Unset(Enum):
+    UNSET = 0
+
+
+_UNSET = _Unset.UNSET
+
+
 class Manager:
+    """Owns the client, the shared informer cache, metrics, probes, leadership and the lifecycle.
+
+    Configure it with a ``ManagerOptions`` or with the same fields as keyword arguments (the
+    keywords win): ``Manager(config, leader_election=..., metrics_bind_address=":8080")``.
+    """
+
     def __init__(
         self,
         config: Any,
+        options: ManagerOptions | None = None,
         *,
-        leader_election: LeaderElectionOptions | None = None,
-        metrics_bind_address: str | None = "0",
-        health_probe_bind_address: str | None = "0",
-        cache_sync_timeout: float = 120.0,
-        graceful_shutdown_timeout: float = 30.0,
-        namespace: str | None = None,
-        handle_signals: bool = True,
-        user_agent: str = "kaito-runtime",
+        leader_election: LeaderElectionOptions | _Unset | None = _UNSET,
+        metrics_bind_address: str | _Unset | None = _UNSET,
+        health_probe_bind_address: str | _Unset | None = _UNSET,
+        cache_sync_timeout: float | _Unset = _UNSET,
+        graceful_shutdown_timeout: float | _Unset = _UNSET,
+        namespace: str | _Unset | None = _UNSET,
+        handle_signals: bool | _Unset = _UNSET,
+        user_agent: str | _Unset = _UNSET,
+        freeze_gc_after_sync: bool | _Unset = _UNSET,
+        sync_period: float | _Unset | None = _UNSET,
         trace_configs: Sequence[Any] = (),
         metrics: Metrics | None = None,
         client: Client | None = None,
-        freeze_gc_after_sync: bool = True,
     ) -> None:
+        given = {
+            "leader_election": leader_election,
+            "metrics_bind_address": metrics_bind_address,
+            "health_probe_bind_address": health_probe_bind_address,
+            "cache_sync_timeout": cache_sync_timeout,
+            "graceful_shutdown_timeout": graceful_shutdown_timeout,
+            "namespace": namespace,
+            "handle_signals": handle_signals,
+            "user_agent": user_agent,
+            "freeze_gc_after_sync": freeze_gc_after_sync,
+            "sync_period": sync_period,
+        }
+        opts = (options or ManagerOptions()).replace(**{k: v for k, v in given.items() if v is not _UNSET})
+        self.options = opts
         self.config = config
-        self.freeze_gc_after_sync = freeze_gc_after_sync
-        self.leader_election = leader_election
-        self.cache_sync_timeout = cache_sync_timeout
-        self.graceful_shutdown_timeout = graceful_shutdown_timeout
-        self.namespace = namespace
-        self.handle_signals = handle_signals
+        self.freeze_gc_after_sync = opts.freeze_gc_after_sync
+        self.leader_election = opts.leader_election
+        self.cache_sync_timeout = opts.cache_sync_timeout
+        self.graceful_shutdown_timeout = opts.graceful_shutdown_timeout
+        self.namespace = opts.namespace
+        self.handle_signals = opts.handle_signals
         self.metrics = metrics if metrics is not None else Metrics()
         self.client = (
             client
             if client is not None
             else Client(
                 config,
-                user_agent=user_agent,
+                user_agent=opts.user_agent,
                 trace_configs=(*trace_configs, self.metrics.rest_client_trace_config()),
             )
         )
-        self.cache = InformerCache(self.client)
+        informer_opts = opts.informer
+        if opts.sync_period is not None:
+            informer_opts = informer_opts.replace(resync=opts.sync_period)
+        self.cache = InformerCache(self.client, options=informer_opts)
         self.client.cache = self.cache
         self.healthz = Checks("healthz")
         self.readyz = Checks("readyz")
         self.healthz.add("ping", ping)
         self.readyz.add("ping", ping)
         self.readyz.add("informers", self._informers_synced)
-        self._metrics_addr = parse_bind_address(metrics_bind_address)
-        self._health_addr = parse_bind_address(health_probe_bind_address)
+        self._metrics_addr = parse_bind_address(opts.metrics_bind_address)
+        self._health_addr = parse_bind_address(opts.health_probe_bind_address)
         self._servers: list[HTTPServer] = []
         self.metrics_port: int | None = None
         self.health_port: int | None = None
@@ -130,12 +158,17 @@ class Manager:
         self._leader_stop: asyncio.Event | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._other_tasks: list[asyncio.Task[None]] = []
+        self._other_stop: asyncio.Event | None = None
         self._leader_lock = asyncio.Lock()
-        self._elector: Any = None
+        self._elector: LeaderElector | None = None
         self._started = False
-        self.identity = (
-            (leader_election.identity or default_identity()) if leader_election is not None else None
-        )
+        self._deadline: float | None = None  # monotonic end of the shutdown budget
+        le = opts.leader_election
+        self.identity = (le.identity or default_identity()) if le is not None else None
+
+    @property
+    def rest_mapper(self) -> RESTMapper:
+        return self.client.mapper
 
     # ----- registration
 
@@ -152,6 +185,8 @@ class Manager:
         if needs_leader_election is None:
             needs_leader_election = bool(getattr(runnable, "needs_leader_election", True))
         name = str(getattr(runnable, "name", getattr(runnable, "__name__", type(runnable).__name__)))
+        if needs_leader_election and hasattr(runnable, "may_act"):
+            runnable.may_act = self._may_act
         self._entries.append(_Entry(runnable, needs_leader_election, name))
         if before_start is not None:
             self._hooks.append(before_start)
@@ -164,6 +199,13 @@ class Manager:
 
     def add_readyz_check(self, name: str, check: Check) -> None:
         self.readyz.add(name, check)
+
+    def _may_act(self) -> bool:
+        """False as soon as leadership may have passed on (the elector's renew deadline counts
+        from its last renewal), even before the renew loop has noticed."""
+        if not self.elected.is_set():
+            return False
+        return self.leader_election is None or (self._elector is not None and self._elector.is_leader)
 
     def _informers_synced(self) -> str | None:
         return None if self._synced else "informers not synced yet"
@@ -254,10 +296,11 @@ class Manager:
                 # The start-up heap and the initial cache are long-lived; moving them out of the
                 # collector's view keeps later collections short (cached objects are acyclic
                 # JSON dicts, freed by refcount when replaced). bench/runtime.py: p99 22/18 ms ->
-                # 17.6/17.0 ms event-to-reconcile with 2,000 cached objects.
+                # 17.6/17.0 ms event-to-reconcile with 2,000 cached objects. Collect first, or
+                # garbage that is merely waiting for the next collection would be kept forever.
+                gc.collect()
                 gc.freeze()
-            other_stop = asyncio.Event()
-            self._other_stop = other_stop
+            self._other_stop = other_stop = asyncio.Event()
             self._other_tasks = [self._spawn(e, other_stop) for e in self._entries if not e.needs_leader]
             if self.leader_election is None:
                 await self._start_leader_runnables()
@@ -274,18 +317,28 @@ class Manager:
         if self._error is not None:
             raise self._error
 
+    def _remaining(self) -> float:
+        if self._deadline is None:
+            return self.graceful_shutdown_timeout
+        return max(0.0, self._deadline - time.monotonic())
+
     async def _shutdown(self, lead_task: asyncio.Task[None] | None) -> None:
         self._stop.set()
+        self._deadline = time.monotonic() + self.graceful_shutdown_timeout
         # 1. controllers stop taking work and drain, while we still hold the lease
         await self._stop_leader_runnables()
-        # 2. release the lease (the elector releases on cancellation)
+        # 2. stop renewing, then release the lease (the elector does both on stop())
         if lead_task is not None:
-            lead_task.cancel()
+            if self._elector is not None:
+                self._elector.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(lead_task), max(self._remaining(), 0.5))
+            if not lead_task.done():
+                lead_task.cancel()
             await asyncio.gather(lead_task, return_exceptions=True)
         # 3. everything else
-        other_stop = getattr(self, "_other_stop", None)
-        if other_stop is not None:
-            other_stop.set()
+        if self._other_stop is not None:
+            self._other_stop.set()
             await self._wait_or_cancel(self._other_tasks)
         with contextlib.suppress(Exception):
             await self.cache.stop()
@@ -299,7 +352,7 @@ class Manager:
     async def _wait_or_cancel(self, tasks: list[asyncio.Task[None]]) -> None:
         if not tasks:
             return
-        _done, pending = await asyncio.wait(tasks, timeout=self.graceful_shutdown_timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=self._remaining())
         for t in pending:
             t.cancel()
         if pending:
@@ -310,9 +363,17 @@ class Manager:
         async with self._leader_lock:
             if self._leader_stop is not None or self._stop.is_set():
                 return
+            if self.leader_election is not None and (self._elector is None or not self._elector.is_leader):
+                return  # lost again before we got here
             self._leader_stop = asyncio.Event()
-            self._leader_tasks = [self._spawn(e, self._leader_stop) for e in self._entries if e.needs_leader]
             self.elected.set()
+            self._leader_tasks = [self._spawn(e, self._leader_stop) for e in self._entries if e.needs_leader]
+
+    def _abandon_leader_runnables(self) -> None:
+        """Leadership lost without being asked: cancel in-flight work now, do not drain it."""
+        self.elected.clear()
+        for t in self._leader_tasks:
+            t.cancel()
 
     async def _stop_leader_runnables(self) -> None:
         async with self._leader_lock:
@@ -336,9 +397,10 @@ class Manager:
 
         def on_stopped() -> None:
             self.metrics.set_leader(opts.name, False)
-            self.elected.clear()
             if not self._stop.is_set():
-                _log.warning("lost leadership; stopping controllers", lease=opts.name)
+                _log.warning("lost leadership; cancelling in-flight reconciles", lease=opts.name)
+                self._abandon_leader_runnables()
+            self.elected.clear()
 
         self.metrics.set_leader(opts.name, False)
         while not self._stop.is_set():
@@ -355,10 +417,10 @@ class Manager:
                 release_on_cancel=opts.release_on_cancel,
             )
             self._elector = elector
+            if self._stop.is_set():
+                return
             try:
-                res = elector.run()
-                if inspect.isawaitable(res):
-                    await res
+                await elector.run()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -369,3 +431,8 @@ class Manager:
             if self._stop.is_set():
                 return
             await asyncio.sleep(opts.retry_period)
+
+
+__all__ = [
+    "LeaderElectionOptions", "Manager", "ManagerError", "ManagerOptions", "Runnable", "default_identity",
+]

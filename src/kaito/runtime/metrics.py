@@ -29,8 +29,9 @@ _RECONCILE_BUCKETS = (
     1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
     25.0, 30.0, 40.0, 50.0, 60.0,
 )  # fmt: skip
-# client-go workqueue buckets: 10^-8 .. 10^1 seconds.
-_QUEUE_BUCKETS = tuple(10.0**e for e in range(-8, 2))
+# client-go workqueue buckets (ExponentialBuckets(10e-9, 10, 12)): 10^-8 .. 10^3 seconds, so a
+# key that waited out a long backoff still lands in a real bucket, not in +Inf.
+_QUEUE_BUCKETS = tuple(10.0**e for e in range(-8, 4))
 
 
 class Metrics:

@@ -156,7 +156,7 @@ class RESTMapper:
         self._by_gv[gvk.group_version] = kinds
 
 
-# Frequently used kinds, so callers can write ``CORE_V1_POD`` instead of spelling a GVK.
+# Well-known kinds, so operators need not spell out a GVK for the built-in types.
 POD = GVK("", "v1", "Pod")
 SERVICE = GVK("", "v1", "Service")
 CONFIGMAP = GVK("", "v1", "ConfigMap")
@@ -166,6 +166,7 @@ NODE = GVK("", "v1", "Node")
 EVENT = GVK("", "v1", "Event")
 DEPLOYMENT = GVK("apps", "v1", "Deployment")
 STATEFULSET = GVK("apps", "v1", "StatefulSet")
+CONTROLLERREVISION = GVK("apps", "v1", "ControllerRevision")
 JOB = GVK("batch", "v1", "Job")
 LEASE = GVK("coordination.k8s.io", "v1", "Lease")
 CRD = GVK("apiextensions.k8s.io", "v1", "CustomResourceDefinition")

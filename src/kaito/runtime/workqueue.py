@@ -297,9 +297,15 @@ class WorkQueue(Generic[T]):
     # ----- delays
 
     def add_after(self, item: T, delay: float) -> None:
-        """Add ``item`` after ``delay`` seconds; if it is already waiting, the earlier time wins."""
+        """Add ``item`` after ``delay`` seconds; if it is already waiting, the earlier time wins.
+
+        Counted in ``workqueue_retries_total`` as client-go's delaying queue counts it: every
+        delayed add (rate-limited retries and ``requeue_after`` alike), none after shutdown.
+        """
         if self._shutting_down:
             return
+        if self.metrics is not None:
+            self.metrics.retry()
         if delay <= 0:
             self.add(item)
             return
@@ -360,8 +366,6 @@ class WorkQueue(Generic[T]):
     # ----- rate limiting
 
     def add_rate_limited(self, item: T) -> None:
-        if self.metrics is not None:
-            self.metrics.retry()
         self.add_after(item, self.rate_limiter.when(item))
 
     def forget(self, item: T) -> None:

@@ -27,6 +27,8 @@ def kubectl(cluster: Any, *args: str, ok: bool = True) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def crds(kube_cluster: Any) -> Any:
     for f in sorted(CRDS.glob("*.yaml")):
+        if f.name == "kustomization.yaml":  # kustomize's own file, not an object
+            continue
         kubectl(kube_cluster, "apply", "--server-side", "--force-conflicts", "-f", str(f))
     kubectl(
         kube_cluster,
@@ -72,7 +74,25 @@ def test_seed_applies_unchanged_and_kubectl_shows_the_columns(crds: Any, namespa
     )
     row = kubectl(crds, "get", "wk", "workspace-phi-3-mini", "-n", namespace, "--no-headers").stdout.split()
     assert row[:5] == ["workspace-phi-3-mini", "Standard_NC6s_v3", "True", "True", "True"]
+    # -o wide of the preferred version (v1beta1): upstream's columns, with WorkspaceReady.
     wide = kubectl(crds, "get", "wks", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == [
+        "NAME",
+        "INSTANCE",
+        "RESOURCEREADY",
+        "INFERENCEREADY",
+        "JOBSTARTED",
+        "WORKSPACESUCCEEDED",
+        "WORKSPACEREADY",
+        "TARGETNODECOUNT",
+        "STATE",
+        "AGE",
+    ]
+    beta_row = next(line for line in wide if line.startswith("workspace-phi-3-mini ")).split()
+    assert beta_row[-3:-1] == ["1", "Ready"]
+    # v1alpha1 keeps the seed's wide columns.
+    alpha = "workspaces.v1alpha1.kaito.sh"
+    wide = kubectl(crds, "get", alpha, "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == [
         "NAME",
         "INSTANCE",
@@ -85,7 +105,10 @@ def test_seed_applies_unchanged_and_kubectl_shows_the_columns(crds: Any, namespa
         "TARGETNODES",
         "AGE",
     ]
-    assert "Ready" in next(line for line in wide if line.startswith("workspace-phi-3-mini ")).split()
+    alpha_row = next(line for line in wide if line.startswith("workspace-phi-3-mini ")).split()
+    assert alpha_row[-3:-1] == ["Ready", "1"]
+    default = kubectl(crds, "get", alpha, "-n", namespace).stdout.splitlines()[0].split()
+    assert default == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
     assert "workspace-phi-3-mini" in kubectl(crds, "get", "kaito", "-n", namespace).stdout
 
     # The seed's tuning Workspaces reuse the names: switching inference -> tuning is refused.
@@ -135,6 +158,150 @@ async def test_version_round_trip(crds: Any, api_client: Any, namespace: str, wr
     await api.replace_namespaced_custom_object("kaito.sh", read, namespace, "workspaces", name, got)
     back = await api.get_namespaced_custom_object("kaito.sh", write, namespace, "workspaces", name)
     assert back["metadata"]["labels"]["touched"] == "yes" and back["resource"] == body["resource"]
+
+
+def _full(name: str, version: str, kind: str) -> dict[str, Any]:
+    """Every spec field the shape has (upstream's v1beta1 fields included) set to a non-default."""
+    body: dict[str, Any] = {
+        "apiVersion": f"kaito.sh/{version}",
+        "kind": "Workspace",
+        "metadata": {"name": name, "annotations": {"kaito.sh/enablelb": "True", "kaito.sh/runtime": "vllm"}},
+        "resource": {
+            "count": 2,
+            "instanceType": "Standard_NC24ads_A100_v4",
+            "labelSelector": {
+                "matchLabels": {"apps": name},
+                "matchExpressions": [{"key": "zone", "operator": "In", "values": ["1", "2"]}],
+            },
+            "preferredNodes": ["node-a", "node-b"],
+        },
+    }
+    if kind == "inference":
+        body["inference"] = {
+            "preset": {
+                "name": "phi-4",
+                "accessMode": "private",
+                "presetOptions": {
+                    "image": "r.io/phi-4:1",
+                    "imagePullSecrets": ["pull"],
+                    "modelAccessSecret": "hf-token",
+                },
+            },
+            "config": "cfg",
+            "adapters": [
+                {"source": {"name": "a", "urls": ["https://example.com/a.safetensors"]}, "strength": "0.5"},
+                {"source": {"name": "b", "image": "r.io/b:1", "imagePullSecrets": ["p2"]}},
+            ],
+        }
+    else:
+        body["tuning"] = {
+            "preset": {"name": "phi-4", "accessMode": "public"},
+            "method": "qlora",
+            "config": "cfg",
+            "input": {"name": "data", "volumeSource": {"persistentVolumeClaim": {"claimName": "data"}}},
+            "output": {"volumeSource": {"emptyDir": {}}},
+        }
+    return body
+
+
+FULL_STATUS: dict[str, Any] = {
+    "workerNodes": ["node-a", "node-b"],
+    "conditions": [
+        {
+            "type": t,
+            "status": "True" if t != "WorkspaceDeleting" else "False",
+            "reason": "Because",
+            "message": f"{t} says so",
+            "lastTransitionTime": "2026-01-02T03:04:05Z",
+            "observedGeneration": 1,
+        }
+        for t in (
+            "NodeClaimReady",
+            "ResourceReady",
+            "InferenceReady",
+            "JobStarted",
+            "WorkspaceDeleting",
+            "WorkspaceSucceeded",
+            "WorkspaceReady",
+        )
+    ],
+    "state": "NotReady",
+    "targetNodeCount": 2,
+    "observedGeneration": 1,
+    "performance": {
+        "metrics": {
+            "peakTokensPerMinute": {
+                "description": "stress/high-concurrency",
+                "value": "123456",
+                "unit": "tokens/min",
+                "config": {"engine": "vllm"},
+            },
+            "ttftP50": {"description": "latency/single", "value": "0.21"},
+        }
+    },
+}
+
+
+def _without_api_version(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "apiVersion"}
+
+
+@pytest.mark.parametrize("kind", ["inference", "tuning"])
+@pytest.mark.parametrize(("write", "read"), [("v1alpha1", "v1beta1"), ("v1beta1", "v1alpha1")])
+async def test_lossless_round_trip_with_status(
+    crds: Any, api_client: Any, namespace: str, write: str, read: str, kind: str
+) -> None:
+    """Create in one version, read in the other, write through it, read back: nothing is lost,
+    status (performance included) and every spec field alike, and the models agree with the
+    apiserver on what the other version looks like."""
+    from kubernetes_asyncio.client import CustomObjectsApi
+
+    from kaito.api.workspace import Workspace
+
+    api = CustomObjectsApi(api_client)
+    group, plural = "kaito.sh", "workspaces"
+    name = f"full-{kind[:3]}-{write}"
+    body = _full(name, write, kind)
+    await api.create_namespaced_custom_object(group, write, namespace, plural, body)
+    obj = await api.get_namespaced_custom_object(group, write, namespace, plural, name)
+    obj["status"] = FULL_STATUS
+    await api.replace_namespaced_custom_object_status(group, write, namespace, plural, name, obj)
+
+    a = await api.get_namespaced_custom_object(group, write, namespace, plural, name)
+    b = await api.get_namespaced_custom_object(group, read, namespace, plural, name)
+    assert b["apiVersion"] == f"kaito.sh/{read}"
+    assert _without_api_version(a) == _without_api_version(b)
+    assert b["status"] == FULL_STATUS
+    for key in ("resource", kind):
+        assert b[key] == body[key], key
+    assert b["metadata"]["annotations"] == body["metadata"]["annotations"]
+    assert Workspace.from_manifest(a).as_version(read).to_manifest() == b
+    assert Workspace.from_manifest(b).as_version(write).to_manifest() == a
+
+    # Write the spec and the status through the other version; the first one sees all of it.
+    b[kind]["config"] = "other-cfg"
+    b = await api.replace_namespaced_custom_object(group, read, namespace, plural, name, b)
+    b["status"]["state"] = "Ready"
+    b["status"]["performance"]["metrics"]["ttftP50"]["value"] = "0.19"
+    b = await api.replace_namespaced_custom_object_status(group, read, namespace, plural, name, b)
+    back = await api.get_namespaced_custom_object(group, write, namespace, plural, name)
+    assert back["apiVersion"] == f"kaito.sh/{write}"
+    assert _without_api_version(back) == _without_api_version(
+        await api.get_namespaced_custom_object(group, read, namespace, plural, name)
+    )
+    assert back[kind]["config"] == "other-cfg"
+    assert {k: v for k, v in back[kind].items() if k != "config"} == {
+        k: v for k, v in body[kind].items() if k != "config"
+    }
+    assert back["resource"] == body["resource"]
+    want = {**FULL_STATUS, "state": "Ready"}
+    want["performance"] = {
+        "metrics": {
+            **FULL_STATUS["performance"]["metrics"],
+            "ttftP50": {"description": "latency/single", "value": "0.19"},
+        }
+    }
+    assert back["status"] == want
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""The validating webhook served over TLS and called by the real kube-apiserver.
+"""Workspace admission served by the runtime's webhook server and called by the real kube-apiserver.
 
 CEL in the CRD covers what needs no catalog; the preset catalog and the GPU-memory check live only
-in the webhook. Here the apiserver itself sends the AdmissionReview, so the response format, the
-TLS set-up and the message a kubectl user sees are all the real thing.
+in the webhook. Here the apiserver itself sends the AdmissionReview (to the kubebuilder-style path
+of the object's version), so the response format, the JSONPatch of the defaulter, the TLS set-up
+and the message a kubectl user sees are all the real thing.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from workspace_webhooks import workspace_webhooks
 
-from kaito.api.webhook import create_app
-from kaito.runtime.testing import Cluster
+from kaito.api.webhook import new_webhook_server
+from kaito.envtest import Cluster
+from kaito.runtime import WebhookServerOptions
 
 pytestmark = pytest.mark.cluster
 
@@ -27,71 +29,53 @@ ROOT = Path(__file__).resolve().parents[3]
 SEED = ROOT / "examples" / "inference" / "kaito_workspace_phi_3.yaml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-async def webhook(kube_cluster: Cluster, namespace: str) -> AsyncIterator[str]:
+async def webhook(kube_cluster: Cluster, namespace: str, tmp_path: Path) -> AsyncIterator[str]:
     for f in sorted((ROOT / "config" / "crd").glob("*.yaml")):
-        kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+        if "kind: CustomResourceDefinition" in f.read_text():  # not the folder's kustomization.yaml
+            kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
     kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh")
     cert, key = kube_cluster.serving_cert("kaito-webhook")
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(),
-            host="127.0.0.1",
-            port=port,
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "webhook server failed to start"
-        await asyncio.sleep(0.05)
+    cert_dir = tmp_path / "certs"
+    cert_dir.mkdir()
+    shutil.copyfile(cert, cert_dir / "tls.crt")
+    shutil.copyfile(key, cert_dir / "tls.key")
+    server = new_webhook_server(WebhookServerOptions(host="127.0.0.1", port=0, cert_dir=str(cert_dir)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.start(stop))
+    async with asyncio.timeout(30):
+        await server.wait_started()
+    port = server.bound_port
     assert kube_cluster.pki is not None
+    ca_bundle = base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode()
+
+    def hooks(verb: str) -> list[dict[str, Any]]:
+        return workspace_webhooks(verb, port, ca_bundle, namespace)
+
     name = f"kaito-validate-{namespace}"
     config = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "validate.workspace.kaito.sh",
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}/validate",
-                    "caBundle": base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode(),
-                },
-                "rules": [
-                    {
-                        "apiGroups": ["kaito.sh"],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["workspaces"],
-                    }
-                ],
-                # Only this test's namespace: the session cluster is shared with other tests.
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 10,
-            }
-        ],
+        "webhooks": hooks("validate"),
     }
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": f"kaito-mutate-{namespace}"},
+        "webhooks": hooks("mutate"),
+    }
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(mutating))
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
     try:
         yield namespace
     finally:
         kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+        kube_cluster.kubectl(
+            "delete", "mutatingwebhookconfiguration", f"kaito-mutate-{namespace}", "--ignore-not-found"
+        )
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def _workspace(preset: str) -> dict[str, Any]:
@@ -155,3 +139,35 @@ async def test_apiserver_calls_webhook_which_rejects_unknown_preset(
         check=False,
     )
     assert unhooked.returncode == 0, unhooked.stderr
+
+
+async def test_apiserver_applies_the_defaulting_patch_for_both_versions(
+    kube_cluster: Cluster, webhook: str
+) -> None:
+    ns = webhook
+    for version in ("v1alpha1", "v1beta1"):
+        ws = _workspace("phi-3-mini-4k-instruct")
+        ws["apiVersion"] = f"kaito.sh/{version}"
+        ws["metadata"]["name"] = f"lower-{version}"
+        ws["resource"]["instanceType"] = "standard_nc6s_v3"
+        made = await asyncio.to_thread(
+            kube_cluster.kubectl,
+            "create",
+            "-n",
+            ns,
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(ws),
+            check=False,
+        )
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["resource"]["instanceType"] == "Standard_NC6s_v3"
+        bad = _workspace("no-such-model")
+        bad["apiVersion"] = f"kaito.sh/{version}"
+        bad["metadata"]["name"] = f"bad-{version}"
+        refused = await asyncio.to_thread(
+            kube_cluster.kubectl, "create", "-n", ns, "-f", "-", input=json.dumps(bad), check=False
+        )
+        assert refused.returncode != 0 and "unknown preset 'no-such-model'" in refused.stderr

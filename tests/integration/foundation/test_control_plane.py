@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kaito.runtime.testing import Cluster
+from kaito.envtest import Cluster
 
 pytestmark = pytest.mark.cluster
 

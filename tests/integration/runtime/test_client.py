@@ -10,18 +10,26 @@ from typing import Any
 
 import aiohttp
 import pytest
+from faultproxy import user_flow_schema
 
-from kaito.runtime.client import Client, load_configuration, retry_on_conflict
-from kaito.runtime.errors import (
+from kaito.envtest import Cluster
+from kaito.runtime import (
+    CONFIGMAP,
+    CRD,
+    DEPLOYMENT,
+    GVK,
+    NAMESPACE,
+    NODE,
     AlreadyExistsError,
+    Client,
     ConflictError,
     ForbiddenError,
+    InformerCache,
     InvalidError,
     NotFoundError,
+    load_configuration,
+    retry_on_conflict,
 )
-from kaito.runtime.informer import InformerCache
-from kaito.runtime.resources import CONFIGMAP, CRD, DEPLOYMENT, GVK, NAMESPACE, NODE
-from kaito.runtime.testing import Cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -373,30 +381,7 @@ async def test_throttled_requests_are_retried_after_retry_after(
             },
         },
     }
-    flow = {
-        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-        "kind": "FlowSchema",
-        "metadata": {"name": user},
-        "spec": {
-            "priorityLevelConfiguration": {"name": user},
-            "matchingPrecedence": 100,
-            "distinguisherMethod": {"type": "ByUser"},
-            "rules": [
-                {
-                    "subjects": [{"kind": "User", "user": {"name": user}}],
-                    "resourceRules": [
-                        {
-                            "verbs": ["*"],
-                            "apiGroups": ["*"],
-                            "resources": ["*"],
-                            "namespaces": ["*"],
-                            "clusterScope": True,
-                        }
-                    ],
-                }
-            ],
-        },
-    }
+    flow = user_flow_schema(user, user)
     await client.create(plc)
     await client.create(flow)
     # Not system:masters: that group is exempt from priority and fairness.

@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 
-from kaito.runtime.client import Client
-from kaito.runtime.controller import Request, TerminalError
-from kaito.runtime.manager import Manager
-from kaito.runtime.ownerrefs import set_controller_reference
-from kaito.runtime.predicates import label_selector, labels_changed
-from kaito.runtime.resources import GVK
+from kaito.runtime import (
+    GVK,
+    Client,
+    Manager,
+    Request,
+    TerminalError,
+    label_selector,
+    labels_changed,
+    set_controller_reference,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -39,6 +43,12 @@ async def eventually(cond: Callable[[], Any], limit_s: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def idle(ctrl: Any) -> bool:
+    """Nothing queued, waiting for a retry, or being reconciled: every event so far is handled."""
+    q = ctrl.queue
+    return q is not None and len(q) == 0 and q.num_waiting() == 0 and not q._processing
 
 
 def cm(ns: str, name: str, labels: dict[str, str] | None = None, data: dict[str, str] | None = None) -> dict:
@@ -69,9 +79,10 @@ async def test_owned_object_events_reach_the_owner(
         seen.append(req)
 
     mgr = manager(kube_cluster, namespace)
-    mgr.builder().named("parents").for_(CM, predicates=[label_selector({"role": "parent"})]).owns(
-        SECRET
-    ).complete(reconcile)
+    ctrl = (
+        mgr.builder().named("parents").for_(CM, predicates=[label_selector({"role": "parent"})]).owns(SECRET)
+        .complete(reconcile)
+    )
     parent = await kclient.create(cm(namespace, "parent", {"role": "parent"}))
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "child", "namespace": namespace}}
     set_controller_reference(parent, secret)
@@ -82,8 +93,7 @@ async def test_owned_object_events_reach_the_owner(
     )
     async with running(mgr):
         want = Request(namespace, "parent")
-        await eventually(lambda: want in seen)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: want in seen and idle(ctrl))
         seen.clear()
         await kclient.patch(SECRET, "child", {"stringData": {"k": "v"}}, namespace)
         await eventually(lambda: seen == [want])
@@ -105,7 +115,10 @@ async def test_predicates_filter_updates(kube_cluster: Any, namespace: str, kcli
         await kclient.create(cm(namespace, "a", {"x": "1"}))
         await eventually(lambda: seen.count("a") == 1)
         await kclient.patch(CM, "a", {"data": {"only": "data"}}, namespace)
-        await asyncio.sleep(0.5)
+        # A barrier instead of a sleep: b's event follows a's in the same watch stream and one
+        # worker takes keys in order, so once b is reconciled a's update has been judged.
+        await kclient.create(cm(namespace, "b", {"x": "1"}))
+        await eventually(lambda: "b" in seen)
         assert seen.count("a") == 1, "a data-only update passed a labels_changed predicate"
         await kclient.patch(CM, "a", {"metadata": {"labels": {"x": "2"}}}, namespace)
         await eventually(lambda: seen.count("a") == 2)
@@ -128,12 +141,12 @@ async def test_exception_requeues_with_backoff_terminal_does_not(
 
     mgr = manager(kube_cluster, namespace)
     # the selector keeps out kube-root-ca.crt, which kube-controller-manager adds to every namespace
-    mgr.builder().named("retry").for_(CM, predicates=[label_selector({"t": "retry"})]).complete(reconcile)
+    builder = mgr.builder().named("retry").for_(CM, predicates=[label_selector({"t": "retry"})])
+    ctrl = builder.complete(reconcile)
     async with running(mgr):
         await kclient.create(cm(namespace, "flaky", {"t": "retry"}))
         await kclient.create(cm(namespace, "broken", {"t": "retry"}))
-        await eventually(lambda: len(attempts["flaky"]) == 6)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(attempts["flaky"]) == 6 and idle(ctrl))
         reg = mgr.metrics.registry
         assert len(attempts["broken"]) == 1
         gaps = [b - a for a, b in zip(attempts["flaky"], attempts["flaky"][1:], strict=False)]

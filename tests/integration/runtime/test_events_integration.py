@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from kaito.runtime.client import Client
-from kaito.runtime.events import EVENT_GVK, NORMAL, WARNING, EventRecorder
-from kaito.runtime.resources import GVK
+from kaito.runtime import EVENT as EVENT_GVK
+from kaito.runtime import (
+    GVK,
+    NORMAL,
+    WARNING,
+    Client,
+    EventRecorder,
+)
 
 pytestmark = pytest.mark.cluster
 

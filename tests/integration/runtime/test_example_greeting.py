@@ -13,11 +13,13 @@ import aiohttp
 import pytest
 import yaml
 
-from kaito.runtime.client import Client
-from kaito.runtime.conditions import get_condition
-from kaito.runtime.errors import NotFoundError
-from kaito.runtime.events import EVENT_GVK
-from kaito.runtime.resources import GVK
+from kaito.runtime import EVENT as EVENT_GVK
+from kaito.runtime import (
+    GVK,
+    Client,
+    NotFoundError,
+    get_condition,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -127,7 +129,9 @@ async def test_greeting_operator(kube_cluster: Any, namespace: str, kclient: Cli
 
         # converged: a no-op reconcile makes zero API requests
         ctrl = rec.controller
-        await asyncio.sleep(0.5)
+        q = ctrl.queue
+        # settled: nothing queued, waiting for a retry, or in flight
+        await eventually(lambda: len(q) == 0 and q.num_waiting() == 0 and not q._processing)
         before = len(requests)
         reconciled = mgr.metrics.registry.get_sample_value
         labels = {"controller": "greeting", "result": "success"}

@@ -4,25 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from kaito.runtime.client import Client
-from kaito.runtime.leaderelection import LeaderElector
-from kaito.runtime.resources import LEASE
-from kaito.runtime.testing import Cluster
+from kaito.envtest import Cluster, ClusterOptions
+from kaito.runtime import (
+    CONFIGMAP,
+    LEASE,
+    Client,
+    LeaderElectionOptions,
+    LeaderElector,
+    Manager,
+    Request,
+    label_selector,
+)
 
 pytestmark = pytest.mark.cluster
 
 LEASE_S, RENEW_S, RETRY_S = 2.0, 1.5, 0.3
 
 
+@pytest.fixture(scope="module")
+def le_cluster() -> Iterator[Cluster]:
+    """Leader election gets a control plane of its own (etcd + apiserver only): its tests
+    stall the event loop and race for leases, and must not share a cluster with other tests."""
+    with Cluster(ClusterOptions()) as c:
+        yield c
+
+
 @pytest.fixture
-async def clients(kube_cluster: Cluster) -> AsyncIterator[list[Client]]:
+async def namespace(le_cluster: Cluster) -> AsyncIterator[str]:
+    name = f"le-{uuid.uuid4().hex[:8]}"
+    async with Client(le_cluster.client_configuration()) as c:
+        await c.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        yield name
+
+
+@pytest.fixture
+async def clients(le_cluster: Cluster) -> AsyncIterator[list[Client]]:
     """One client per candidate, as if they ran in different processes."""
-    cs = [Client(kube_cluster.client_configuration()) for _ in range(3)]
+    cs = [Client(le_cluster.client_configuration()) for _ in range(3)]
     try:
         yield cs
     finally:
@@ -235,3 +262,209 @@ async def test_run_forever_recampaigns_after_losing(clients: list[Client], names
         assert a.is_leader and events.count("start:a") == 2
         await cancel(ta)
     assert mon.max_leaders == 1
+
+
+async def test_release_retries_when_the_lease_changed_underneath(
+    clients: list[Client], namespace: str
+) -> None:
+    """Issue 8, bug 8: the lease's resourceVersion moved since our last renewal (a renewal whose
+    answer we never read, or a tool labelling the lease); the release PUT conflicts. The elector
+    must re-read and release anyway, or the successor waits out a whole lease."""
+    events: list[str] = []
+    # A long retry period: no renewal of ours lands between the outside write and stop().
+    a = LeaderElector(
+        clients[0], name="kaito-test-release", namespace=namespace, identity="a",
+        lease_duration=30, renew_deadline=20, retry_period=10,
+        on_stopped_leading=lambda: events.append("stop:a"),
+    )
+    task = asyncio.create_task(a.run())
+    try:
+        await asyncio.wait_for(_until(lambda: a.is_leader), 10)
+        lease = await clients[2].get(LEASE, "kaito-test-release", namespace, cached=False)
+        lease["metadata"].setdefault("labels", {})["touched-by"] = "someone-else"
+        await clients[2].update(lease)
+        a.stop()
+        await asyncio.wait_for(task, 10)
+    finally:
+        await cancel(task)
+    assert events == ["stop:a"]
+    lease = await clients[2].get(LEASE, "kaito-test-release", namespace, cached=False)
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
+
+
+async def test_release_after_cancel_retries_on_conflict(clients: list[Client], namespace: str) -> None:
+    """The same race through cancellation (how a caller without stop() shuts down)."""
+    a = LeaderElector(
+        clients[0], name="kaito-test-release2", namespace=namespace, identity="a",
+        lease_duration=30, renew_deadline=20, retry_period=10,
+    )
+    task = asyncio.create_task(a.run())
+    await asyncio.wait_for(_until(lambda: a.is_leader), 10)
+    lease = await clients[2].get(LEASE, "kaito-test-release2", namespace, cached=False)
+    lease["metadata"].setdefault("annotations", {})["note"] = "x"
+    await clients[2].update(lease)
+    await cancel(task)
+    lease = await clients[2].get(LEASE, "kaito-test-release2", namespace, cached=False)
+    assert not lease["spec"].get("holderIdentity"), lease["spec"]
+
+
+async def _until(cond: Any, step: float = 0.01) -> None:
+    while not cond():  # noqa: ASYNC110 (polls state another task changes)
+        await asyncio.sleep(step)
+
+
+async def test_stalled_leader_steps_down_without_acting(
+    le_cluster: Cluster, clients: list[Client], namespace: str
+) -> None:
+    """Issue 8, bug 2: the leader's event loop blocks for longer than the lease (a long GC, a
+    blocking call). Meanwhile another process takes the expired lease. When the old leader's
+    loop runs again it is already past its renew deadline, so it must not act, not even once,
+    before it notices: the deadline counts from the last successful renewal."""
+    cfg = le_cluster.client_configuration()
+    acted_after: list[float] = []
+    resumed = {"at": float("inf")}
+
+    a = LeaderElector(
+        clients[0], name="kaito-test-stall", namespace=namespace, identity="a",
+        lease_duration=LEASE_S, renew_deadline=RENEW_S, retry_period=RETRY_S,
+    )
+
+    async def act() -> None:  # the leader's work, fenced by is_leader as a controller's is
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.01)
+            if a.is_leader and loop.time() >= resumed["at"]:
+                acted_after.append(loop.time())
+
+    a.on_started_leading = act
+    ta = asyncio.create_task(a.run())
+    await asyncio.wait_for(_until(lambda: a.is_leader), 10)
+
+    stop_b = threading.Event()
+    b_state: dict[str, Any] = {"leader": False, "error": None}
+
+    def run_b() -> None:
+        async def main() -> None:
+            async with Client(cfg) as cb:
+                b = LeaderElector(
+                    cb, name="kaito-test-stall", namespace=namespace, identity="b",
+                    lease_duration=LEASE_S, renew_deadline=RENEW_S, retry_period=RETRY_S,
+                )
+                tb = asyncio.create_task(b.run())
+                while not stop_b.is_set():
+                    b_state["leader"] = b.is_leader
+                    await asyncio.sleep(0.02)
+                tb.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await tb
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # surfaced by the assertion below
+            b_state["error"] = exc
+
+    thread = threading.Thread(target=run_b, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not b_state["leader"] and time.monotonic() < deadline:
+            # Block the loop (no await): a cannot renew, b takes the lease once it expires.
+            time.sleep(0.05)  # noqa: ASYNC251 (stalling the loop is the point)
+        assert b_state["leader"], "the other candidate never took the expired lease"
+        resumed["at"] = asyncio.get_running_loop().time()
+        await asyncio.wait_for(ta, RENEW_S + RETRY_S + 5)  # a stands down
+        assert not a.is_leader
+        assert acted_after == []
+        lease = await clients[2].get(LEASE, "kaito-test-stall", namespace, cached=False)
+        assert lease["spec"]["holderIdentity"] == "b"
+    finally:
+        stop_b.set()
+        await asyncio.to_thread(thread.join, 20)
+        await cancel(ta)
+    assert b_state["error"] is None, b_state["error"]
+
+
+async def test_expiry_follows_the_holders_lease_duration(clients: list[Client], namespace: str) -> None:
+    """Issue 8, bug 2: the holder wrote leaseDurationSeconds=8; a candidate configured with a
+    shorter lease must still wait the holder's 8 s (from when it first saw the record)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    await clients[2].create({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kaito-test-held", "namespace": namespace},
+        "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 8, "acquireTime": now,
+                 "renewTime": now, "leaseTransitions": 0},
+    })
+    b = LeaderElector(
+        clients[1], name="kaito-test-held", namespace=namespace, identity="b",
+        lease_duration=LEASE_S, renew_deadline=RENEW_S, retry_period=RETRY_S,
+    )
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    task = asyncio.create_task(b.run())
+    try:
+        await asyncio.wait_for(_until(lambda: b.is_leader), 30)
+        took = loop.time() - t0
+    finally:
+        await cancel(task)
+    assert took >= 8 - 0.5, took  # a lower bound only: a slow machine can only make it later
+
+
+async def test_lost_lease_cancels_the_reconcile_in_flight(
+    le_cluster: Cluster, clients: list[Client], namespace: str
+) -> None:
+    """Issue 8, bug 1: another process takes the lease (as after a partition) and writes at once.
+    The old leader's reconcile that was in flight must not write after that: it is cancelled as
+    soon as the loss is seen, not drained for up to the graceful shutdown timeout."""
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def reconcile(req: Request) -> None:
+        if req.name != "work":
+            return
+        started.set()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        await clients[2].patch(CONFIGMAP, "work", {"metadata": {"annotations": {"writer": "old"}}}, namespace)
+        outcome.append("wrote")
+
+    timings = {"lease_duration": 4.0, "renew_deadline": 3.0, "retry_period": 0.5}
+    mgr = Manager(
+        le_cluster.client_configuration(),
+        namespace=namespace,
+        handle_signals=False,
+        leader_election=LeaderElectionOptions(name="steal", namespace=namespace, identity="old", **timings),
+    )
+    mgr.builder().for_(CONFIGMAP, predicates=[label_selector({"t": "steal"})]).complete(reconcile)
+    await clients[2].create({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "work", "namespace": namespace, "labels": {"t": "steal"}},
+    })
+    task = asyncio.create_task(mgr.start())
+    new = LeaderElector(clients[1], name="steal", namespace=namespace, identity="new", **timings)
+    tnew: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        lease = await clients[1].get(LEASE, "steal", namespace, cached=False)
+        lease["spec"].update(
+            holderIdentity="new", renewTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
+        await clients[1].update(lease)
+        tnew = asyncio.create_task(new.run())  # it holds the lease now and keeps renewing
+        await asyncio.wait_for(_until(lambda: new.is_leader), 10)
+        await clients[1].patch(CONFIGMAP, "work", {"metadata": {"annotations": {"writer": "new"}}}, namespace)
+        await asyncio.wait_for(_until(lambda: not mgr.is_leader), 10)
+        gate.set()  # had the old reconcile survived the loss, it would write now
+        await asyncio.wait_for(_until(lambda: bool(outcome)), 10)
+        assert outcome == ["cancelled"]
+        obj = await clients[2].get(CONFIGMAP, "work", namespace, cached=False)
+        assert obj["metadata"]["annotations"]["writer"] == "new"
+    finally:
+        gate.set()
+        mgr.stop()
+        await asyncio.wait_for(task, 30)
+        if tnew is not None:
+            await cancel(tnew)

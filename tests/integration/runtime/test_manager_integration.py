@@ -11,11 +11,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kaito.runtime.client import Client
-from kaito.runtime.controller import Request
-from kaito.runtime.manager import LeaderElectionOptions, Manager
-from kaito.runtime.predicates import label_selector
-from kaito.runtime.resources import GVK
+from kaito.runtime import (
+    GVK,
+    Client,
+    LeaderElectionOptions,
+    Manager,
+    Request,
+    label_selector,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -86,7 +89,8 @@ async def test_only_the_leader_reconciles_and_the_other_takes_over(
         for i in range(5):
             await kclient.create(cm(namespace, f"x{i}"))
         await eventually(lambda: {f"x{i}" for i in range(5)} <= set(seen["a"]))
-        await asyncio.sleep(1.0)
+        # b is up and has seen a holding the lease (instead of sleeping and hoping it had)
+        await eventually(lambda: b._elector is not None and b._elector.leader == "a")
         assert seen["b"] == [] and not b.is_leader
         _status, text = await fetch(a.metrics_port, "/metrics")
         assert 'leader_election_master_status{name="test-lease"} 1.0' in text
@@ -141,7 +145,9 @@ async def test_losing_the_lease_stops_controllers_and_recampaigns(
         await eventually(lambda: not mgr.is_leader, 10)
         seen.clear()
         await kclient.create(cm(namespace, "while-deposed"))
-        await asyncio.sleep(0.5)
+        # once the informer has it, its event has been through the (stopped) controller's handler
+        informer = mgr.cache.get_informer(CM, namespace=namespace)
+        await eventually(lambda: informer.store.get_by(namespace, "while-deposed") is not None)
         assert "while-deposed" not in seen
         # the intruder stops renewing: we campaign again, win, and catch up
         await asyncio.wait_for(mgr.elected.wait(), 20)
@@ -220,7 +226,6 @@ async def test_readyz_fails_until_caches_sync(kube_cluster: Any, namespace: str)
     task = asyncio.create_task(mgr.start())
     try:
         await eventually(lambda: mgr.health_port is not None)
-        await asyncio.sleep(0.5)
         status, text = await fetch(mgr.health_port, "/readyz")
         assert status == 500 and "[-]informers failed" in text
         assert (await fetch(mgr.health_port, "/healthz"))[0] == 200

@@ -44,7 +44,7 @@ def test_validate_rejection_exits_1_and_names_the_field(tmp_path: Path) -> None:
 
 def test_presets_list_and_skus() -> None:
     res = runner.invoke(_app(), ["presets", "list"], env={"COLUMNS": "200"})
-    assert res.exit_code == 0 and "phi-3-mini-4k-instruct" in res.output and "falcon-40b" not in res.output
+    assert res.exit_code == 0 and "phi-3-mini-4k-instruct" in res.output and "phi-2" not in res.output
     res = runner.invoke(_app(), ["presets", "skus", "--cloud", "aws"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "p4d.24xlarge" in res.output and "Standard_NC6s_v3" not in res.output
 
@@ -56,7 +56,8 @@ def test_estimate_one_and_ranking() -> None:
         env={"COLUMNS": "200"},
     )
     assert res.exit_code == 0, res.output
-    assert "float16" in res.output and "17152 tokens" in res.output
+    assert "float16" in res.output and "13376 tokens" in res.output
+    assert "upstream Kaito v0.12 no longer supports Standard_NC6s_v3" in res.output
     res = runner.invoke(
         _app(), ["estimate", "--preset", "llama-3.3-70b-instruct", "--cloud", "azure"], env={"COLUMNS": "200"}
     )

@@ -9,12 +9,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kaito.api.validation import validate_workspace
-from kaito.api.webhook import create_app, review
+from kaito.api.webhook import (
+    MUTATE_PATHS,
+    VALIDATE_PATHS,
+    default_request,
+    new_webhook_server,
+    review,
+    validate_request,
+)
+from kaito.runtime import WebhookServerOptions
 
 SEED = Path(__file__).parent / "seed"
 VALID = yaml.safe_load((SEED / "phi3_inference.yaml").read_text())
@@ -56,11 +63,11 @@ def test_update_rules_and_delete_passthrough() -> None:
 
 
 def test_warnings_are_returned() -> None:
-    gated = copy.deepcopy(VALID)
-    gated["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
-    gated["inference"]["preset"]["name"] = "llama-3.1-8b-instruct"
-    resp = review(admission(gated))["response"]
+    open_model = copy.deepcopy(VALID)
+    open_model["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+    resp = review(admission(open_model))["response"]
     assert resp["allowed"] and "modelAccessSecret" in resp["warnings"][0]
+    assert "is not gated" in resp["warnings"][0]
 
 
 def test_mutate_canonicalises_the_sku_name() -> None:
@@ -80,18 +87,28 @@ def test_malformed_reviews_are_denied_not_crashed() -> None:
         assert resp["allowed"] is False and resp["status"]["message"]
 
 
-def test_http_endpoints() -> None:
-    client = TestClient(create_app())
-    assert client.get("/healthz").json() == {"status": "ok"}
-    ok = client.post("/validate", json=admission(VALID)).json()
-    assert ok["response"]["allowed"] is True
+def test_handlers_are_mounted_for_both_versions() -> None:
+    server = new_webhook_server(WebhookServerOptions(port=0))
+    assert server.paths == sorted([*VALIDATE_PATHS, *MUTATE_PATHS])
+    assert "/validate-kaito-sh-v1beta1-workspace" in server.paths
+    assert "/mutate-kaito-sh-v1alpha1-workspace" in server.paths
+    assert server.needs_leader_election is False
+
+
+def test_handlers_take_the_request_and_leave_the_envelope_to_the_server() -> None:
+    req = admission(VALID)["request"]
+    assert validate_request(req) == {"allowed": True}
     bad = copy.deepcopy(VALID)
     del bad["inference"]
-    denied = client.post("/validate", json=admission(bad)).json()["response"]
-    assert denied["allowed"] is False and "exactly one of inference or tuning" in denied["status"]["message"]
-    garbage = client.post("/validate", content=b"\xff not json")
-    assert garbage.status_code == 200 and garbage.json()["response"]["allowed"] is False
-    assert client.post("/mutate", json=admission(VALID)).json()["response"]["allowed"] is True
+    resp = validate_request({**req, "object": bad})
+    assert resp["allowed"] is False and "exactly one of inference or tuning" in resp["status"]["message"]
+    assert "uid" not in resp and "apiVersion" not in resp
+    lower = copy.deepcopy(VALID)
+    lower["resource"]["instanceType"] = "standard_nc6s_v3"
+    patch = json.loads(base64.b64decode(default_request({**req, "object": lower})["patch"]))
+    assert patch == [{"op": "replace", "path": "/resource/instanceType", "value": "Standard_NC6s_v3"}]
+    assert validate_request("garbage")["allowed"] is False
+    assert default_request(None)["allowed"] is False
 
 
 json_values = st.recursive(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kaito.runtime.testing import AssetsError, Cluster, ClusterError, ClusterOptions, ensure_assets
-from kaito.runtime.testing import assets as assets_mod
+from kaito.envtest import AssetsError, Cluster, ClusterError, ClusterOptions, ensure_assets
+from kaito.envtest import assets as assets_mod
 
 
 def test_kubebuilder_assets_not_a_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kaito.presets import (
@@ -33,13 +35,28 @@ REQUIRED_PRESETS = [
     "falcon-7b",
     "falcon-7b-instruct",
     "gpt-oss-20b",
+    # added for parity with upstream Kaito v0.12
+    "qwen2.5-coder-32b-instruct",
+    "gemma-3-4b-instruct",
+    "gemma-3-27b-instruct",
+    "gpt-oss-120b",
+    "deepseek-r1-0528",
+    "deepseek-v3-0324",
+    "ministral-3-3b-instruct",
+    "ministral-3-8b-instruct",
+    "ministral-3-14b-instruct",
+    "mistral-large-3-675b-instruct",
+    "falcon-40b",
+    "falcon-40b-instruct",
 ]
 
 
 @pytest.mark.parametrize("name", REQUIRED_PRESETS)
 def test_required_presets_are_complete(name: str) -> None:
     p = get_preset(name)
-    assert "/" in p.hf_repo and p.revision
+    assert "/" in p.hf_repo
+    assert re.fullmatch(r"[0-9a-f]{40}", p.revision), f"{name}: pin a commit, not {p.revision!r}"
+    assert p.upstream_file_size_gib and p.vocab_size > 0 and p.hidden_size > 0
     assert p.weights_gb > 0 and p.context_length >= 2048
     assert p.num_attention_heads % p.num_kv_heads == 0
     assert "vllm" in p.runtimes
@@ -64,10 +81,30 @@ def test_gated_models_need_a_token_and_parsers_are_set() -> None:
 def test_unknown_and_deprecated_presets_raise() -> None:
     with pytest.raises(PresetError, match="unknown preset 'nope'"):
         get_preset("nope")
+    # upstream deprecates phi-2 and still supports falcon-40b
     with pytest.raises(PresetError, match="deprecated"):
-        get_preset("falcon-40b")
-    assert find_preset("falcon-40b") is not None
-    assert "falcon-40b" not in {p.name for p in list_presets()}
+        get_preset("phi-2")
+    assert find_preset("phi-2") is not None
+    assert "phi-2" not in {p.name for p in list_presets()}
+    assert get_preset("falcon-40b").deprecated is None
+
+
+def test_upstream_facts() -> None:
+    # sizes as upstream's catalog gives them; gpt-oss counts its checkpoint twice there
+    assert get_preset("gpt-oss-20b").upstream_file_size_gib == 25.63
+    assert get_preset("gpt-oss-20b").weights_bytes / (1 << 30) == pytest.approx(25.63 / 2, rel=0.01)
+    assert get_preset("gpt-oss-120b").weights_bytes / (1 << 30) == pytest.approx(121.54 / 2, rel=0.01)
+    assert get_preset("deepseek-v3-0324").kv_lora_rank == 512
+    assert (
+        get_preset("gemma-3-27b-instruct").head_dim == 128
+        and get_preset("gemma-3-4b-instruct").head_dim == 256
+    )
+    assert get_preset("llama-3.3-70b-instruct").revision == "6f6073b423013f6a7d4d9f39144961bfbfbc386b"
+    assert get_preset("falcon-7b").upstream_disable_tp and not get_preset("phi-4").upstream_distributed
+    # gated: what upstream marks (llama), plus Hugging Face licence gates kaito knows of
+    gated = {p.name for p in list_presets() if p.gated}
+    assert {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct", "gemma-3-4b-instruct"} <= gated
+    assert "phi-4" not in gated and "deepseek-r1-0528" not in gated
 
 
 def test_custom_hf_model_with_parameters() -> None:
@@ -111,5 +148,25 @@ def test_sku_tables() -> None:
     ):
         assert get_sku(name) is not None, name
     assert get_sku("Standard_D4s_v3") is None
-    assert {s.cloud for s in list_skus()} == {"azure", "aws"}
+    assert {s.cloud for s in list_skus()} == {"azure", "aws", "arc"}
+    for name in (
+        "Standard_NCC40ads_H100_v5",
+        "Standard_ND96isr_H200_v5",
+        "p5en.48xlarge",
+        "g6.2xlarge",
+        "gr6.4xlarge",
+        "g5.8xlarge",
+        "g5.16xlarge",
+        "Standard_NC4_A2",
+    ):
+        s = get_sku(name)
+        assert s is not None and s.supported and s.upstream == "listed", name
+    for name in ("Standard_NG32ads_V620_v1", "trn1.32xlarge", "inf2.xlarge", "g4ad.xlarge"):
+        s = get_sku(name)
+        assert (
+            s is not None and not s.supported and "not supported by the vLLM runtime" in s.unsupported_reason
+        )
+    assert v100.upstream == "dropped" and "compute capability >= 8.0" in v100.upstream_note
+    g6e = get_sku("g6e.xlarge")
+    assert g6e is not None and g6e.upstream == "absent"
     assert all(s.cloud == "aws" for s in list_skus("aws"))

@@ -8,11 +8,19 @@ import json
 
 import pytest
 
-from kaito.runtime.controller import Controller, Request, Result, TerminalError
-from kaito.runtime.logging import configure_logging, get_logger
-from kaito.runtime.metrics import Metrics
-from kaito.runtime.predicates import generation_changed
-from kaito.runtime.resources import GVK
+from kaito.runtime import (
+    GVK,
+    Controller,
+    ControllerError,
+    ControllerOptions,
+    Metrics,
+    Request,
+    Result,
+    TerminalError,
+    configure_logging,
+    generation_changed,
+    get_logger,
+)
 
 GVK_CM = GVK("", "v1", "ConfigMap")
 
@@ -60,6 +68,21 @@ async def run_ctrl(ctrl, src, body):
         await asyncio.wait_for(task, 10)
 
 
+async def eventually(cond, limit_s=10.0):
+    """Poll ``cond`` until true; generous deadline (shared 2-core machine), no fixed sleeps."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not cond():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def idle(ctrl):
+    """Nothing queued, waiting, or being reconciled."""
+    q = ctrl.queue
+    return len(q) == 0 and q.num_waiting() == 0 and not q._processing
+
+
 def value(metrics, metric, **labels):
     v = metrics.registry.get_sample_value(metric, labels)
     return v or 0.0
@@ -82,7 +105,7 @@ async def test_exception_retries_with_backoff_then_success_forgets():
     async def body():
         ctrl.enqueue(Request("ns", "a"))
         await asyncio.wait_for(done.wait(), 5)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: idle(ctrl))
         assert ctrl.queue.num_requeues(Request("ns", "a")) == 0  # success forgot the backoff
 
     await run_ctrl(ctrl, Source(), body)
@@ -108,7 +131,9 @@ async def test_terminal_error_is_not_retried():
 
     async def body():
         ctrl.enqueue(Request("ns", "a"))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: calls and idle(ctrl))
+        # Nothing scheduled: no retry can come, whatever the wait.
+        assert ctrl.queue.num_waiting() == 0 and ctrl.queue.num_requeues(Request("ns", "a")) == 0
 
     await run_ctrl(ctrl, Source(), body)
     assert len(calls) == 1
@@ -132,16 +157,14 @@ async def test_requeue_after_and_initial_replay_and_predicates():
     stop = asyncio.Event()
     task = asyncio.create_task(ctrl.start(stop))
     await asyncio.wait_for(ctrl.started.wait(), 5)
-    await asyncio.sleep(0.2)
+    await eventually(lambda: seen.count("a") == 2 and "b" in seen and idle(ctrl))
     assert sorted(seen) == ["a", "a", "b"]  # replay of the store + one requeue_after
     for h in src.handlers:
-        h.on_update(cm("b", 1), cm("b", 1))  # status-only: filtered
-    await asyncio.sleep(0.05)
-    assert seen.count("b") == 1
+        h.on_update(cm("b", 1), cm("b", 1))  # status-only: filtered (handlers enqueue synchronously)
+    assert idle(ctrl)
     for h in src.handlers:
         h.on_update(cm("b", 1), cm("b", 2))
-    await asyncio.sleep(0.05)
-    assert seen.count("b") == 2
+    await eventually(lambda: seen.count("b") == 2 and idle(ctrl))
     stop.set()
     await task
 
@@ -150,14 +173,21 @@ async def test_concurrency_limit_and_one_worker_per_key():
     active = 0
     peak = 0
     per_key: dict[str, int] = {}
+    overlaps: list[str] = []  # recorded, not asserted in the reconcile (the controller would swallow it)
+    runs: dict[str, int] = {}
+    k0_running = asyncio.Event()
 
     async def reconcile(req):
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
         per_key[req.name] = per_key.get(req.name, 0) + 1
-        assert per_key[req.name] == 1, "same key reconciled concurrently"
+        if per_key[req.name] != 1:
+            overlaps.append(req.name)
+        if req.name == "k0":
+            k0_running.set()
         await asyncio.sleep(0.02)
+        runs[req.name] = runs.get(req.name, 0) + 1
         per_key[req.name] -= 1
         active -= 1
 
@@ -167,12 +197,14 @@ async def test_concurrency_limit_and_one_worker_per_key():
         for i in range(10):
             ctrl.enqueue(Request("ns", f"k{i}"))
             ctrl.enqueue(Request("ns", f"k{i}"))
-        await asyncio.sleep(0.01)
-        ctrl.enqueue(Request("ns", "k0"))
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(k0_running.wait(), 5)
+        ctrl.enqueue(Request("ns", "k0"))  # while k0 runs: exactly one rerun, never concurrent
+        await eventually(lambda: len(runs) == 10 and idle(ctrl))
 
     await run_ctrl(ctrl, Source(), body)
     assert peak == 3
+    assert overlaps == []
+    assert runs["k0"] == 2 and all(runs[f"k{i}"] == 1 for i in range(1, 10))
 
 
 async def test_reconcile_timeout_counts_as_error():
@@ -189,7 +221,7 @@ async def test_reconcile_timeout_counts_as_error():
 
     async def body():
         ctrl.enqueue(Request(None, "a"))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: calls == 2 and idle(ctrl))
 
     await run_ctrl(ctrl, Source(), body)
     assert calls == 2
@@ -211,7 +243,7 @@ async def test_stop_drains_in_flight_and_starts_nothing_new():
     await ctrl.started.wait()
     ctrl.enqueue(Request("ns", "a"))
     ctrl.enqueue(Request("ns", "b"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: started == ["a"])
     stop.set()
     await asyncio.wait_for(task, 5)
     assert started == ["a"] and finished == ["a"]
@@ -231,7 +263,7 @@ async def test_log_lines_carry_controller_key_and_reconcile_id():
 
     async def body():
         ctrl.enqueue(Request("ns", "a"))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: '"inside"' in buf.getvalue() and idle(ctrl))
 
     try:
         await run_ctrl(ctrl, Source(), body)
@@ -247,3 +279,72 @@ async def test_log_lines_carry_controller_key_and_reconcile_id():
 def test_bad_options():
     with pytest.raises(ValueError):
         Controller("x", lambda r: None, max_concurrent_reconciles=0)  # type: ignore[arg-type,return-value]
+
+
+async def test_requeue_true_reruns_with_backoff():
+    calls: list[str] = []
+
+    async def reconcile(req):
+        calls.append(req.name)
+        return Result(requeue=True) if len(calls) < 3 else None
+
+    m = Metrics()
+    ctrl = Controller("rq", reconcile, metrics=m)
+
+    async def body():
+        ctrl.enqueue(Request("ns", "a"))
+        await eventually(lambda: len(calls) == 3 and idle(ctrl))
+        assert ctrl.queue.num_requeues(Request("ns", "a")) == 0  # the success forgot the backoff
+
+    await run_ctrl(ctrl, Source(), body)
+    assert calls == ["a", "a", "a"]
+    assert value(m, "controller_runtime_reconcile_total", controller="rq", result="requeue") == 2
+    assert value(m, "controller_runtime_reconcile_total", controller="rq", result="success") == 1
+    assert value(m, "workqueue_retries_total", controller="rq", name="rq") == 2
+
+
+async def test_stray_cancelled_error_is_a_panic_not_a_dead_worker():
+    """Issue 8, bug 3: a CancelledError that is not the worker's own cancellation (here: an
+    inner task someone cancelled, awaited by the reconcile) used to end the only worker, so the
+    controller silently stopped while readiness passed. It is now counted and retried."""
+    calls: list[str] = []
+
+    async def reconcile(req):
+        calls.append(req.name)
+        if req.name == "a" and calls.count("a") == 1:
+            inner = asyncio.ensure_future(asyncio.sleep(10))
+            inner.cancel()
+            await inner  # raises CancelledError into the reconcile
+        return None
+
+    m = Metrics()
+    ctrl = Controller("panic", reconcile, metrics=m)  # one worker
+
+    async def body():
+        ctrl.enqueue(Request("ns", "a"))
+        ctrl.enqueue(Request("ns", "b"))
+        await eventually(lambda: calls.count("a") == 2 and "b" in calls and idle(ctrl))
+
+    await run_ctrl(ctrl, Source(), body)
+    assert value(m, "controller_runtime_reconcile_panics_total", controller="panic") == 1
+    assert value(m, "controller_runtime_reconcile_errors_total", controller="panic") == 1
+
+
+async def test_a_panic_without_recovery_fails_the_controller():
+    """recover_panic=False: the worker ends, and the supervisor fails the controller (and with
+    it the manager) instead of running on without workers."""
+
+    class Boom(BaseException):
+        pass
+
+    async def reconcile(req):
+        raise Boom()
+
+    ctrl = Controller("fatal", reconcile, ControllerOptions(recover_panic=False))
+    ctrl.watch(GVK_CM, Source(), lambda o: (Request.from_object(o),))
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await asyncio.wait_for(ctrl.started.wait(), 5)
+    ctrl.enqueue(Request("ns", "a"))
+    with pytest.raises(ControllerError):
+        await asyncio.wait_for(task, 10)

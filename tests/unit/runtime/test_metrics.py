@@ -1,4 +1,6 @@
-from kaito.runtime.metrics import Metrics
+from kaito.runtime import (
+    Metrics,
+)
 
 NAMES = [
     "controller_runtime_reconcile_total",
@@ -54,3 +56,18 @@ def test_queue_metrics_follow_client_go_semantics():
     assert get("workqueue_work_duration_seconds_sum", labels) == 2.0
     q.retry()
     assert get("workqueue_retries_total", labels) == 1
+
+
+def test_queue_histograms_reach_1000_seconds():
+    """Issue 8, bug 10: client-go's workqueue buckets go up to 10^3 s; a key that waited out a
+    long backoff (up to 1000 s) must land in a real bucket, not only in +Inf."""
+    m = Metrics()
+    q = m.queue("slow", clock=lambda: now[0])
+    now = [0.0]
+    q.add("k")
+    now[0] = 500.0
+    q.get("k")
+    labels = {"controller": "slow", "name": "slow"}
+    bucket = "workqueue_queue_duration_seconds_bucket"
+    assert m.registry.get_sample_value(bucket, {**labels, "le": "1000.0"}) == 1
+    assert m.registry.get_sample_value(bucket, {**labels, "le": "100.0"}) == 0

@@ -9,8 +9,10 @@ import socket
 import aiohttp
 from kubernetes_asyncio.client import Configuration
 
+from kaito.runtime import (
+    Manager,
+)
 from kaito.runtime.health import parse_bind_address
-from kaito.runtime.manager import Manager
 
 
 def unreachable() -> Configuration:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kaito.runtime.workqueue import (
+from kaito.runtime import (
     BucketRateLimiter,
     ItemExponentialFailureRateLimiter,
-    ItemFastSlowRateLimiter,
     MaxOfRateLimiter,
     default_controller_rate_limiter,
 )
+from kaito.runtime.workqueue import ItemFastSlowRateLimiter
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kaito.runtime.workqueue import (
+from kaito.runtime import (
     ItemExponentialFailureRateLimiter,
     ShutDown,
     WorkQueue,
@@ -66,7 +66,11 @@ async def test_key_never_processed_concurrently_and_burst_gives_one_rerun() -> N
     assert len(q) == 0
     assert q.is_processing("k") and q.is_dirty("k")
     release.set()
-    await asyncio.sleep(0.1)
+    # wait for the queue to settle: then no further run is possible, so the count is final
+    for _ in range(2000):
+        if runs["k"] >= 2 and len(q) == 0 and not q.is_processing("k") and not q.is_dirty("k"):
+            break
+        await asyncio.sleep(0.005)
     assert runs["k"] == 2
     assert not overlap
     await q.shutdown_with_drain()
@@ -84,7 +88,8 @@ async def test_done_without_dirty_does_not_requeue() -> None:
 async def test_get_blocks_until_add() -> None:
     q: WorkQueue[str] = WorkQueue("t")
     getter = asyncio.create_task(q.get())
-    await asyncio.sleep(0.01)
+    while not q._waiters:  # noqa: ASYNC110 (until the getter is parked on the empty queue)
+        await asyncio.sleep(0)
     assert not getter.done()
     q.add("x")
     assert await asyncio.wait_for(getter, 1) == "x"
@@ -176,8 +181,10 @@ async def test_shutdown_with_drain_waits_for_processing() -> None:
     q.add("a")
     item = await q.get()
     drain = asyncio.create_task(q.shutdown_with_drain())
-    await asyncio.sleep(0.02)
-    assert not drain.done()
+    while not q.shutting_down:  # noqa: ASYNC110 (the drain has started and is parked)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not drain.done()  # it cannot finish while "a" is processing
     q.done(item)
     await asyncio.wait_for(drain, 1)
 
@@ -212,3 +219,16 @@ async def test_metrics_hooks() -> None:
     q.add_rate_limited("b")
     q.shutdown()
     assert m.events[:4] == ["add", "get", "done", "retry"]
+
+
+async def test_retries_counted_as_client_go_counts_them() -> None:
+    """Issue 8, bug 10: every delayed add is a retry (requeue_after too), none after shutdown."""
+    m = RecordingMetrics()
+    q: WorkQueue[str] = WorkQueue("t", metrics=m)
+    q.add_after("a", 30)  # Result(requeue_after=30) ends up here
+    q.add_rate_limited("b")
+    assert m.events.count("retry") == 2
+    q.shutdown()
+    q.add_rate_limited("c")
+    q.add_after("d", 1)
+    assert m.events.count("retry") == 2

@@ -1,0 +1,98 @@
+"""Names shared by the Workspace controller, the printer columns and the docs.
+
+Kept in one place so the CRD's ``kubectl get`` columns and the controller that writes the
+conditions cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "kaito.sh"
+KIND: Final = "Workspace"
+PLURAL: Final = "workspaces"
+SINGULAR: Final = "workspace"
+SHORT_NAMES: Final = ("wk", "wks")
+CATEGORIES: Final = ("kaito",)
+V1ALPHA1: Final = "v1alpha1"
+V1BETA1: Final = "v1beta1"
+STORAGE_VERSION: Final = V1BETA1
+VERSIONS: Final = (V1ALPHA1, V1BETA1)
+
+# Condition types on Workspace.status.conditions. The first six are upstream Kaito's
+# (api/v1beta1/condition_types.go), so tools written for upstream find them by the same names.
+RESOURCE_READY: Final = "ResourceReady"
+NODE_CLAIM_READY: Final = "NodeClaimReady"
+INFERENCE_READY: Final = "InferenceReady"
+JOB_STARTED: Final = "JobStarted"
+#: True from the moment a Workspace is being deleted until its finalizer is removed.
+WORKSPACE_DELETING: Final = "WorkspaceDeleting"
+WORKSPACE_SUCCEEDED: Final = "WorkspaceSucceeded"
+#: kaito's own: the seed's ``kubectl get workspace`` column (same verdict as WorkspaceSucceeded
+#: for inference; for tuning True once the Job succeeded).
+WORKSPACE_READY: Final = "WorkspaceReady"
+UPSTREAM_CONDITION_TYPES: Final = (
+    NODE_CLAIM_READY,
+    RESOURCE_READY,
+    INFERENCE_READY,
+    JOB_STARTED,
+    WORKSPACE_DELETING,
+    WORKSPACE_SUCCEEDED,
+)
+CONDITION_TYPES: Final = (*UPSTREAM_CONDITION_TYPES, WORKSPACE_READY)
+
+# Workspace.status.state values. Upstream's six (api/v1beta1 WorkspaceState): Pending, Ready,
+# NotReady (an inference service that was Ready and no longer is), Running, Succeeded, Failed.
+# kaito adds Deleting (the finalizer is at work) and Provisioning (reserved; not written today).
+STATE_PENDING: Final = "Pending"
+STATE_PROVISIONING: Final = "Provisioning"
+STATE_RUNNING: Final = "Running"
+STATE_READY: Final = "Ready"
+STATE_NOT_READY: Final = "NotReady"
+STATE_SUCCEEDED: Final = "Succeeded"
+STATE_FAILED: Final = "Failed"
+STATE_DELETING: Final = "Deleting"
+UPSTREAM_STATES: Final = (
+    STATE_PENDING,
+    STATE_READY,
+    STATE_NOT_READY,
+    STATE_RUNNING,
+    STATE_SUCCEEDED,
+    STATE_FAILED,
+)
+STATES: Final = (
+    STATE_PENDING,
+    STATE_PROVISIONING,
+    STATE_RUNNING,
+    STATE_READY,
+    STATE_NOT_READY,
+    STATE_SUCCEEDED,
+    STATE_FAILED,
+    STATE_DELETING,
+)
+
+# Labels and annotations kaito owns.
+LABEL_WORKSPACE: Final = "kaito.sh/workspace"
+LABEL_WORKSPACE_NAMESPACE: Final = "kaito.sh/workspacenamespace"
+ANNOTATION_REVISION: Final = "workspace.kaito.io/revision"
+#: JSON object with the architecture numbers of a custom (``org/model``) preset.
+ANNOTATION_MODEL_PARAMETERS: Final = "kaito.sh/model-parameters"
+
+# Workspace annotations upstream Kaito reads (api/v1beta1/labels.go), with the same meaning here.
+#: ``"True"`` (upstream's value; kaito also takes ``true``): the inference Service is a
+#: LoadBalancer instead of a ClusterIP, for testing from outside the cluster.
+ANNOTATION_ENABLE_LB: Final = "kaito.sh/enablelb"
+#: Which inference runtime the pod runs: ``vllm`` (default) or ``transformers``.
+ANNOTATION_RUNTIME: Final = "kaito.sh/runtime"
+RUNTIME_VLLM: Final = "vllm"
+RUNTIME_TRANSFORMERS: Final = "transformers"
+RUNTIMES: Final = (RUNTIME_VLLM, RUNTIME_TRANSFORMERS)
+#: Present (any value, as upstream): skip the "does the preset fit these GPUs" checks, in the
+#: webhook and in the controller's sizing; the user takes the risk of an out-of-memory start.
+ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = "kaito.sh/bypass-resource-checks"
+#: The node image family of the nodes kaito provisions (copied onto the NodeClaim).
+ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
+NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")
+FINALIZER: Final = "workspace.finalizer.kaito.sh"
+#: Label key prefixes that a user's labelSelector may not rely on alone.
+RESERVED_LABEL_PREFIXES: Final = ("kaito.sh/", "kubernetes.io/", "k8s.io/", "karpenter.sh/")

@@ -1,0 +1,193 @@
+"""``kaito controller``: the operator process (Workspace controller + node provisioner backend).
+
+Flags follow controller-runtime's names so manifests and habits carry over from Go operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+
+from kaito.operator import BACKENDS, OperatorOptions, run
+from kaito.operator.nodeprovisioner import in_process_options
+from kaito.runtime import KubeconfigError, configure_logging
+
+_DEFAULTS = OperatorOptions()
+
+
+def controller(
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    metrics_bind_address: Annotated[
+        str, typer.Option(help="metrics address; 0 disables")
+    ] = _DEFAULTS.metrics_bind_address,
+    health_probe_bind_address: Annotated[
+        str, typer.Option(help="/healthz and /readyz address; 0 disables")
+    ] = _DEFAULTS.health_probe_bind_address,
+    leader_elect: Annotated[
+        bool, typer.Option("--leader-elect", help="hold a Lease before reconciling")
+    ] = False,
+    leader_election_namespace: Annotated[
+        str, typer.Option(help="namespace of the Lease")
+    ] = _DEFAULTS.leader_election_namespace,
+    node_provisioner: Annotated[
+        str, typer.Option(help=f"how GPU nodes are obtained: {' | '.join(sorted(BACKENDS))}")
+    ] = _DEFAULTS.node_provisioner,
+    node_provisioner_cloud: Annotated[
+        str,
+        typer.Option(
+            help="gpu-provisioner backend: also serve the NodeClaims in this process with this cloud "
+            "(kwok); empty: another process does (kaito node-provisioner, Azure's gpu-provisioner)"
+        ),
+    ] = _DEFAULTS.node_provisioner_cloud,
+    local_nodes: Annotated[
+        str,
+        typer.Option(
+            help="kwok cloud: claims whose nodes kaito's local node agent runs for real, as a label "
+            "selector over the node's labels (all | k=v,k!=v,k,!k; e.g. apps=phi-3)"
+        ),
+    ] = _DEFAULTS.local_nodes,
+    inference_image: Annotated[
+        str, typer.Option(help="image of the inference server")
+    ] = _DEFAULTS.inference_image,
+    image_pull_policy: Annotated[
+        str, typer.Option(help="imagePullPolicy of kaito's containers")
+    ] = _DEFAULTS.image_pull_policy,
+    max_concurrent_reconciles: Annotated[int, typer.Option(min=1, help="Workspaces reconciled at once")] = (
+        _DEFAULTS.max_concurrent_reconciles
+    ),
+    namespace: Annotated[str | None, typer.Option(help="watch only this namespace")] = None,
+    webhook: Annotated[bool, typer.Option("--webhook", help="serve the admission webhook")] = False,
+    webhook_port: Annotated[int, typer.Option(help="webhook TLS port")] = _DEFAULTS.webhook_port,
+    webhook_cert_dir: Annotated[
+        str | None, typer.Option(help="folder with the webhook's tls.crt and tls.key")
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option(help="console | json | auto (json in a pod, console elsewhere)")
+    ] = "auto",
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+    feature_gates: Annotated[
+        str, typer.Option(help="comma-separated gate=bool pairs, e.g. vLLM=true")
+    ] = "",
+    webhook_certs: Annotated[
+        str, typer.Option(help="self-signed (kaito issues and rotates) | external (e.g. cert-manager)")
+    ] = _DEFAULTS.webhook_certs,
+    webhook_namespace: Annotated[
+        str, typer.Option(envvar="POD_NAMESPACE", help="namespace of the webhook Service and Secret")
+    ] = _DEFAULTS.webhook_namespace,
+    webhook_service_name: Annotated[str, typer.Option(help="webhook Service name")] = (
+        _DEFAULTS.webhook_service_name
+    ),
+    webhook_secret_name: Annotated[str, typer.Option(help="Secret holding the webhook CA and pair")] = (
+        _DEFAULTS.webhook_secret_name
+    ),
+    webhook_host: Annotated[
+        list[str] | None, typer.Option(help="extra name or IP in the serving certificate (repeatable)")
+    ] = None,
+    webhook_cert_validity: Annotated[
+        float, typer.Option(min=10.0, help="serving certificate lifetime in seconds")
+    ] = _DEFAULTS.webhook_cert_validity,
+    lease_duration: Annotated[float, typer.Option(help="leader-election lease (s)")] = (
+        _DEFAULTS.lease_duration
+    ),
+    renew_deadline: Annotated[float, typer.Option(help="leader-election renew deadline (s)")] = (
+        _DEFAULTS.renew_deadline
+    ),
+    retry_period: Annotated[float, typer.Option(help="leader-election retry period (s)")] = (
+        _DEFAULTS.retry_period
+    ),
+) -> None:
+    """Run the kaito operator: reconcile Workspaces into GPU nodes, inference workloads and Services."""
+    if node_provisioner not in BACKENDS:
+        typer.echo(
+            f"error: --node-provisioner {node_provisioner!r} is not available; "
+            f"choose one of: {', '.join(sorted(BACKENDS))}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if webhook and webhook_certs == "external" and not webhook_cert_dir:
+        typer.echo(
+            "error: --webhook-certs external needs --webhook-cert-dir (a folder with tls.crt and tls.key)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if webhook_certs not in ("self-signed", "external"):
+        typer.echo(f"error: --webhook-certs must be self-signed or external, not {webhook_certs!r}", err=True)
+        raise typer.Exit(2)
+    if log_format == "auto":
+        log_format = "json" if os.environ.get("KUBERNETES_SERVICE_HOST") else "console"
+    if log_format not in ("console", "json"):
+        typer.echo(f"error: --log-format must be console, json or auto, not {log_format!r}", err=True)
+        raise typer.Exit(2)
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        typer.echo(f"error: --log-level must be debug, info, warning or error, not {log_level!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        gates = parse_feature_gates(feature_gates)
+    except ValueError as exc:
+        typer.echo(f"error: --feature-gates: {exc}", err=True)
+        raise typer.Exit(2) from None
+    options = OperatorOptions(
+        kubeconfig=kubeconfig,
+        context=context,
+        metrics_bind_address=metrics_bind_address,
+        health_probe_bind_address=health_probe_bind_address,
+        leader_elect=leader_elect,
+        leader_election_namespace=leader_election_namespace,
+        node_provisioner=node_provisioner,
+        node_provisioner_cloud=node_provisioner_cloud,
+        local_nodes=local_nodes,
+        inference_image=inference_image,
+        image_pull_policy=image_pull_policy,
+        max_concurrent_reconciles=max_concurrent_reconciles,
+        namespace=namespace,
+        webhook=webhook,
+        webhook_port=webhook_port,
+        webhook_cert_dir=webhook_cert_dir,
+        log_format=log_format,
+        feature_gates=gates,
+        webhook_certs=webhook_certs,
+        webhook_namespace=webhook_namespace,
+        webhook_service_name=webhook_service_name,
+        webhook_secret_name=webhook_secret_name,
+        webhook_hosts=tuple(webhook_host or ()),
+        webhook_cert_validity=webhook_cert_validity,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+    )
+    try:
+        in_process_options(options)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging("json" if log_format == "json" else "console", log_level)
+    try:
+        asyncio.run(run(options))
+    except KubeconfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+#: Gates kaito knows, with their defaults (upstream's vLLM gate: the only runtime kaito serves).
+FEATURE_GATES = {"vLLM": True}
+
+
+def parse_feature_gates(text: str) -> dict[str, bool]:
+    """``a=true,b=false`` -> gates over the defaults; unknown names and non-bools are errors."""
+    gates = dict(FEATURE_GATES)
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or value.strip().lower() not in ("true", "false"):
+            raise ValueError(f"{item!r} is not gate=true|false")
+        if name.strip() not in FEATURE_GATES:
+            raise ValueError(f"unknown gate {name.strip()!r}; known: {', '.join(FEATURE_GATES)}")
+        gates[name.strip()] = value.strip().lower() == "true"
+    if not gates["vLLM"]:
+        raise ValueError("vLLM=false is not supported: kaito's inference runtime is vLLM")
+    return gates

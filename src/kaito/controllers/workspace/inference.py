@@ -1,0 +1,395 @@
+"""The inference workload: how a Workspace becomes a StatefulSet (upstream's shape).
+
+A StatefulSet in every case, named after the Workspace, Parallel pod management (a multi-node
+group must start together), ``serviceName: <ws>-headless``. One pod per node: the pod takes
+all the node's GPUs (``nvidia.com/gpu`` requests = limits) and, for a model spread across nodes,
+the engine arguments for tensor parallel inside the node and pipeline parallel across nodes,
+with the leader (ordinal 0) found through the headless Service.
+
+Every port, path, env name and the command line come from :mod:`kaito.contract`, the same
+module the in-pod server reads, so the two sides cannot drift.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kaito.api import names
+from kaito.api.workspace import Workspace
+from kaito.contract import (
+    ADAPTERS_DIR,
+    CONFIG_DIR,
+    DIST_PORT,
+    ENV_POD_INDEX,
+    HEALTH_PATH,
+    IMAGE_ADAPTER_DIR,
+    INFERENCE_CONFIG_FILE,
+    INFERENCE_PORT,
+    SHM_DIR,
+    InferenceCommand,
+    adapter_strength_env,
+)
+from kaito.controllers.workspace.configmap import DEFAULT_CONFIG_NAME
+from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
+from kaito.controllers.workspace.options import WorkspaceControllerOptions
+from kaito.controllers.workspace.services import POD_INDEX_LABEL
+from kaito.presets import PresetError, estimate, get_sku, resolve_preset
+from kaito.runtime import set_controller_reference
+
+Obj = dict[str, Any]
+GPU = "nvidia.com/gpu"
+CONTAINER = "inference"
+ENV_HF_TOKEN = "HF_TOKEN"
+
+TOLERATIONS: list[Obj] = [
+    {"key": GPU, "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+]
+
+
+class PlanError(ValueError):
+    """The Workspace cannot be turned into a workload as written; the message says why and what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many nodes, how many GPUs each, and how the model is split across them."""
+
+    node_count: int
+    gpus_per_node: int
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    storage_gib: int | None = None
+    #: The estimator's engine arguments for splitting the model across nodes (multi-node only).
+    distributed: tuple[tuple[str, str | int | float | bool], ...] = ()
+
+    @property
+    def multi_node(self) -> bool:
+        return self.node_count > 1
+
+
+def plan_for(ws: Workspace) -> Plan:
+    """``resource.count`` when given, else the estimator's count for the preset on the SKU."""
+    count = ws.resource.count
+    sku = get_sku(ws.resource.instance_type) if ws.resource.instance_type else None
+    gpus = sku.gpu_count if sku is not None else 1
+    preset_spec = ws.inference.preset if ws.inference is not None else None
+    if preset_spec is None or sku is None:
+        return Plan(node_count=count or 1, gpus_per_node=gpus, tensor_parallel=gpus)
+    params = None
+    raw = (ws.metadata.annotations or {}).get(names.ANNOTATION_MODEL_PARAMETERS)
+    if raw:
+        try:
+            params = json.loads(raw)
+        except ValueError:
+            raise PlanError(
+                "InvalidModelParameters", f"annotation {names.ANNOTATION_MODEL_PARAMETERS} is not valid JSON"
+            ) from None
+    try:
+        preset = resolve_preset(preset_spec.name, params)
+    except PresetError as exc:
+        raise PlanError("UnknownPreset", f"inference.preset.name: {exc}") from None
+    est = estimate(preset, sku, node_count=count)
+    # kaito.sh/bypass-resource-checks waives the memory verdict only: a SKU the runtime cannot
+    # use at all (unsupported GPU family, too old a compute capability) still stops here.
+    usable = sku.supported and sku.compute_capability >= preset.min_compute_capability
+    bypass = ws.bypass_resource_checks and usable
+    if not est.fits and not bypass:
+        raise PlanError(
+            "PresetDoesNotFit",
+            f"preset {preset.name} does not fit {count or est.node_count} x {sku.name}: {est.reason}",
+        )
+    nodes = count or est.node_count
+    if nodes > 1 and ws.runtime == names.RUNTIME_TRANSFORMERS:
+        raise PlanError(
+            "PresetDoesNotFit",
+            f"preset {preset.name} needs {nodes} x {sku.name}, and the transformers runtime "
+            f"({names.ANNOTATION_RUNTIME}) serves from one node; use vllm or a larger SKU",
+        )
+    distributed: tuple[tuple[str, str | int | float | bool], ...] = ()
+    if nodes > 1:
+        keep = (
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+            "data_parallel_size",
+            "nnodes",
+            "distributed_executor_backend",
+        )
+        args = est.vllm_args()
+        for key in keep:
+            value = args.get(key)
+            if isinstance(value, str | int | float | bool):
+                distributed += ((key, value),)
+    return Plan(
+        node_count=nodes,
+        gpus_per_node=(est.gpus_per_node if est.fits else gpus) or gpus,
+        tensor_parallel=est.tensor_parallel,
+        pipeline_parallel=max(nodes, est.pipeline_parallel) if nodes > 1 else est.pipeline_parallel,
+        storage_gib=int(preset.weights_gb * 1.5) + 20 if preset.weights_gb else None,
+        distributed=distributed,
+    )
+
+
+def leader_address(ws: Obj) -> str:
+    meta = ws["metadata"]
+    return f"{meta['name']}-0.{headless_name(meta['name'])}.{meta['namespace']}.svc.cluster.local"
+
+
+def _engine_args(ws: Obj, plan: Plan) -> dict[str, str | int | float | bool]:
+    if not plan.multi_node:
+        return {}
+    args: dict[str, str | int | float | bool] = {
+        "tensor_parallel_size": plan.tensor_parallel,
+        "pipeline_parallel_size": plan.node_count,
+        "distributed_executor_backend": "mp",
+        "nnodes": plan.node_count,
+    }
+    args.update(dict(plan.distributed))  # the estimator's split wins where it has one
+    # Kubernetes expands $(POD_INDEX) from the container's env before the program starts.
+    args.update(node_rank=f"$({ENV_POD_INDEX})", master_addr=leader_address(ws), master_port=DIST_PORT)
+    return args
+
+
+def _probes(plan: Plan, options: WorkspaceControllerOptions) -> dict[str, Obj]:
+    if plan.multi_node:
+        # Only the leader serves HTTP; workers are alive while their process is.
+        script = (
+            "import os,sys,urllib.request\n"
+            f"sys.exit(0) if os.environ.get('{ENV_POD_INDEX}','0')!='0' else "
+            f"urllib.request.urlopen('http://127.0.0.1:{INFERENCE_PORT}{HEALTH_PATH}',timeout=5)"
+        )
+        handler: Obj = {"exec": {"command": ["python", "-c", script]}}
+    else:
+        handler = {"httpGet": {"path": HEALTH_PATH, "port": INFERENCE_PORT}}
+    return {
+        "startupProbe": {
+            **handler,
+            "periodSeconds": 10,
+            "failureThreshold": options.startup_failure_threshold,
+        },
+        "livenessProbe": {**handler, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**handler, "initialDelaySeconds": 30, "periodSeconds": 10},
+    }
+
+
+def _adapter_init_containers(
+    ws: Workspace, options: WorkspaceControllerOptions
+) -> tuple[list[Obj], list[Obj]]:
+    """One init container per adapter image, copying its files to /mnt/adapter/<name>; and the
+    strength env entries the server reads."""
+    inits: list[Obj] = []
+    env: list[Obj] = []
+    for adapter in (ws.inference.adapters if ws.inference else None) or []:
+        name = adapter.source.name
+        try:
+            env.append(adapter_strength_env(name, adapter.strength or "1.0"))
+        except ValueError:
+            raise PlanError(
+                "InvalidAdapterName",
+                f"inference.adapters: source name {name!r} must be a DNS-1123 label "
+                "(lower case, digits, '-')",
+            ) from None
+        if not adapter.source.image:
+            raise PlanError(
+                "UnsupportedAdapterSource",
+                f"inference.adapters[{name}]: only adapter images are supported; set source.image",
+            )
+        init: Obj = {
+            "name": f"adapter-{name}"[:63].rstrip("-"),
+            "image": adapter.source.image,
+            "command": [
+                "sh",
+                "-c",
+                f"mkdir -p {ADAPTERS_DIR}/{name} && cp -r {IMAGE_ADAPTER_DIR}/. {ADAPTERS_DIR}/{name}/",
+            ],
+            "volumeMounts": [{"name": "adapters", "mountPath": ADAPTERS_DIR}],
+        }
+        if options.image_pull_policy:
+            init["imagePullPolicy"] = options.image_pull_policy
+        inits.append(init)
+    return inits, env
+
+
+def pull_secrets(ws: Workspace) -> list[Obj]:
+    seen: list[str] = []
+    preset = ws.inference.preset if ws.inference else None
+    if preset is not None and preset.preset_options is not None:
+        seen += preset.preset_options.image_pull_secrets or []
+    for adapter in (ws.inference.adapters if ws.inference else None) or []:
+        seen += adapter.source.image_pull_secrets or []
+    return [{"name": n} for n in dict.fromkeys(seen)]
+
+
+def _pod_spec(
+    ws_obj: Obj, ws: Workspace, plan: Plan, affinity: Obj, options: WorkspaceControllerOptions
+) -> Obj:
+    assert ws.inference is not None and ws.inference.preset is not None
+    preset = ws.inference.preset
+    image = options.inference_image
+    if preset.access_mode == "private" and preset.preset_options and preset.preset_options.image:
+        image = preset.preset_options.image
+    inits, env = _adapter_init_containers(ws, options)
+    if preset.preset_options and preset.preset_options.model_access_secret:
+        env.append(
+            {
+                "name": ENV_HF_TOKEN,
+                "valueFrom": {
+                    "secretKeyRef": {"name": preset.preset_options.model_access_secret, "key": ENV_HF_TOKEN}
+                },
+            }
+        )
+    if plan.multi_node:
+        env.append(
+            {
+                "name": ENV_POD_INDEX,
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+            }
+        )
+    # Only an explicit kaito.sh/runtime goes on the command line (it then wins over the ConfigMap),
+    # so Workspaces without it keep their pod spec, and their revision, unchanged.
+    explicit_runtime = (ws.metadata.annotations or {}).get(names.ANNOTATION_RUNTIME)
+    command = InferenceCommand(
+        preset=preset.name,
+        instance_type=ws.resource.instance_type,
+        runtime=explicit_runtime if explicit_runtime in names.RUNTIMES else None,
+        config_file=f"{CONFIG_DIR}/{INFERENCE_CONFIG_FILE}",
+        engine_args=_engine_args(ws_obj, plan),
+    ).argv()
+    ports: list[Obj] = [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}]
+    if plan.multi_node:
+        ports.append({"name": "torch-dist", "containerPort": DIST_PORT, "protocol": "TCP"})
+    mounts: list[Obj] = [
+        {"name": "dshm", "mountPath": SHM_DIR},
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+    ]
+    volumes: list[Obj] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {
+            "name": "config",
+            "configMap": {"name": ws.inference.config or DEFAULT_CONFIG_NAME},
+        },
+    ]
+    if inits:
+        mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
+        volumes.append({"name": "adapters", "emptyDir": {}})
+    gpus = str(plan.gpus_per_node)
+    container: Obj = {
+        "name": CONTAINER,
+        "image": image,
+        "command": command,
+        "ports": ports,
+        "env": env,
+        "resources": {"requests": {GPU: gpus}, "limits": {GPU: gpus}},
+        "volumeMounts": mounts,
+        **_probes(plan, options),
+    }
+    if options.image_pull_policy:
+        container["imagePullPolicy"] = options.image_pull_policy
+    if not env:
+        del container["env"]
+    spec: Obj = {
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": copy.deepcopy(TOLERATIONS),
+        "affinity": copy.deepcopy(affinity),
+    }
+    if inits:
+        spec["initContainers"] = inits
+    secrets = pull_secrets(ws)
+    if secrets:
+        spec["imagePullSecrets"] = secrets
+    if plan.multi_node:
+        spec["affinity"]["podAntiAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": selector_labels(ws_obj)},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    return spec
+
+
+def template_gpus(template: Obj) -> int:
+    total = 0
+    for c in ((template.get("spec") or {}).get("containers")) or []:
+        res = c.get("resources") or {}
+        raw = (res.get("limits") or {}).get(GPU) or (res.get("requests") or {}).get(GPU)
+        try:
+            total += int(str(raw)) if raw is not None else 0
+        except ValueError:
+            raise PlanError(
+                "InvalidTemplate",
+                f"inference.template: container {c.get('name')}: {GPU} {raw!r} is not a whole number",
+            ) from None
+    return total
+
+
+def _template_pod(ws: Workspace, plan: Plan, affinity: Obj) -> tuple[Obj, Obj]:
+    """The user's pod template as given; kaito adds its labels, and its GPU tolerations and node
+    affinity only where the template sets none."""
+    assert ws.inference is not None and ws.inference.template is not None
+    template = copy.deepcopy(ws.inference.template)
+    spec = template.get("spec")
+    if not isinstance(spec, dict) or not spec.get("containers"):
+        raise PlanError("InvalidTemplate", "inference.template needs spec.containers (a PodTemplateSpec)")
+    asked = template_gpus(template)
+    if asked > plan.gpus_per_node and ws.resource.instance_type and get_sku(ws.resource.instance_type):
+        raise PlanError(
+            "TemplateGPUMismatch",
+            f"inference.template asks for {asked} GPUs per pod; "
+            f"{ws.resource.instance_type} has {plan.gpus_per_node}",
+        )
+    spec.setdefault("tolerations", copy.deepcopy(TOLERATIONS))
+    spec.setdefault("affinity", copy.deepcopy(affinity))
+    return (template.get("metadata") or {}), spec
+
+
+def build_statefulset(
+    ws_obj: Obj,
+    ws: Workspace,
+    plan: Plan,
+    *,
+    affinity: Obj,
+    revision: int,
+    options: WorkspaceControllerOptions,
+) -> Obj:
+    meta = ws_obj["metadata"]
+    assert ws.inference is not None
+    if ws.inference.template is not None:
+        tmeta, pod_spec = _template_pod(ws, plan, affinity)
+        pod_labels = {**(tmeta.get("labels") or {}), **child_labels(ws_obj)}
+        pod_annotations = {**(tmeta.get("annotations") or {})}
+    else:
+        pod_spec = _pod_spec(ws_obj, ws, plan, affinity, options)
+        pod_labels, pod_annotations = child_labels(ws_obj), {}
+    pod_annotations[names.ANNOTATION_REVISION] = str(revision)
+    sts: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": child_labels(ws_obj),
+            "annotations": {names.ANNOTATION_REVISION: str(revision)},
+        },
+        "spec": {
+            "replicas": plan.node_count,
+            "podManagementPolicy": "Parallel",
+            "serviceName": headless_name(meta["name"]),
+            "selector": {"matchLabels": selector_labels(ws_obj)},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+    set_controller_reference(ws_obj, sts)
+    return sts

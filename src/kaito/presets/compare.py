@@ -1,0 +1,197 @@
+"""kaito's node estimate next to upstream Kaito's, for every preset x SKU pair.
+
+Upstream v0.12's "advanced" node estimator (pkg/workspace/estimator/advancednodesestimator) is
+re-expressed here from its documented arithmetic so that users moving over can see where the two
+disagree and why. ``python -m kaito.presets.compare [DOC]`` writes docs/estimator-vs-upstream.md;
+a unit test fails when the committed file is stale, as it does for the CRDs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaito.presets.catalog import ModelPreset, catalog_version, list_presets
+from kaito.presets.estimator import MIN_CONTEXT, MULTI_NODE_BACKEND, Estimate, estimate
+from kaito.presets.skus import GIB, GPUSku, list_skus, load_skus
+
+#: Upstream's constants: vLLM memory share, weights overhead factor, fixed per-GPU overhead, and
+#: the context length whose KV cache it reserves (its default when the ConfigMap sets none).
+UPSTREAM_UTILIZATION = 0.84
+UPSTREAM_WEIGHTS_FACTOR = 1.02
+UPSTREAM_BASE_OVERHEAD_GIB = 2.3
+UPSTREAM_MAX_MODEL_LEN = 2048
+DOC_NAME = "estimator-vs-upstream.md"
+
+
+@dataclass(frozen=True)
+class UpstreamPlan:
+    nodes: int | None
+    reason: str = ""
+
+
+def upstream_node_count(preset: ModelPreset, sku: GPUSku) -> UpstreamPlan:
+    """Upstream's node count: weights (its file size) x 1.02 over GPUs of which each offers
+    0.84 of its memory minus 2.3 GiB minus its share of 2048 tokens of KV cache."""
+    if sku.upstream != "listed":
+        return UpstreamPlan(None, f"SKU {sku.upstream} upstream")
+    file_gib = preset.upstream_file_size_gib or preset.weights_bytes / GIB
+    required = file_gib * GIB * UPSTREAM_WEIGHTS_FACTOR
+    available = sku.gpu_memory_gib * GIB * UPSTREAM_UTILIZATION
+    kv = UPSTREAM_MAX_MODEL_LEN * preset.kv_bytes_per_token() / sku.gpu_count
+    overhead = UPSTREAM_BASE_OVERHEAD_GIB * GIB + kv
+    if preset.upstream_disable_tp and required + overhead > available:
+        return UpstreamPlan(None, "no tensor parallel and one GPU is too small")
+    if available <= overhead:
+        return UpstreamPlan(None, "GPU smaller than the fixed overhead")
+    gpus = int(required / (available - overhead)) + 1
+    nodes = math.ceil(gpus / sku.gpu_count)
+    if nodes > 1 and preset.upstream_disable_tp:
+        return UpstreamPlan(None, "no tensor parallel: cannot span nodes")
+    if nodes > 1 and not preset.upstream_distributed:
+        return UpstreamPlan(None, f"needs {nodes} nodes; preset not distributed upstream")
+    return UpstreamPlan(nodes)
+
+
+def _ours(e: Estimate) -> str:
+    if not e.fits:
+        return "—"
+    shape = f"TP{e.tensor_parallel}"
+    if e.pipeline_parallel > 1:
+        shape += f" PP{e.pipeline_parallel}"
+    if e.data_parallel > 1:
+        shape += f" DP{e.data_parallel}"
+    return f"{e.node_count} ({shape})"
+
+
+def explain(preset: ModelPreset, sku: GPUSku, ours: Estimate, up: UpstreamPlan) -> str:
+    """Why the two counts differ, as a note key (see NOTES)."""
+    if not sku.supported:
+        return "vendor"
+    if ours.fits and up.nodes == ours.node_count:
+        return ""
+    if sku.upstream == "dropped":
+        return "dropped"
+    if sku.upstream == "absent":
+        return "absent"
+    if not ours.fits and sku.compute_capability < preset.min_compute_capability:
+        return "cc"
+    if up.nodes is None and "not distributed" in up.reason and ours.fits:
+        return "dist"
+    if up.nodes is None and "tensor parallel" in up.reason:
+        return "notp"
+    file_gib = preset.upstream_file_size_gib or 0
+    if file_gib and abs(file_gib * GIB - preset.weights_bytes) / preset.weights_bytes > 0.25:
+        return "size"
+    if ours.fits and up.nodes is not None and ours.node_count < up.nodes:
+        return "fewer"
+    return "more"
+
+
+NOTES = {
+    "vendor": "Not an NVIDIA GPU. kaito refuses it: the vLLM runtime is a CUDA build. Upstream's SKU table "
+    "lists it and its estimator sizes it from memory alone.",
+    "dropped": "Upstream v0.12 dropped this SKU (compute capability < 8.0); kaito keeps V100/T4 and "
+    "runs them in float16.",
+    "absent": "Upstream does not list this SKU; kaito sizes it with the same rules as any other.",
+    "cc": "The preset needs compute capability >= 8.0 (bfloat16-only model, or fp8/MXFP4 kernels); "
+    "kaito refuses the SKU, upstream only compares memory.",
+    "dist": "The plan needs more than one node. Upstream refuses presets it does not mark distributed; kaito "
+    f"spans nodes for any preset with vLLM's multi-node backend (`{MULTI_NODE_BACKEND}`), whole pipeline "
+    "stages per node.",
+    "notp": "Upstream disables tensor parallelism for this preset (71 attention heads) and so refuses to use "
+    "more than one GPU; kaito uses pipeline and data parallelism across the node's GPUs instead.",
+    "size": "Upstream sizes from the repository's file size, which counts the checkpoint twice "
+    "(gpt-oss ships HF shards and original/); kaito sizes one copy.",
+    "more": "kaito needs more nodes: it charges each GPU its runtime (CUDA context, graphs, NCCL), the "
+    "activation peak of vLLM's profiling pass and the sampler's logits, puts the embeddings on the first "
+    f"and the lm_head on the last pipeline stage, and wants KV cache for min(context, {MIN_CONTEXT}) "
+    f"tokens on the tightest stage; upstream spreads weights x {UPSTREAM_WEIGHTS_FACTOR} evenly and "
+    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB plus {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache per GPU.",
+    "fewer": "kaito needs fewer nodes: upstream always adds one GPU to its quotient (int(x) + 1) and "
+    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB on every GPU, which is more than kaito's runtime costs "
+    "on large GPUs.",
+}
+
+
+def render() -> str:
+    """The whole comparison document (deterministic: catalog and SKU table order)."""
+    skus = list_skus()
+    nvidia = [s for s in skus if s.supported]
+    others = [s for s in skus if not s.supported]
+    presets = list_presets()
+    lines = [
+        "# kaito's node estimate vs upstream Kaito's",
+        "",
+        "<!-- generated by `python -m kaito.presets.compare`; do not edit (a unit test checks it) -->",
+        "",
+        f"Catalog {catalog_version()}, SKU table {load_skus().table_version}. For every preset and every",
+        "GPU SKU: the nodes kaito plans (with its layout: tensor, pipeline and data parallel) and the",
+        "nodes upstream Kaito v0.12's advanced node estimator computes, with the reason for each",
+        "difference. `—` means the side refuses the pair. How kaito sizes is in",
+        "[presets.md](presets.md#the-estimator); upstream's arithmetic is re-expressed in",
+        "`kaito.presets.compare.upstream_node_count`: weights (its file size) x 1.02 spread over GPUs",
+        f"that each offer {UPSTREAM_UTILIZATION} of their memory minus {UPSTREAM_BASE_OVERHEAD_GIB} GiB",
+        f"minus their share of {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache;",
+        "GPUs = int(weights / per-GPU) + 1.",
+        "",
+        "Plans that span nodes use vLLM's multi-node multiprocessing backend, which kaito's inference",
+        "server starts itself (node rank from the pod's `POD_INDEX`, leader address from the headless",
+        "Service); upstream starts Ray for the same purpose.",
+        "",
+        "## Notes",
+        "",
+    ]
+    lines += [f"- **{k}**: {v}" for k, v in NOTES.items()]
+    lines += [
+        "",
+        f"Non-NVIDIA SKUs ({len(others)}) close each table: kaito refuses every preset on them "
+        "(note **vendor**).",
+        "",
+    ]
+    counts = {"same": 0, **{k: 0 for k in NOTES}}
+    body: list[str] = []
+    for p in presets:
+        body += [
+            f"## {p.name}",
+            "",
+            "| SKU | GPUs | kaito | upstream | note |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for s in nvidia + others:
+            ours = estimate(p, s)
+            up = upstream_node_count(p, s)
+            key = explain(p, s, ours, up)
+            counts[key or "same"] += 1
+            upstream = str(up.nodes) if up.nodes is not None else f"— ({up.reason})"
+            body.append(f"| {s.name} | {s.gpu_count}x {s.gpu_model} | {_ours(ours)} | {upstream} | {key} |")
+        body.append("")
+    total = sum(counts.values())
+    lines += [
+        "## Summary",
+        "",
+        f"{total} pairs: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + ".",
+        "",
+    ]
+    return "\n".join(lines + body).rstrip("\n") + "\n"
+
+
+def stale_files(docs_dir: Path) -> list[str]:
+    """Names of generated docs under ``docs_dir`` that differ from a fresh rendering."""
+    path = docs_dir / DOC_NAME
+    current = path.read_text(encoding="utf-8") if path.exists() else None
+    return [] if current == render() else [str(path)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    target = Path(args[0]) if args else Path("docs") / DOC_NAME
+    target.write_text(render(), encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""The informer's local store: plain dicts keyed by "namespace/name", with secondary indexes.
+
+It is the hot data structure of every controller (thousands of objects, read on every reconcile),
+so it stays lean: objects are stored as parsed, ``metadata.managedFields`` (often half an
+object's size and useless to a reconciler) is dropped by default, and reads return the stored
+dict itself unless the caller asks for a copy. Callers must treat uncopied results as read-only.
+
+Index values are remembered per key when an object is stored, and removal uses those
+remembered values: recomputing them from the old object would go wrong if anyone had mutated
+it in place since. An index function that raises leaves that object out of that index (and
+logs) instead of failing the update: one bad object must not stop the informer feeding the store.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import structlog
+
+from kaito.runtime._internal.objects import deep_copy
+from kaito.runtime._internal.selectors import match_labels
+
+IndexFunc = Callable[[dict[str, Any]], list[str]]
+
+NAMESPACE_INDEX = "namespace"
+
+_log = structlog.get_logger("kaito.runtime.store")
+
+
+def key_of(obj: dict[str, Any]) -> str:
+    """client-go's MetaNamespaceKeyFunc: "namespace/name", or "name" when cluster-scoped."""
+    meta = obj["metadata"]
+    ns = meta.get("namespace")
+    name: str = meta["name"]
+    return f"{ns}/{name}" if ns else name
+
+
+def namespace_index(obj: dict[str, Any]) -> list[str]:
+    ns = obj["metadata"].get("namespace")
+    return [ns] if ns else []
+
+
+class Store:
+    """Keyed object store with indexes. asyncio-only: no locking, mutate from the loop thread."""
+
+    def __init__(
+        self,
+        *,
+        strip_managed_fields: bool = True,
+        indexers: dict[str, IndexFunc] | None = None,
+        default_indexers: bool = True,
+    ):
+        self.strip_managed_fields = strip_managed_fields
+        self.resource_version: str = ""
+        self._items: dict[str, dict[str, Any]] = {}
+        self._indexers: dict[str, IndexFunc] = {}
+        self._indices: dict[str, dict[str, set[str]]] = {}
+        self._values: dict[str, dict[str, tuple[str, ...]]] = {}  # index -> key -> its values
+        if default_indexers:
+            self.add_indexer(NAMESPACE_INDEX, namespace_index)
+        for name, fn in (indexers or {}).items():
+            self.add_indexer(name, fn)
+
+    # ----- indexes
+
+    def add_indexer(self, name: str, fn: IndexFunc) -> None:
+        """Register an index; existing objects are indexed immediately, so this is safe after sync."""
+        if name in self._indexers and self._indexers[name] is not fn:
+            raise ValueError(f"indexer {name!r} already registered")
+        self._indexers[name] = fn
+        self._indices[name] = {}
+        self._values[name] = {}
+        for key, obj in self._items.items():
+            self._index_one(name, fn, key, obj)
+
+    def by_index(self, name: str, value: str, *, copy: bool = False) -> list[dict[str, Any]]:
+        try:
+            keys = self._indices[name].get(value, ())
+        except KeyError:
+            raise KeyError(f"no indexer named {name!r}") from None
+        items = self._items
+        if copy:
+            return [deep_copy(items[k]) for k in keys]
+        return [items[k] for k in keys]
+
+    def _index_one(self, name: str, fn: IndexFunc, key: str, obj: dict[str, Any]) -> None:
+        try:
+            values = tuple(fn(obj))
+        except Exception:
+            _log.exception("index function failed; object left out of the index", index=name, key=key)
+            return
+        if not values:
+            return
+        self._values[name][key] = values
+        index = self._indices[name]
+        for value in values:
+            bucket = index.get(value)
+            if bucket is None:
+                index[value] = {key}
+            else:
+                bucket.add(key)
+
+    def _index(self, key: str, obj: dict[str, Any]) -> None:
+        for name, fn in self._indexers.items():
+            self._index_one(name, fn, key, obj)
+
+    def _unindex(self, key: str) -> None:
+        for name, index in self._indices.items():
+            for value in self._values[name].pop(key, ()):
+                bucket = index.get(value)
+                if bucket is not None:
+                    bucket.discard(key)
+                    if not bucket:
+                        del index[value]
+
+    # ----- mutation
+
+    def update(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Insert or replace; returns the previous object (for update events) or None."""
+        if self.strip_managed_fields:
+            obj["metadata"].pop("managedFields", None)
+        key = key_of(obj)
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key)
+        self._items[key] = obj
+        self._index(key, obj)
+        return old
+
+    add = update
+
+    def delete(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return self.delete_key(key_of(obj))
+
+    def delete_key(self, key: str) -> dict[str, Any] | None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key)
+        return old
+
+    # ----- reads
+
+    def get(self, key: str, *, copy: bool = False) -> dict[str, Any] | None:
+        obj = self._items.get(key)
+        if obj is not None and copy:
+            return deep_copy(obj)  # type: ignore[no-any-return]
+        return obj
+
+    def get_by(self, namespace: str | None, name: str, *, copy: bool = False) -> dict[str, Any] | None:
+        return self.get(f"{namespace}/{name}" if namespace else name, copy=copy)
+
+    def list(
+        self,
+        namespace: str | None = None,
+        *,
+        label_selector: str | dict[str, str] | None = None,
+        copy: bool = False,
+    ) -> list[dict[str, Any]]:
+        if namespace:
+            if NAMESPACE_INDEX in self._indices:
+                keys = self._indices[NAMESPACE_INDEX].get(namespace)
+                objs: Iterable[dict[str, Any]] = [self._items[k] for k in keys] if keys else []
+            else:
+                objs = (o for o in self._items.values() if o["metadata"].get("namespace") == namespace)
+        else:
+            objs = self._items.values()
+        if label_selector:
+            objs = [o for o in objs if match_labels(o["metadata"].get("labels"), label_selector)]
+        if copy:
+            return [deep_copy(o) for o in objs]
+        return list(objs)
+
+    def keys(self) -> builtins.list[str]:
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self._items.values()))

@@ -1,0 +1,161 @@
+"""The Helm chart, checked with a real helm (built from its Go module into kaito's asset cache):
+lint clean, CRDs identical to the generated ones, and the same objects as kustomize renders for
+the same settings (Helm's own bookkeeping labels aside); the render is admitted by the apiserver."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_helpers import CHART, REPO, helm_render, kubectl_binary, kustomize
+
+from kaito.envtest import Cluster
+from kaito.envtest.helm import ensure_helm
+
+HELM_LABELS = (
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "helm.sh/chart",
+)
+ALL_ON = [
+    "nodeProvisionerController.enabled=true",
+    "webhook.certs=cert-manager",
+    "metrics.serviceMonitor.enabled=true",
+    "createNamespace=true",
+]
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return str(ensure_helm())
+
+
+def normalized(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
+    out = {}
+    for o in objs:
+        labels = o["metadata"].get("labels") or {}
+        for k in HELM_LABELS:
+            labels.pop(k, None)
+        out[(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])] = o
+    return out
+
+
+@pytest.mark.parametrize("sets", [[], ALL_ON], ids=["defaults", "all-options"])
+def test_helm_lint_is_clean(helm: str, sets: list[str]) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    proc = subprocess.run([helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    generated = sorted(p.name for p in (REPO / "config" / "crd").glob("*.sh_*.yaml"))
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == generated
+    for name in generated:
+        assert (CHART / "crds" / name).read_bytes() == (REPO / "config" / "crd" / name).read_bytes(), name
+
+
+def test_chart_and_kustomize_render_the_same_objects(helm: str) -> None:
+    kubectl = kubectl_binary()
+    kust = normalized(
+        [
+            o
+            for o in kustomize(REPO / "config" / "default", kubectl)
+            if o["kind"] != "CustomResourceDefinition"
+        ]
+    )
+    chart = normalized(helm_render(helm, "createNamespace=true"))
+    assert sorted(chart) == sorted(kust)
+    for key, obj in kust.items():
+        assert chart[key] == obj, key
+    # The optional node-provisioner: the chart's switch renders config/node-provisioner.
+    np_kust = normalized(kustomize(REPO / "config" / "node-provisioner", kubectl))
+    np_chart = {
+        k: v
+        for k, v in normalized(helm_render(helm, "nodeProvisionerController.enabled=true")).items()
+        if "node-provisioner" in k[2]
+    }
+    assert sorted(np_chart) == sorted(np_kust)
+    for key, obj in np_kust.items():
+        assert np_chart[key] == obj, key
+
+
+def test_settings_reach_the_deployment(helm: str) -> None:
+    objs = normalized(
+        helm_render(
+            helm,
+            "nodeProvisioner=gpu-provisioner",
+            "cloudProvider=aws",
+            "image.tag=9.9.9",
+            "logLevel=debug",
+            "replicas=3",
+            *ALL_ON,
+        )
+    )
+    dep = objs[("Deployment", "kaito-system", "kaito-controller")]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert dep["spec"]["replicas"] == 3 and c["image"].endswith(":9.9.9")
+    assert {
+        "--node-provisioner=gpu-provisioner",
+        "--log-level=debug",
+        "--webhook-certs=external",
+        "--feature-gates=vLLM=true",
+    } <= set(c["args"])
+    assert {"name": "CLOUD_PROVIDER", "value": "aws"} in c["env"]
+    assert any(
+        v.get("secret", {}).get("secretName") == "kaito-webhook-server-cert"
+        for v in dep["spec"]["template"]["spec"]["volumes"]
+    )
+    assert ("ServiceMonitor", "kaito-system", "kaito-controller-metrics") in objs
+    assert ("Certificate", "kaito-system", "kaito-serving-cert") in objs
+    # cert-manager owns the certificates: no Secret/caBundle rights for the controller.
+    assert ("ClusterRole", "", "kaito-webhook-certs") not in objs
+    hook = objs[("ValidatingWebhookConfiguration", "", "kaito-validating-webhook-configuration")]
+    assert (
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "kaito-system/kaito-serving-cert"
+    )
+
+
+def test_helm_render_is_admitted_by_the_apiserver(
+    helm: str, audited_cluster: Cluster, tmp_path: Path
+) -> None:
+    """Server-side dry run of the whole default render (CRDs first, for real)."""
+    cluster = audited_cluster
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=60s")
+    objs = helm_render(helm, "createNamespace=true")
+    namespace = [o for o in objs if o["kind"] == "Namespace"]
+    objs = [o for o in objs if o["kind"] != "Namespace"]
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(namespace)
+    )
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objs),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "PodSecurity" not in proc.stderr, proc.stderr
+    assert proc.stdout.count("serverside-applied (server dry run)") == len(objs), proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["replicas=2", "leaderElection=false"], "replicas > 1 needs leaderElection=true"),
+        (["webhook.certs=acme"], 'webhook.certs "acme": use self-signed or cert-manager'),
+    ],
+)
+def test_bad_values_fail_with_the_fix(helm: str, sets: list[str], message: str) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm_render(helm, *sets)
+    assert message in failed.value.stderr
