@@ -3,9 +3,9 @@
 * Server-side request forgery: tuning URLs and adapter/tuning images may not aim at loopback,
   link-local or cloud metadata addresses, in any spelling; and the dataset downloader resolves a
   name once and connects to the address it checked, so a DNS answer that changes between the
-  check and the connection (rebinding) cannot reach an inside address. The resolver used for that
-  is a stand-in for DNS that answers differently on its second lookup; the HTTP server and the
-  connections are real.
+  check and the connection (rebinding) cannot reach an inside address. The names go through
+  glibc's resolver to a real DNS server on loopback that answers differently on its second
+  lookup (the downloader runs in a mount namespace whose resolv.conf names that server).
 * Pod security of the controller as shipped (config/manager and the rendered Helm chart).
 * No Secret value (an HF token, a registry password) in anything the real operator produced:
   its log (DEBUG), Events, Workspace status, every other object it wrote, its metrics, and the
@@ -21,6 +21,7 @@ import ipaddress
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,8 +41,6 @@ from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions
 from kaito.provisioners.byo import gpu_node_manifest
 from kaito.runtime import GVK, Client, NotFoundError
-from kaito.tuning.errors import TuningError
-from kaito.tuning.fetch import FetchOptions, fetch_one
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 #: The suite's one figures line, filled by each check and emitted when the module ends.
@@ -53,6 +52,7 @@ def _figures() -> Iterator[None]:
     yield
     if len(FIGURES) > 1:
         emit(FIGURES)
+
 
 INSIDE_URLS = [
     "http://127.0.0.1/x",
@@ -149,14 +149,17 @@ def test_inside_urls_and_images_are_refused_in_every_spelling() -> None:
 
 
 class _Data(http.server.BaseHTTPRequestHandler):
+    """The data source: a file at any path, and ``/redirect/<key>`` answering 302 to
+    ``redirects[key]``."""
+
     hits: list[str] = []
-    redirect_to = ""
+    redirects: dict[str, str] = {}
 
     def do_GET(self) -> None:
         type(self).hits.append(f"{self.headers.get('Host')} {self.path}")
-        if self.path.startswith("/redirect"):
+        if self.path.startswith("/redirect/"):
             self.send_response(302)
-            self.send_header("Location", type(self).redirect_to)
+            self.send_header("Location", type(self).redirects[self.path.removeprefix("/redirect/")])
             self.end_headers()
             return
         body = b'{"messages": []}\n'
@@ -172,7 +175,7 @@ class _Data(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def data_server() -> Iterator[tuple[int, type[_Data]]]:
-    handler = type("Data", (_Data,), {"hits": [], "redirect_to": ""})
+    handler = type("Data", (_Data,), {"hits": [], "redirects": {}})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -183,62 +186,173 @@ def data_server() -> Iterator[tuple[int, type[_Data]]]:
         httpd.server_close()
 
 
-class Rebinding:
-    """A resolver for some names whose answers change from one lookup to the next (what a
-    rebinding attacker's DNS server does); every other name goes to the real resolver."""
+#: Where the rebinding name server listens. resolv.conf cannot name a port, so it is port 53 on
+#: a loopback address of its own (nothing else on the machine uses 127.0.0.77).
+DNS_ADDRESS = "127.0.0.77"
+
+
+class RebindingDNS:
+    """A real DNS server (UDP, RFC 1035 wire format) that answers A queries for some names
+    differently from one lookup to the next, as a rebinding attacker's server does. AAAA queries
+    get an empty answer, unknown names NXDOMAIN. TTL 0: nothing may cache an answer."""
 
     def __init__(self, answers: dict[str, list[list[str]]]) -> None:
         self.answers = answers
+        #: A queries seen per name: one per getaddrinfo call.
         self.lookups: dict[str, int] = {}
-        self.real = socket.getaddrinfo
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((DNS_ADDRESS, 53))
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
+    def __enter__(self) -> RebindingDNS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                query, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            with contextlib.suppress(IndexError, ValueError):
+                self.sock.sendto(self._answer(query), peer)
+
+    def _answer(self, query: bytes) -> bytes:
+        labels, at = [], 12
+        while query[at]:
+            labels.append(query[at + 1 : at + 1 + query[at]].decode("ascii").lower())
+            at += 1 + query[at]
+        qtype = int.from_bytes(query[at + 1 : at + 3], "big")
+        question = query[12 : at + 5]
+        name = ".".join(labels)
+        flags = 0x8480 | (int.from_bytes(query[2:4], "big") & 0x0100)  # QR AA RA, RD echoed
         if name not in self.answers:
-            return self.real(host, port, *args, **kwargs)
-        n = self.lookups.get(name, 0)
-        self.lookups[name] = n + 1
-        addrs = self.answers[name][min(n, len(self.answers[name]) - 1)]
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port or 80))) for a in addrs]
+            header = query[:2] + (flags | 3).to_bytes(2, "big") + b"\x00\x01" + b"\x00" * 6
+            return header + question
+        records = b""
+        count = 0
+        if qtype == 1:
+            n = self.lookups.get(name, 0)
+            self.lookups[name] = n + 1
+            for addr in self.answers[name][min(n, len(self.answers[name]) - 1)]:
+                records += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04" + socket.inet_aton(addr)
+                count += 1
+        header = query[:2] + flags.to_bytes(2, "big") + b"\x00\x01" + count.to_bytes(2, "big") + b"\x00" * 4
+        return header + question + records
+
+
+#: Runs in a mount namespace whose /etc/resolv.conf names only the rebinding server, so the
+#: downloader's own getaddrinfo goes through glibc's real stub resolver to it.
+_FETCHER = r"""
+import ipaddress, json, sys
+from pathlib import Path
+from kaito.tuning.errors import TuningError
+from kaito.tuning.fetch import FetchOptions, fetch_one
+out, urls = Path(sys.argv[1]), json.loads(sys.argv[2])
+opts = FetchOptions(allow_addresses=frozenset({ipaddress.ip_address("127.0.0.1")}), timeout_s=10)
+results = []
+for i, url in enumerate(urls):
+    try:
+        results.append({"bytes": fetch_one(url, out / f"{i}.jsonl", opts)})
+    except TuningError as exc:
+        results.append({"error": str(exc)})
+print(json.dumps(results))
+"""
+
+
+def _fetch_with_dns(tmp_path: Path, urls: list[str]) -> list[dict[str, Any]]:
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "resolv.conf").write_text(f"nameserver {DNS_ADDRESS}\noptions timeout:2 attempts:2 ndots:0\n")
+    (etc / "nsswitch.conf").write_text("hosts: dns\n")
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    script = (
+        'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@"'
+    )
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(etc / "resolv.conf"),
+            str(etc / "nsswitch.conf"),
+            sys.executable,
+            "-c",
+            _FETCHER,
+            str(out),
+            json.dumps(urls),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"the fetcher in its own mount namespace failed (needs root):\n{proc.stderr}"
+    results: list[dict[str, Any]] = json.loads(proc.stdout)
+    return results
 
 
 def test_dataset_download_resolves_once_and_connects_to_the_checked_address(
-    tmp_path: Path, data_server: tuple[int, type[_Data]], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, data_server: tuple[int, type[_Data]]
 ) -> None:
     """Loopback stands in for a public address here (``allow_addresses``, as the tuning tests
-    do); the metadata address is the inside one a second lookup would have returned."""
+    do); the metadata address is the inside one a second lookup would have returned. The names
+    are resolved by glibc through a real DNS server whose answers change between lookups."""
     port, handler = data_server
-    opts = FetchOptions(allow_addresses=frozenset({LOOPBACK}), timeout_s=10)
-    dns = Rebinding(
-        {
-            "rebind.test": [["127.0.0.1"], ["169.254.169.254"]],  # good first, inside after
-            "inside-first.test": [["169.254.169.254"], ["127.0.0.1"]],  # inside first, good after
-            "mixed.test": [["127.0.0.1", "10.0.0.9"]],  # any inside answer refuses the name
-            "hop.test": [["169.254.169.254"]],
-            "start.test": [["127.0.0.1"]],
-        }
-    )
-    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    handler.redirects = {
+        "hop": f"http://hop.test:{port}/d.jsonl",
+        "literal": "http://169.254.169.254/latest/meta-data/",
+    }
+    answers = {
+        "rebind.test": [["127.0.0.1"], ["169.254.169.254"]],  # good first, inside after
+        "inside-first.test": [["169.254.169.254"], ["127.0.0.1"]],  # inside first, good after
+        "mixed.test": [["127.0.0.1", "10.0.0.9"]],  # any inside answer refuses the name
+        "hop.test": [["169.254.169.254"]],
+        "start.test": [["127.0.0.1"]],
+    }
+    with RebindingDNS(answers) as dns:
+        results = _fetch_with_dns(
+            tmp_path,
+            [
+                f"http://rebind.test:{port}/a.jsonl",
+                f"http://inside-first.test:{port}/b.jsonl",
+                f"http://mixed.test:{port}/c.jsonl",
+                f"http://start.test:{port}/redirect/hop",
+                f"http://start.test:{port}/redirect/literal",
+            ],
+        )
+    fetched, inside_first, mixed, hop, literal = results
 
     # 1. the check saw 127.0.0.1 and the connection went there: one lookup, the real server hit
-    size = fetch_one(f"http://rebind.test:{port}/a.jsonl", tmp_path / "a.jsonl", opts)
-    assert size > 0 and dns.lookups["rebind.test"] == 1, dns.lookups
-    assert handler.hits == [f"rebind.test:{port} /a.jsonl"], handler.hits
+    assert fetched.get("bytes", 0) > 0 and dns.lookups["rebind.test"] == 1, (fetched, dns.lookups)
+    assert handler.hits[0] == f"rebind.test:{port} /a.jsonl", handler.hits
 
     # 2. an inside answer is refused before any connection
-    with pytest.raises(TuningError, match=r"169\.254\.169\.254"):
-        fetch_one(f"http://inside-first.test:{port}/b.jsonl", tmp_path / "b.jsonl", opts)
-    with pytest.raises(TuningError, match=r"10\.0\.0\.9"):
-        fetch_one(f"http://mixed.test:{port}/c.jsonl", tmp_path / "c.jsonl", opts)
-    assert len(handler.hits) == 1 and dns.lookups["inside-first.test"] == 1
+    assert "169.254.169.254" in inside_first.get("error", ""), inside_first
+    assert "10.0.0.9" in mixed.get("error", ""), mixed
+    assert dns.lookups["inside-first.test"] == 1, dns.lookups
 
     # 3. a redirect to a name that resolves inside, or to an inside literal, is refused too
-    for target in (f"http://hop.test:{port}/d.jsonl", "http://169.254.169.254/latest/meta-data/"):
-        handler.redirect_to = target
-        with pytest.raises(TuningError, match=r"169\.254\.169\.254"):
-            fetch_one(f"http://start.test:{port}/redirect", tmp_path / "d.jsonl", opts)
-    assert handler.hits[1:] == [f"start.test:{port} /redirect"] * 2, handler.hits  # the hop was refused
-    assert not list(tmp_path.glob("d.jsonl*"))
+    assert "169.254.169.254" in hop.get("error", "") and "169.254.169.254" in literal.get("error", ""), (
+        results
+    )
+    assert handler.hits[1:] == [f"start.test:{port} /redirect/hop", f"start.test:{port} /redirect/literal"], (
+        handler.hits  # the hops themselves were never requested
+    )
+    assert not list((tmp_path / "out").glob("[34].jsonl*"))
     FIGURES.update(
         {
             "inside_urls_refused": len(INSIDE_URLS),
