@@ -19,6 +19,11 @@ Reported (JSON on the last line):
                           every Workspace was converged; reconciles are provoked by relabelling
                           every node (a label no selector uses), counted from its /metrics
   rss_mb / cpu_s          the controller process at the end (VmRSS; user+system CPU seconds)
+  kcm_statefulset_controller
+                          kcm's StatefulSet controller's writes (audit log): it creates every
+                          pod through one client limited to 20 requests/s, burst 30, shared with
+                          its status updates; ``floor_s`` is the earliest its last pod create
+                          could have been given the writes before it
 
 No upstream Go controller can run here; ``upstream_reference`` repeats the figures measured
 the same way on this kind of cluster (../shared/UPSTREAM.md), labelled as a reference.
@@ -180,6 +185,46 @@ def _audit_writes(path: Path) -> tuple[Counter[str], dict[str, dict[str, float]]
     return by_resource, latency
 
 
+#: kube-controller-manager's client defaults (``--kube-api-qps`` / ``--kube-api-burst``); each of its
+#: controllers has a client, and so a token bucket, of its own.
+KCM_QPS, KCM_BURST = 20.0, 30
+
+
+def _kcm_statefulset_writes(path: Path, t0: float) -> dict[str, Any]:
+    """What kcm's StatefulSet controller wrote after the first create: every pod of the run is
+    created by it, through one client limited to 20 requests/s (burst 30), which also carries its
+    StatefulSet status updates. ``floor_s`` is when that bucket allows its last pod create at the
+    earliest, given the writes it made before it: the time no Workspace controller can beat."""
+    at: list[tuple[float, str]] = []
+    for file in sorted(path.parent.glob(path.name + "*")):
+        for line in file.read_text().splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if "statefulset-controller" not in str(ev.get("userAgent", "")):
+                continue
+            if ev.get("verb") not in ("create", "update", "patch", "delete"):
+                continue
+            ref = ev.get("objectRef") or {}
+            kind = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            at.append((_ts(ev["requestReceivedTimestamp"]) - t0, f"{ev['verb']} {kind}"))
+    at.sort()
+    if not at:
+        return {"writes": 0}
+    pod_creates = [t for t, what in at if what == "create pods"]
+    upto_last = sum(1 for t, _ in at if pod_creates and t <= pod_creates[-1])
+    per_second = Counter(int(t) for t, _ in at if t >= 0)
+    return {
+        "writes": len(at),
+        "by_kind": dict(Counter(what for _, what in at)),
+        "last_pod_created_s": round(pod_creates[-1], 2) if pod_creates else None,
+        "writes_until_last_pod_create": upto_last,
+        "peak_writes_per_s": max(per_second.values()) if per_second else 0,
+        "floor_s": round(max(0.0, upto_last - KCM_BURST) / KCM_QPS, 2),
+    }
+
+
 async def _wait(check: Any, what: str, timeout: float, interval: float = 0.1) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while not await check():
@@ -331,6 +376,7 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
     # the rest is kcm, scheduler and kwok bringing the pod up, then the Ready status write).
     sts_at = _first_writes(audit_log, "statefulsets")
     to_sts = [sts_at[nm] - created_wall[nm] for nm in created_wall if nm in sts_at]
+    kcm = _kcm_statefulset_writes(audit_log, min(created_wall.values()))
     reconciles = after["reconciles"] - before["reconciles"]
     return {
         "workspaces": n,
@@ -343,6 +389,7 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
             "max": round(max(to_sts), 2) if to_sts else None,
         },
         "writes_by_resource": dict(sorted(writes.items())),
+        "kcm_statefulset_controller": kcm,
         "write_latency_ms": latency,
         "load_average": load_average,
         "converged_window_s": window,

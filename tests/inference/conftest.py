@@ -122,6 +122,8 @@ def server(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "2",
         "--retry-after",
         "3",
+        "--body-timeout",
+        "5",
         "--dtype",
         "float32",
         "--max-num-batched-tokens",

@@ -8,6 +8,7 @@ passes through it, and a bare function call per message keeps the added latency 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -33,6 +34,8 @@ GENERATION_PATHS = {
     "/chat": "chat",
 }
 OWN_PATHS = {"/health", "/metrics", "/chat"}
+#: Larger bodies are refused with 413 while being read (a 1 MB prompt is far past any context).
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -51,9 +54,12 @@ async def _send_json(
 class InferenceApp:
     """ASGI entry point; ``ready`` flips once ``backend.load()`` has finished."""
 
-    def __init__(self, backend: Backend, guard: OverloadGuard) -> None:
+    def __init__(self, backend: Backend, guard: OverloadGuard, body_timeout_s: float = 30.0) -> None:
         self.backend = backend
         self.guard = guard
+        #: A generation request's body is read whole before it is admitted, so a client that
+        #: sends it slowly holds a connection, never one of the engine's admission slots.
+        self.body_timeout_s = body_timeout_s
         self.ready = False
         self.load_error: str | None = None
         self.own = self._build_own_app()
@@ -125,6 +131,23 @@ class InferenceApp:
         await self._guarded(endpoint, target, scope, receive, send)
 
     async def _guarded(self, endpoint: str, target: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await _read_body(receive)
+        except TimeoutError:
+            metrics.REQUESTS.labels(endpoint, "408").inc()
+            msg = f"request body not received within {self.body_timeout_s:g}s"
+            await _send_json(send, 408, {"error": {"message": msg, "type": "timeout", "code": 408}}, [])
+            return
+        except _BodyTooLarge:
+            metrics.REQUESTS.labels(endpoint, "413").inc()
+            msg = f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MiB"
+            payload = {"error": {"message": msg, "type": "invalid_request_error", "code": 413}}
+            await _send_json(send, 413, payload, [(b"connection", b"close")])
+            return
+        if body is None:  # the client went away before sending it all
+            return
+        receive = _replay(body, receive)
         if not self.guard.try_acquire():
             status, headers, body = self.guard.rejection()
             metrics.REQUESTS.labels(endpoint, "429").inc()
@@ -151,3 +174,39 @@ class InferenceApp:
             metrics.LATENCY.labels(endpoint).observe(end - start)
             if state["first"]:
                 metrics.TTFB.labels(endpoint).observe(state["first"] - start)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client disconnects first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the engine's app the body already read, then the client's own
+    messages (a disconnect while streaming must still reach it)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed

@@ -47,7 +47,16 @@ Runtime = Literal["vllm", "transformers"]
 DEFAULT_PORT = INFERENCE_PORT
 DEFAULT_ADAPTERS_DIR = Path(ADAPTERS_DIR)
 DEFAULT_MODEL = DEFAULT_MODEL_DIR
-SERVER_KEYS = ("max_queue", "retry_after", "adapters_dir", "port", "host", "runtime", "served_model_name")
+SERVER_KEYS = (
+    "max_queue",
+    "retry_after",
+    "body_timeout",
+    "adapters_dir",
+    "port",
+    "host",
+    "runtime",
+    "served_model_name",
+)
 #: Upstream's max_probe_steps when a config file is given without it.
 DEFAULT_MAX_PROBE_STEPS = 6
 #: vLLM arguments that upstream Kaito's ConfigMaps use but vLLM removed: dropped with this warning.
@@ -110,6 +119,9 @@ class InferenceSettings:
     adapters_dir: Path = DEFAULT_ADAPTERS_DIR
     max_queue: int = 64
     retry_after: int = 1
+    #: Seconds a generation request's body may take to arrive; it is read whole before the
+    #: request is admitted, so a slow sender holds a connection, not an engine slot (408 after).
+    body_timeout: int = 30
     #: ``--kaito-disable-rate-limit``: never answer 429, queue every request in the engine.
     rate_limit: bool = True
     #: Upstream's probe budget for the longest context; 0 keeps the planned max-model-len.
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429")
     p.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds on 429")
     p.add_argument(
+        "--body-timeout", type=int, default=None, help="seconds a request body may take to arrive (408 after)"
+    )
+    p.add_argument(
         "--config",
         "--kaito-config-file",
         dest="config",
@@ -308,7 +323,7 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
             continue
         if key == "adapters_dir":
             value = Path(value)
-        elif key in ("max_queue", "retry_after", "port") and (
+        elif key in ("max_queue", "retry_after", "body_timeout", "port") and (
             not isinstance(value, int) or isinstance(value, bool) or value < 0
         ):
             raise ConfigError(f"server setting {key!r} must be a non-negative integer, got {value!r}")

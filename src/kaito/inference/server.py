@@ -45,7 +45,9 @@ async def serve(settings: InferenceSettings, backend: Backend) -> int:
     # --kaito-disable-rate-limit: an unbounded queue, so the guard never answers 429
     max_queue = settings.max_queue if settings.rate_limit else sys.maxsize
     app = InferenceApp(
-        backend, OverloadGuard(max_running=1, max_queue=max_queue, retry_after=settings.retry_after)
+        backend,
+        OverloadGuard(max_running=1, max_queue=max_queue, retry_after=settings.retry_after),
+        body_timeout_s=float(settings.body_timeout),
     )
     config = uvicorn.Config(
         app,

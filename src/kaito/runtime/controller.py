@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import aiohttp
+
 from kaito.runtime.errors import ConflictError
 from kaito.runtime.logging import get_logger, reconcile_context
 from kaito.runtime.metrics import ControllerMetrics, Metrics
@@ -34,6 +36,10 @@ from kaito.runtime.options import ControllerOptions
 from kaito.runtime.predicates import Predicate
 from kaito.runtime.resources import GVK
 from kaito.runtime.workqueue import ShutDown, WorkQueue
+
+#: Failures that explain themselves in one line (a timeout, a lost optimistic-concurrency race, the
+#: apiserver going away mid-request): logged without a traceback, which would only be noise.
+_ONE_LINE_FAILURES = (TimeoutError, ConflictError, aiohttp.ClientConnectionError, ConnectionError)
 
 Obj = dict[str, Any]
 
@@ -362,7 +368,7 @@ class Controller:
                     error=f"{type(exc).__name__}: {exc}",
                     retries=queue.num_requeues(req),
                     # expected, self-explanatory failures get one line, the rest a traceback
-                    exc_info=not isinstance(exc, TimeoutError | ConflictError),
+                    exc_info=not isinstance(exc, _ONE_LINE_FAILURES),
                 )
                 return
             except BaseException as exc:

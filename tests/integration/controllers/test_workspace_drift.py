@@ -221,3 +221,38 @@ async def test_annotation_change_alone_is_reconciled(
         await wait_for(load_balancer, "the Service turned LoadBalancer by kaito.sh/enablelb")
         ws = await kclient.get(WORKSPACE, name, namespace, cached=False)
         assert ws["metadata"]["generation"] == generation
+
+
+async def test_a_404_about_the_workspace_itself_is_told_apart(
+    crds: Cluster, kclient: Client, namespace: str
+) -> None:
+    """A Workspace deleted while its reconcile runs makes that reconcile's own metadata or status
+    write answer 404; that ends the reconcile quietly (its delete event cleans up). Any other
+    404 is still a failure. The Status bodies are the real apiserver's."""
+    from kaito.controllers.workspace.reconciler import deleted_underneath
+    from kaito.runtime import Request
+
+    req = Request(namespace, "gone")
+    errors: list[NotFoundError] = []
+    for write in (
+        kclient.patch(WORKSPACE, "gone", {"metadata": {"finalizers": ["x"]}}, namespace, patch_type="merge"),
+        kclient.update_status(
+            {
+                "apiVersion": "kaito.sh/v1beta1",
+                "kind": "Workspace",
+                "metadata": {"name": "gone", "namespace": namespace},
+                "status": {},
+            }
+        ),
+        kclient.patch(STS, "gone", {"metadata": {"labels": {"a": "b"}}}, namespace, patch_type="merge"),
+        kclient.patch(
+            WORKSPACE, "other", {"metadata": {"labels": {"a": "b"}}}, namespace, patch_type="merge"
+        ),
+    ):
+        with pytest.raises(NotFoundError) as caught:
+            await write
+        errors.append(caught.value)
+    own_patch, own_status, statefulset, other = errors
+    assert deleted_underneath(own_patch, req) and deleted_underneath(own_status, req)
+    assert not deleted_underneath(statefulset, req), statefulset.body
+    assert not deleted_underneath(other, req), other.body

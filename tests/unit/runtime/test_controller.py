@@ -276,6 +276,48 @@ async def test_log_lines_carry_controller_key_and_reconcile_id():
     assert len(inside[0]["reconcile_id"]) == 16
 
 
+async def test_self_explanatory_failures_log_one_line_the_rest_a_traceback():
+    """An apiserver that goes away mid-request (restart, failover) is retried like any failure,
+    but its traceback says nothing the error line does not: one line. Anything unexpected keeps
+    its traceback."""
+    import aiohttp
+
+    buf = io.StringIO()
+    configure_logging("json", "DEBUG", stream=buf)
+    raised = {
+        "gone": aiohttp.ServerDisconnectedError(),
+        "refused": ConnectionRefusedError(111, "Connection refused"),
+        "bug": KeyError("status"),
+    }
+    seen: set[str] = set()
+
+    async def reconcile(req):
+        if req.name not in seen:
+            seen.add(req.name)
+            raise raised[req.name]
+
+    ctrl = Controller("quiet", reconcile)
+
+    async def body():
+        for name in raised:
+            ctrl.enqueue(Request("ns", name))
+        await eventually(lambda: seen == set(raised) and idle(ctrl))
+
+    try:
+        await run_ctrl(ctrl, Source(), body)
+    finally:
+        configure_logging("console", "WARNING")
+    failed = {
+        line["key"]: line
+        for line in map(json.loads, buf.getvalue().splitlines())
+        if line["event"] == "reconcile failed, will retry"
+    }
+    assert set(failed) == {"ns/gone", "ns/refused", "ns/bug"}, failed
+    assert "exception" not in failed["ns/gone"] and "ServerDisconnectedError" in failed["ns/gone"]["error"]
+    assert "exception" not in failed["ns/refused"]
+    assert "Traceback" in failed["ns/bug"]["exception"]
+
+
 def test_bad_options():
     with pytest.raises(ValueError):
         Controller("x", lambda r: None, max_concurrent_reconciles=0)  # type: ignore[arg-type,return-value]

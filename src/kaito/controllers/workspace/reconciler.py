@@ -124,9 +124,17 @@ class WorkspaceReconciler:
             # The apiserver's schema should have refused it; log rather than crash-loop.
             log.warning("workspace does not parse", workspace=req.key, error=str(exc).splitlines()[0])
             return None
-        if model.tuning is not None:
-            return await self.tuning(self, ws, model)
-        return await self._reconcile_inference(ws, model)
+        try:
+            if model.tuning is not None:
+                return await self.tuning(self, ws, model)
+            return await self._reconcile_inference(ws, model)
+        except NotFoundError as exc:
+            if not deleted_underneath(exc, req):
+                raise
+            # Deleted (before it had our finalizer) while this reconcile ran: its delete event
+            # is queued behind us and cleans up; nothing failed.
+            log.debug("workspace deleted during its reconcile", workspace=req.key)
+            return None
 
     # ------------------------------------------------------------------ inference
 
@@ -617,6 +625,17 @@ _FAILURE_REASONS = set(status.FAILURE_REASONS) | {
 
 #: Seconds between two status writes that change only condition messages.
 STATUS_MESSAGE_INTERVAL = 5.0
+
+
+def deleted_underneath(exc: NotFoundError, req: Request) -> bool:
+    """Whether a 404 is about the reconciled Workspace itself (its metadata or status write),
+    not about some other object the reconcile needed."""
+    details = (exc.body or {}).get("details") or {}
+    return bool(
+        details.get("group") == WORKSPACE.group
+        and details.get("kind") == "workspaces"
+        and details.get("name") == req.name
+    )
 
 
 def _without_messages(st: Obj) -> Obj:
