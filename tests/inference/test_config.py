@@ -65,7 +65,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "inference_config.yaml"
     cfg.write_text(
         "vllm:\n  max-model-len: 1024\n  enable-prefix-caching: false\n  gpu-memory-utilization: 0.8\n"
-        "server:\n  max_queue: 7\n"
+        "server:\n  max_queue: 7\n  body_timeout: 12\n"
     )
     s, a = vllm_args(["--model", "/m", "--config", str(cfg), "--max-model-len", "2048", "--seed", "3"])
     assert a.max_model_len == 2048  # flag beats file
@@ -73,6 +73,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
     assert a.enable_prefix_caching is False
     assert a.seed == 3  # a vLLM flag kaito does not define passes through
     assert s.max_queue == 7
+    assert s.body_timeout == 12
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ("vllm:\n  dtype: float99\n", "invalid vLLM argument"),
         ("vlm:\n  dtype: auto\n", "unknown section(s) ['vlm']"),
         ("server:\n  max_queue: -1\n", "max_queue"),
+        ("server:\n  body_timeout: soon\n", "body_timeout"),
         ("- a list\n", "must be a mapping"),
     ],
 )
