@@ -42,6 +42,9 @@ def node_provisioner(
     error_retry: float = typer.Option(5.0, help="Seconds before retrying a create the cloud refused."),
     leader_elect: bool = typer.Option(False, help="Hold a Lease so only one replica acts."),
     leader_election_namespace: str = typer.Option("kube-system", help="Namespace of the Lease."),
+    lease_duration: float = typer.Option(15.0, help="Leader-election lease (s)."),
+    renew_deadline: float = typer.Option(10.0, help="Leader-election renew deadline (s)."),
+    retry_period: float = typer.Option(2.0, help="Leader-election retry period (s)."),
     metrics_bind_address: str = typer.Option(":8082", help="Prometheus metrics address ('0': off)."),
     health_probe_bind_address: str = typer.Option(":8083", help="Probes address ('0': off)."),
 ) -> None:
@@ -69,6 +72,12 @@ def node_provisioner(
 
     try:
         validate(options)
+        if leader_elect and not 0 < retry_period < renew_deadline < lease_duration:
+            raise ValueError(
+                f"--lease-duration {lease_duration:g} > --renew-deadline {renew_deadline:g} > "
+                f"--retry-period {retry_period:g} > 0 must hold (a leader steps down before a "
+                "successor may take over)"
+            )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -81,7 +90,13 @@ def node_provisioner(
         except KubeconfigError as exc:
             raise ValueError(f"--kubeconfig: {exc}") from None
         election = (
-            LeaderElectionOptions(name="kaito-node-provisioner", namespace=leader_election_namespace)
+            LeaderElectionOptions(
+                name="kaito-node-provisioner",
+                namespace=leader_election_namespace,
+                lease_duration=lease_duration,
+                renew_deadline=renew_deadline,
+                retry_period=retry_period,
+            )
             if leader_elect
             else None
         )

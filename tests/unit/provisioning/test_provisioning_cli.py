@@ -15,6 +15,10 @@ from kaito.operator.nodeprovisioner import NodeProvisionerOptions, validate
     [
         (["--cloud", "gce"], "--cloud 'gce' is not supported"),
         (["--cloud", "aks", "--subscription-id", "s"], "--resource-group, --cluster-name"),
+        (
+            ["--cloud", "kwok", "--leader-elect", "--lease-duration", "8", "--renew-deadline", "9"],
+            "--lease-duration 8 > --renew-deadline 9 > --retry-period 2 > 0 must hold",
+        ),
     ],
 )
 def test_bad_flags_fail_with_one_line(args: list[str], needle: str) -> None:
