@@ -142,9 +142,15 @@ class NodeClaimController:
         if not has_finalizer(claim, FINALIZER):
             fins = [*(claim["metadata"].get("finalizers") or []), FINALIZER]
             base = claim["metadata"]["resourceVersion"]
-            claim = await self.client.patch(
-                NODECLAIM, req.name, {"metadata": {"finalizers": fins, "resourceVersion": base}}
-            )
+            try:
+                claim = await self.client.patch(
+                    NODECLAIM, req.name, {"metadata": {"finalizers": fins, "resourceVersion": base}}
+                )
+            except NotFoundError:
+                # Deleted before it had our finalizer (a cache just filled from the apiserver's
+                # watch cache can trail a delete): nothing was launched for it, nothing to undo.
+                self._written.pop(req.name, None)
+                return None
             self._written[req.name] = (base, copy.deepcopy(claim))
         before = repr(claim.get("status"))
         result = await self._advance(claim)
