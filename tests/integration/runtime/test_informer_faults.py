@@ -107,6 +107,22 @@ async def namespace(client: Client) -> str:
     return name
 
 
+def first_line_rewritten(chunks: Chunks, seen: asyncio.Event, rewrite: Callable[[bytes], bytes]) -> Chunks:
+    """The watch stream's first complete event line, passed through ``rewrite``; then the stream
+    ends (as a cut connection would). ``seen`` is set when that line went out."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        buf = b""
+        async for chunk in chunks:
+            buf += chunk
+            if b"\n" in buf:
+                seen.set()
+                yield rewrite(buf.split(b"\n", 1)[0])
+                return
+
+    return stream()
+
+
 async def test_error_event_other_than_410_rewatches_without_relist(client: Client, namespace: str) -> None:
     """An ERROR event that is not 410 (here a 500 Status, as the apiserver sends when its
     storage fails mid-watch) ends that watch. The proxy relays the first real event, then
@@ -122,17 +138,7 @@ async def test_error_event_other_than_410_rewatches_without_relist(client: Clien
         if not is_cm_watch(seen) or injected.is_set():
             return None
 
-        async def then_error() -> AsyncIterator[bytes]:
-            buf = b""
-            async for chunk in chunks:
-                buf += chunk
-                if b"\n" in buf:
-                    line, _, _rest = buf.partition(b"\n")
-                    injected.set()
-                    yield line + b"\n" + error
-                    return
-
-        return then_error()
+        return first_line_rewritten(chunks, injected, lambda line: line + b"\n" + error)
 
     async with proxied(client.config, fault=fault, client_timeout=30) as (_, pc):
         inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0)
@@ -164,17 +170,7 @@ async def test_json_broken_mid_stream_resumes_from_the_last_good_version(
         if not is_cm_watch(seen) or broken.is_set():
             return None
 
-        async def corrupt() -> AsyncIterator[bytes]:
-            buf = b""
-            async for chunk in chunks:
-                buf += chunk
-                if b"\n" in buf:
-                    line = buf.split(b"\n", 1)[0]
-                    broken.set()
-                    yield line[: len(line) // 2] + b"\n"
-                    return
-
-        return corrupt()
+        return first_line_rewritten(chunks, broken, lambda line: line[: len(line) // 2] + b"\n")
 
     async with proxied(kube_cluster.client_configuration(), fault=fault) as (_, pc):
         inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0)
