@@ -11,6 +11,7 @@ to get the ``kube_cluster``, ``api_client`` and ``namespace`` fixtures.
 
 from kaito.envtest.assets import AssetsError, ensure_assets, find_assets
 from kaito.envtest.cluster import Cluster, ClusterError, ClusterOptions
+from kaito.envtest.waiting import eventually
 
 __all__ = [
     "AssetsError",
@@ -18,5 +19,6 @@ __all__ = [
     "ClusterError",
     "ClusterOptions",
     "ensure_assets",
+    "eventually",
     "find_assets",
 ]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from kaito.controllers.workspace import WORKSPACE
-from kaito.envtest import Cluster
+from kaito.envtest import Cluster, eventually
 from kaito.operator import Operator, OperatorOptions, build_operator
 from kaito.provisioners.byo import gpu_node_manifest
 from kaito.runtime import GVK, Client, NotFoundError
@@ -136,19 +136,8 @@ async def wait_for(
     timeout: float = TIMEOUT,  # noqa: ASYNC109
     interval: float = 0.2,
 ) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        last = result
-        if result:
-            return result  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        await asyncio.sleep(interval)
+    """Poll ``check`` until it returns something truthy (kaito.envtest.eventually)."""
+    return await eventually(check, what, timeout=timeout, interval=interval)
 
 
 def uniq(prefix: str) -> str:

@@ -3,7 +3,6 @@ it owns, and polling with a deadline."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kaito.envtest import Cluster
+from kaito.envtest import Cluster, eventually
 from kaito.localnode import AGENT_NODE_LABEL, AGENT_NODE_VALUE
 from kaito.localnode.agent import default_venv
 from kaito.provisioners.byo import gpu_node_manifest
@@ -96,19 +95,8 @@ async def wait_for(
     timeout: float = 120.0,  # noqa: ASYNC109
     interval: float = 0.3,
 ) -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` and the last value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        last = result
-        if result:
-            return result  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        await asyncio.sleep(interval)
+    """Poll ``check`` until it returns something truthy (kaito.envtest.eventually)."""
+    return await eventually(check, what, timeout=timeout, interval=interval)
 
 
 def local_node_manifest(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
