@@ -99,6 +99,33 @@ async def wait_for(
     return await eventually(check, what, timeout=timeout, interval=interval)
 
 
+def netns_pids(pause: int) -> list[int]:
+    """Every host process in a pod's network namespace (pinned by its ``pause`` process)."""
+    target = os.readlink(f"/proc/{pause}/ns/net")
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/net") == target:
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def still_running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that exist and are not zombies."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
 def local_node_manifest(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     node = gpu_node_manifest(
         name, "Standard_NC6s_v3", {AGENT_NODE_LABEL: AGENT_NODE_VALUE, **(labels or {})}, fake=False

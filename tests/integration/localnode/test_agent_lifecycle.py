@@ -17,37 +17,12 @@ from typing import Any
 
 import pytest
 
-from conftest import local_node_manifest, pod_manifest, wait_for
+from conftest import local_node_manifest, netns_pids, pod_manifest, still_running, wait_for
 from kaito.envtest import local as local_cluster
 from kaito.localnode.cli import AGENT_SUBDIR, agent_command
 from kaito.runtime import NODE, POD, Client, load_configuration
 
 HTTP = ["python", "-m", "http.server", "5000", "--bind", "0.0.0.0"]
-
-
-def _pids_in_netns(pause: int) -> list[int]:
-    target = os.readlink(f"/proc/{pause}/ns/net")
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/net") == target:
-                    out.append(int(entry))
-            except OSError:
-                continue
-    return out
-
-
-def _running(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive.append(pid)
-    return alive
 
 
 def _links() -> str:
@@ -77,14 +52,14 @@ async def _start_pod(state: local_cluster.LocalState, root: Path) -> dict[str, A
         await wait_for(ready, "pod Ready on the local node", timeout=120)
     pod_dir = next((root / AGENT_SUBDIR / "pods").glob("default_life_*"))
     sandbox = json.loads((pod_dir / "pids.json").read_text())
-    sandbox["pids"] = _pids_in_netns(sandbox["pause"])
+    sandbox["pids"] = netns_pids(sandbox["pause"])
     sandbox["dir"] = str(pod_dir)
     return sandbox
 
 
 async def _assert_nothing_left(sandbox: dict[str, Any], state: local_cluster.LocalState) -> None:
     pids = [*sandbox["pids"], state.pids["node-agent"]]
-    await wait_for(lambda: not _running(pids), "every pod and agent process gone", timeout=90)
+    await wait_for(lambda: not still_running(pids), "every pod and agent process gone", timeout=90)
     assert sandbox["link"] not in _links()
     assert not _leftovers(sandbox["dir"])
 

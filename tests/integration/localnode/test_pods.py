@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import sys
 import urllib.request
 import uuid
@@ -18,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from conftest import AgentProcess, container_status, get_pod, pod_manifest, wait_for
+from conftest import (
+    AgentProcess,
+    container_status,
+    get_pod,
+    netns_pids,
+    pod_manifest,
+    still_running,
+    wait_for,
+)
 from kaito.localnode.sandbox import NETWORK
 from kaito.runtime import CONFIGMAP, GVK, POD, SECRET, SERVICE, Client
 
@@ -56,31 +63,6 @@ async def _ready_pod(kclient: Client, name: str, ns: str) -> dict[str, Any] | No
     return pod if _ready(pod) else None
 
 
-def _netns_pids(pause: int) -> list[int]:
-    """Every host process in the pod's network namespace (pinned by ``pause``)."""
-    target = os.readlink(f"/proc/{pause}/ns/net")
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/net") == target:
-                    out.append(int(entry))
-            except OSError:
-                continue
-    return out
-
-
-def _alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _stat(p)]
-
-
-def _stat(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return "Z"
-
-
 async def test_two_pods_bind_port_5000_and_deletion_leaves_nothing(
     kclient: Client, local_node: str, ns: str, agent: AgentProcess
 ) -> None:
@@ -101,13 +83,13 @@ async def test_two_pods_bind_port_5000_and_deletion_leaves_nothing(
         pod_dir = next((agent.state_dir / "pods").glob(f"{ns}_{name}_*"))
         sandboxes.append((json.loads((pod_dir / "pids.json").read_text()), pod_dir))
     assert ips[0] != ips[1]
-    pids = [p for sb, _ in sandboxes for p in _netns_pids(sb["pause"])]
+    pids = [p for sb, _ in sandboxes for p in netns_pids(sb["pause"])]
     assert len(pids) >= 4  # pause + server per pod, at least
     for name in ("web-a", "web-b"):
         await kclient.delete(POD, name, ns)
     for name in ("web-a", "web-b"):
         await wait_for(lambda n=name: _gone(kclient, n, ns), f"{name} deleted", timeout=60)
-    await wait_for(lambda: not _alive(pids), "pod processes ended", timeout=30)
+    await wait_for(lambda: not still_running(pids), "pod processes ended", timeout=30)
     links = await _ip_links()
     mounts = _mounts()
     for sb, pod_dir in sandboxes:
