@@ -70,10 +70,12 @@ bench-small: assets
 
 test: lint typecheck layers unit inference-venv integration e2e reliability inference tuning bench-small
 
-# the seed's node is a kaito local node: its pod runs for real and the run ends with POST /chat
+# the seed's node is a kaito local node: its pod runs for real and the run ends with POST /chat.
+# The pod's interpreter is .venv-inference, so a fresh clone must build it before the cluster starts
+# (without it the seed's pod waits forever on "its interpreter ... is missing").
 run: export KAITO_DEMO_CHAT := 1
 run: export KAITO_RUN_START := $(shell date +%s)
-run: assets
+run: assets inference-venv
 	$(BIN)/kaito local up --state-dir $(STATE)
 	bash hack/run-demo.sh $(STATE)
 

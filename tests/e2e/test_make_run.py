@@ -45,3 +45,29 @@ def test_local_up_then_demo_shows_workspaces(tmp_path: Path) -> None:
         subprocess.run(
             [*kaito, "down", "--state-dir", str(state)], capture_output=True, text=True, timeout=60
         )
+
+
+@pytest.mark.timeout(120)
+def test_make_run_on_a_fresh_clone_builds_the_inference_venv_first(tmp_path: Path) -> None:
+    """`make run` on a fresh clone once waited 1,200 s for a pod whose interpreter
+    (.venv-inference) no target built. A clone of this checkout's committed tree, asked what
+    `make run` would do, must build the project venv and the inference venv before the local
+    cluster comes up."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=60)
+    # the working tree's Makefile, so an uncommitted edit is what gets checked
+    (clone / "Makefile").write_text((REPO / "Makefile").read_text())
+    plan = subprocess.run(
+        ["make", "-n", "run"], cwd=clone, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+
+    def first(fragment: str) -> int:
+        hits = [i for i, line in enumerate(plan) if fragment in line]
+        assert hits, f"`make -n run` never runs {fragment!r}:\n" + "\n".join(plan)
+        return hits[0]
+
+    venv = first("-m venv .venv")
+    inference = first("hack/install-inference.sh")
+    up = first("local up")
+    demo = first("hack/run-demo.sh")
+    assert venv < inference < up < demo
