@@ -2,8 +2,9 @@
 
 Upstream v0.12's "advanced" node estimator (pkg/workspace/estimator/advancednodesestimator) is
 re-expressed here from its documented arithmetic so that users moving over can see where the two
-disagree and why. ``python -m kaito.presets.compare [DOC]`` writes docs/estimator-vs-upstream.md;
-a unit test fails when the committed file is stale, as it does for the CRDs.
+disagree and why. ``python -m kaito.presets.compare [DOCS_DIR]`` writes docs/estimator-vs-upstream.md
+and its picture docs/pictures/estimator-vs-upstream.svg; a unit test fails when either committed
+file is stale, as it does for the CRDs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ UPSTREAM_WEIGHTS_FACTOR = 1.02
 UPSTREAM_BASE_OVERHEAD_GIB = 2.3
 UPSTREAM_MAX_MODEL_LEN = 2048
 DOC_NAME = "estimator-vs-upstream.md"
+PICTURE_NAME = "pictures/estimator-vs-upstream.svg"
+
+#: Cell colours of the preset x SKU picture, one per note (a reader spots where the two disagree).
+PALETTE: dict[str, str] = {
+    "same": "#a9d18e",
+    "fewer": "#9dc3e6",
+    "more": "#f4b183",
+    "dist": "#ffd966",
+    "notp": "#c9a0dc",
+    "size": "#d5a6bd",
+    "cc": "#d9d9d9",
+    "dropped": "#bfbfbf",
+    "absent": "#e7e6e6",
+    "vendor": "#f2f2f2",
+}
 
 
 @dataclass(frozen=True)
@@ -178,18 +194,79 @@ def render() -> str:
     return "\n".join(lines + body).rstrip("\n") + "\n"
 
 
+def render_svg() -> str:
+    """The same comparison as a preset x SKU picture: one cell per pair, coloured by its note,
+    with kaito's node count written in it (upstream's in brackets where it differs). The table
+    runs to thousands of lines; the picture shows at a glance where the estimators disagree."""
+    skus = [s for s in list_skus() if s.supported]
+    presets = list_presets()
+    cell_w, cell_h, left, top = 34, 16, 230, 175
+    width = left + cell_w * len(skus) + 20
+    legend_y = top + cell_h * len(presets) + 24
+    height = legend_y + 22 * ((len(PALETTE) + 4) // 5) + 10
+
+    def esc(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="Helvetica, Arial, sans-serif" font-size="9">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="10" y="18" font-size="13">kaito\'s node count vs upstream Kaito v0.12 '
+        f"({len(presets)} presets x {len(skus)} NVIDIA SKUs; catalog {catalog_version()})</text>",
+        '<text x="10" y="34" font-size="10">each cell: kaito\'s nodes (upstream\'s in brackets when '
+        "different); — refused; colour: the note in docs/estimator-vs-upstream.md</text>",
+    ]
+    for j, s in enumerate(skus):
+        x = left + j * cell_w + cell_w / 2
+        out.append(
+            f'<text x="{x:.0f}" y="{top - 6}" transform="rotate(-60 {x:.0f} {top - 6})">{esc(s.name)}</text>'
+        )
+    for i, p in enumerate(presets):
+        y = top + i * cell_h
+        out.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{esc(p.name)}</text>')
+        for j, s in enumerate(skus):
+            ours = estimate(p, s)
+            up = upstream_node_count(p, s)
+            key = explain(p, s, ours, up) or "same"
+            mine = str(ours.node_count) if ours.fits else "—"
+            theirs = str(up.nodes) if up.nodes is not None else "—"
+            label = mine if key == "same" else f"{mine}({theirs})"
+            x = left + j * cell_w
+            out.append(
+                f'<rect x="{x}" y="{y}" width="{cell_w - 1}" height="{cell_h - 1}" fill="{PALETTE[key]}">'
+                f"<title>{esc(p.name)} on {esc(s.name)}: kaito {esc(_ours(ours))}, upstream "
+                f"{esc(theirs)} ({key})</title></rect>"
+            )
+            mid = x + cell_w / 2 - 0.5
+            out.append(f'<text x="{mid:.1f}" y="{y + 11}" text-anchor="middle">{label}</text>')
+    for k, (key, colour) in enumerate(PALETTE.items()):
+        x = 10 + (k % 5) * 150
+        y = legend_y + (k // 5) * 22
+        out.append(f'<rect x="{x}" y="{y}" width="14" height="14" fill="{colour}" stroke="#999999"/>')
+        out.append(f'<text x="{x + 20}" y="{y + 11}" font-size="10">{key}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def stale_files(docs_dir: Path) -> list[str]:
     """Names of generated docs under ``docs_dir`` that differ from a fresh rendering."""
-    path = docs_dir / DOC_NAME
-    current = path.read_text(encoding="utf-8") if path.exists() else None
-    return [] if current == render() else [str(path)]
+    stale = []
+    for name, fresh in ((DOC_NAME, render()), (PICTURE_NAME, render_svg())):
+        path = docs_dir / name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current != fresh:
+            stale.append(str(path))
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0]) if args else Path("docs") / DOC_NAME
-    target.write_text(render(), encoding="utf-8")
-    print(f"wrote {target}")
+    docs = Path(args[0]) if args else Path("docs")
+    for name, text in ((DOC_NAME, render()), (PICTURE_NAME, render_svg())):
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        (docs / name).write_text(text, encoding="utf-8")
+        print(f"wrote {docs / name}")
     return 0
 
 
