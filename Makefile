@@ -61,11 +61,13 @@ inference: inference-venv
 tuning: inference-venv
 	$(call pytest,$(IVENV)/bin/python,tests/tuning)
 
-bench-small: assets
+# Small runs are smoke tests: bench/_smoke.py asserts that both sides produced figures; targets
+# are checked by the full runs (docs/performance.md).
+bench-small: assets inference-venv
 	@for b in bench/*.py; do \
 	  case $$b in bench/_*) continue;; esac; \
-	  py=$(BIN)/python; case $$b in bench/inference.py|bench/tuning.py) py=$(IVENV)/bin/python;; esac; \
-	  echo "== $$b --small"; $$py $$b --small || exit 1; \
+	  py=$(BIN)/python; case $$b in bench/inference.py|bench/tuning.py|bench/dataset_loader.py) py=$(IVENV)/bin/python;; esac; \
+	  echo "== $$b --small"; $$py bench/_smoke.py $$b || exit 1; \
 	done
 
 test: lint typecheck layers unit inference-venv integration e2e reliability inference tuning bench-small
