@@ -120,6 +120,10 @@ async def test_seed_tuning_workspace_runs_its_job_to_success(
             and row["WORKSPACESUCCEEDED"] == "True"
             and row["STATE"] == "Succeeded"
         )
+        # the default table (the seed's columns) says "done" too: WORKSPACEREADY True
+        plain = table(crds.kubectl("get", "workspace", WS, "-n", namespace).stdout)[0]
+        assert plain["RESOURCEREADY"] == "True" and plain["WORKSPACEREADY"] == "True", plain
+        assert cond(ws, names.WORKSPACE_READY)["reason"] == cond(ws, names.WORKSPACE_SUCCEEDED)["reason"]
         cm = crds.kubectl("get", "configmap", f"{WS}-tuning-config", "-n", namespace, "-o", "name").stdout
         assert cm.strip() == f"configmap/{WS}-tuning-config"
 

@@ -18,6 +18,7 @@ from kaito.controllers.workspace.tuning import (
     PUSHER,
     TuningJobOptions,
     build_tuning_job,
+    desired_tuning_status,
     job_status_to_conditions,
 )
 from kaito.tuning.main import build_parser
@@ -191,6 +192,24 @@ def test_status_from_job_lifecycle() -> None:
         and done.succeeded.reason == "TuningSucceeded"
         and done.state == names.STATE_SUCCEEDED
     )
+
+
+def test_workspace_ready_follows_the_tuning_outcome_for_the_default_table() -> None:
+    """The seed's default columns end in WORKSPACEREADY: a tuning Workspace fills it too."""
+    from kaito.controllers.workspace.status import Check
+
+    def conds(outcome_job: Obj | None) -> dict[str, tuple[str, str]]:
+        outcome = job_status_to_conditions(outcome_job)
+        ws = desired_tuning_status(seed_ws(), Check(True, "NodesReady", "1/1"), outcome)
+        return {c["type"]: (c["status"], c["reason"]) for c in ws["status"]["conditions"]}
+
+    done = conds(job([{"type": "Complete", "status": "True"}]))
+    assert done[names.WORKSPACE_READY] == done[names.WORKSPACE_SUCCEEDED] == ("True", "TuningSucceeded")
+    running = conds(job())
+    assert running[names.WORKSPACE_READY] == ("False", "TuningRunning")
+    failed = conds(job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]))
+    assert failed[names.WORKSPACE_READY] == ("False", "BackoffLimitExceeded")
+    assert names.INFERENCE_READY not in done  # a tuning Workspace serves nothing
 
 
 def test_failed_job_reports_its_reason_and_the_runtimes_line() -> None:

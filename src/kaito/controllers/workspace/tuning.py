@@ -349,9 +349,13 @@ def desired_tuning_status(
     set_condition(
         new, names.RESOURCE_READY, resource.ok, resource.reason, resource.message, observed_generation=gen
     )
+    # WorkspaceReady mirrors WorkspaceSucceeded (as it does the other way round for inference), so
+    # the default `kubectl get workspace` table tells a tuning user "done" in the seed's
+    # WORKSPACEREADY column; upstream's JOBSTARTED / WORKSPACESUCCEEDED stay under -o wide.
     for type_, check in (
         (names.JOB_STARTED, outcome.started),
         (names.WORKSPACE_SUCCEEDED, outcome.succeeded),
+        (names.WORKSPACE_READY, outcome.succeeded),
     ):
         set_condition(new, type_, check.ok, check.reason, check.message, observed_generation=gen)
     status["state"] = (
