@@ -27,3 +27,42 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail (printf "webhook.certs %q: use self-signed or cert-manager" .Values.webhook.certs) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Pod template metadata: the user's podAnnotations and podLabels, then the component label
+(which a podLabels entry cannot replace: the Deployment's selector depends on it).
+Call with (dict "v" <component values> "component" <name>). */}}
+{{- define "kaito.podMetadata" -}}
+{{- with .v.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+labels:
+  {{- with omit (.v.podLabels | default dict) "app.kubernetes.io/component" }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Where a kaito Pod may run and what it pulls with; renders nothing at the defaults, so the
+default render stays identical to config/default. Call with (dict "v" <component values> "root" .). */}}
+{{- define "kaito.podPlacement" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with .v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

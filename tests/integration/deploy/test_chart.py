@@ -92,7 +92,7 @@ def test_settings_reach_the_deployment(helm: str) -> None:
             "cloudProvider=aws",
             "image.tag=9.9.9",
             "logLevel=debug",
-            "replicas=3",
+            "replicaCount=3",
             *ALL_ON,
         )
     )
@@ -151,8 +151,9 @@ def test_helm_render_is_admitted_by_the_apiserver(
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["replicas=2", "leaderElection=false"], "replicas > 1 needs leaderElection=true"),
-        (["webhook.certs=acme"], 'webhook.certs "acme": use self-signed or cert-manager'),
+        (["replicaCount=2", "leaderElection=false"], "replicaCount > 1 needs leaderElection=true"),
+        # the schema refuses it before the template's own check would
+        (["webhook.certs=acme"], "at '/webhook/certs': value must be one of 'self-signed', 'cert-manager'"),
     ],
 )
 def test_bad_values_fail_with_the_fix(helm: str, sets: list[str], message: str) -> None:
