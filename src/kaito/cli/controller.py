@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
 from kaito.operator import BACKENDS, OperatorOptions, run
+from kaito.operator.featuregates import FeatureGates, parse_feature_gates
 from kaito.operator.nodeprovisioner import in_process_options
+from kaito.provisioners.options import (
+    CLOUD_PROVIDER_ENV,
+    GPUProvisionerOptions,
+    KarpenterOptions,
+    NodeClassRef,
+    resolve_cloud,
+)
 from kaito.runtime import KubeconfigError, configure_logging
 
 _DEFAULTS = OperatorOptions()
@@ -74,6 +83,20 @@ def controller(
     feature_gates: Annotated[
         str, typer.Option(help="comma-separated gate=bool pairs, e.g. vLLM=true")
     ] = "",
+    cloud_provider: Annotated[
+        str | None,
+        typer.Option(
+            help=f"gpu-provisioner backend: azure | aws (default: ${CLOUD_PROVIDER_ENV}, which the "
+            "chart sets, else azure)"
+        ),
+    ] = None,
+    karpenter_node_class: Annotated[
+        str | None,
+        typer.Option(
+            help="karpenter backend: the NodePools' node class as group/Kind/name, e.g. "
+            "karpenter.azure.com/AKSNodeClass/default (default: kwok's)"
+        ),
+    ] = None,
     webhook_certs: Annotated[
         str, typer.Option(help="self-signed (kaito issues and rotates) | external (e.g. cert-manager)")
     ] = _DEFAULTS.webhook_certs,
@@ -132,6 +155,13 @@ def controller(
     except ValueError as exc:
         typer.echo(f"error: --feature-gates: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:
+        gpu_options, karpenter_options = backend_options(
+            node_provisioner, cloud_provider, karpenter_node_class
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     options = OperatorOptions(
         kubeconfig=kubeconfig,
         context=context,
@@ -151,6 +181,8 @@ def controller(
         webhook_cert_dir=webhook_cert_dir,
         log_format=log_format,
         feature_gates=gates,
+        gpu_provisioner=gpu_options,
+        karpenter=karpenter_options,
         webhook_certs=webhook_certs,
         webhook_namespace=webhook_namespace,
         webhook_service_name=webhook_service_name,
@@ -174,20 +206,21 @@ def controller(
         raise typer.Exit(2) from None
 
 
-#: Gates kaito knows, with their defaults (upstream's vLLM gate: the only runtime kaito serves).
-FEATURE_GATES = {"vLLM": True}
+def backend_options(
+    node_provisioner: str,
+    cloud_provider: str | None,
+    karpenter_node_class: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[GPUProvisionerOptions, KarpenterOptions]:
+    """The backends' options from the flags and the environment, resolved now so that a bad
+    value is refused at start: ``--cloud-provider`` > ``$CLOUD_PROVIDER`` > azure. The chart sets
+    ``$CLOUD_PROVIDER`` for every backend, so it is judged only where it is used (gpu-provisioner);
+    a flag is always checked."""
+    cloud = None
+    if cloud_provider or node_provisioner == "gpu-provisioner":
+        cloud = resolve_cloud(cloud_provider, os.environ if environ is None else environ)
+    node_class = NodeClassRef.parse(karpenter_node_class) if karpenter_node_class else None
+    return GPUProvisionerOptions(cloud_provider=cloud), KarpenterOptions(node_class=node_class)
 
 
-def parse_feature_gates(text: str) -> dict[str, bool]:
-    """``a=true,b=false`` -> gates over the defaults; unknown names and non-bools are errors."""
-    gates = dict(FEATURE_GATES)
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or value.strip().lower() not in ("true", "false"):
-            raise ValueError(f"{item!r} is not gate=true|false")
-        if name.strip() not in FEATURE_GATES:
-            raise ValueError(f"unknown gate {name.strip()!r}; known: {', '.join(FEATURE_GATES)}")
-        gates[name.strip()] = value.strip().lower() == "true"
-    if not gates["vLLM"]:
-        raise ValueError("vLLM=false is not supported: kaito's inference runtime is vLLM")
-    return gates
+__all__ = ["FeatureGates", "backend_options", "controller", "parse_feature_gates"]

@@ -57,9 +57,17 @@ class VmSize:
     gpu_product: str = "NVIDIA-GPU"
 
 
+#: ``Fault.status`` that answers nothing: the connection is cut (reset) once the request is read.
+CUT = 0
+
+
 @dataclass
 class Fault:
-    """A one-off (or ``times``) answer that replaces the real one for matching requests."""
+    """A one-off (or ``times``) answer that replaces the real one for matching requests.
+
+    ``status`` :data:`CUT` answers with no response at all: the TLS connection is aborted, which
+    the client sees as a reset (what a dropped NAT entry or a restarting front door does).
+    """
 
     method: str
     path_contains: str
@@ -243,6 +251,12 @@ class AksEmulator:
             for fault in self.faults:
                 if fault.times > 0 and fault.method == request.method and fault.path_contains in path:
                     fault.times -= 1
+                    if fault.status == CUT:
+                        self.requests.append((request.method, path, CUT))
+                        if request.transport is not None:
+                            request.transport.abort()
+                        # Nothing reaches the client: the transport is gone before this is sent.
+                        return web.Response(status=500)
                     resp = _arm_error(fault.status, fault.code, fault.message, fault.headers)
                     self.requests.append((request.method, path, resp.status))
                     return resp

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kaito.controllers.nodeclaim import NodeClaimController, NodeClaimOptions, setup_nodeclaim_controller
-from kaito.nodes import CloudProvider
+from kaito.nodes import CloudProvider, NodeProvisioner
 from kaito.operator.options import OperatorOptions
 from kaito.runtime import Manager
 
@@ -156,13 +156,13 @@ def in_process_options(options: OperatorOptions) -> NodeProvisionerOptions | Non
     return np
 
 
-def gpu_provisioner_backend(manager: Manager, options: OperatorOptions) -> Any:
+def gpu_provisioner_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
     """``--node-provisioner gpu-provisioner``: the NodeClaim backend, plus (with
     ``--node-provisioner-cloud``) kaito's node-provisioner in the same process."""
     from kaito.provisioners.gpu_provisioner import GPUProvisioner
 
     np = in_process_options(options)
-    backend = GPUProvisioner(manager, options)
+    backend = GPUProvisioner(manager, options.gpu_provisioner)
     if np is not None:
         setup_node_provisioner(manager, np)
     return backend

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kaito.controllers.workspace import DEFAULT_INFERENCE_IMAGE
+from kaito.operator.featuregates import FeatureGates
+from kaito.provisioners.options import BYOOptions, GPUProvisionerOptions, KarpenterOptions
 
 
 @dataclass
@@ -54,8 +56,13 @@ class OperatorOptions:
     user_agent: str = "kaito-controller"
     #: Log format: "console" for people, "json" for collectors.
     log_format: str = "console"
-    #: Cloud name for backends that make nodes (``azure`` or ``aws``; upstream's CLOUD_PROVIDER).
-    cloud_provider: str = "azure"
+    #: ``byo`` backend's settings (none: it uses the nodes the user has).
+    byo: BYOOptions = field(default_factory=BYOOptions)
+    #: ``gpu-provisioner`` backend's settings: the cloud (``--cloud-provider``, else
+    #: ``$CLOUD_PROVIDER`` from the chart, else azure).
+    gpu_provisioner: GPUProvisionerOptions = field(default_factory=GPUProvisionerOptions)
+    #: ``karpenter`` backend's settings: the node class (``--karpenter-node-class``).
+    karpenter: KarpenterOptions = field(default_factory=KarpenterOptions)
     #: Where the webhook's serving pair comes from: "self-signed" (kaito.operator.certs keeps a
     #: CA in a Secret, issues, rotates and patches the caBundle) or "external" (cert-manager or
     #: anyone else mounts the files into ``webhook_cert_dir``).
@@ -70,8 +77,9 @@ class OperatorOptions:
     webhook_hosts: tuple[str, ...] = ()
     #: Lifetime of a serving certificate, seconds (rotated when a third is left).
     webhook_cert_validity: float = 365 * 86400.0
-    #: Feature gates (``--feature-gates vLLM=true``), already validated.
-    feature_gates: dict[str, bool] | None = None
+    #: Feature gates (``--feature-gates vLLM=true``), parsed by
+    #: :func:`kaito.operator.featuregates.parse_feature_gates`; checked again by build_operator.
+    feature_gates: FeatureGates = field(default_factory=FeatureGates)
     #: Leader-election lease duration, seconds (client-go's default).
     lease_duration: float = 15.0
     #: How long the leader keeps retrying a renewal before it steps down, seconds.

@@ -25,10 +25,24 @@ BackendFactory = Callable[[Manager, OperatorOptions], NodeProvisioner]
 
 #: ``--node-provisioner`` value -> "module:factory" of the backend (or the factory itself).
 BACKENDS: dict[str, str | BackendFactory] = {
-    "byo": "kaito.provisioners.byo:BYOProvisioner",
+    "byo": "kaito.operator.wiring:byo_backend",
     "gpu-provisioner": "kaito.operator.nodeprovisioner:gpu_provisioner_backend",
-    "karpenter": "kaito.provisioners.karpenter:KarpenterProvisioner",
+    "karpenter": "kaito.operator.wiring:karpenter_backend",
 }
+
+
+def byo_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
+    """``--node-provisioner byo`` with its own (empty) options."""
+    from kaito.provisioners.byo import BYOProvisioner
+
+    return BYOProvisioner(manager, options.byo)
+
+
+def karpenter_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
+    """``--node-provisioner karpenter`` with its node class."""
+    from kaito.provisioners.karpenter import KarpenterProvisioner
+
+    return KarpenterProvisioner(manager, options.karpenter)
 
 
 def make_provisioner(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
@@ -61,6 +75,7 @@ class Operator:
 
 def build_operator(config: Any, options: OperatorOptions, **manager_overrides: Any) -> Operator:
     """Everything wired, nothing started (tests start and stop it themselves)."""
+    options.feature_gates.check()
     election = (
         LeaderElectionOptions(
             name=options.leader_election_id,

@@ -16,6 +16,7 @@ from kaito.api import names
 from kaito.api.meta import selector_matches
 from kaito.nodes import NodeProvisioner, NodeRequest, NodeStatus
 from kaito.presets import get_sku
+from kaito.provisioners.options import BYOOptions
 from kaito.runtime import GVK, Manager
 
 NODE = GVK("", "v1", "Node")
@@ -64,9 +65,8 @@ class BYOProvisioner:
 
     name = "byo"
 
-    def __init__(self, manager: Manager, options: Any = None) -> None:
-        # ``options`` is kaito.operator.OperatorOptions; BYO needs none of it. Typed loosely
-        # because provisioners sit below the operator layer.
+    def __init__(self, manager: Manager, options: BYOOptions | None = None) -> None:
+        # BYOOptions is empty (nothing to choose); taken so every backend is built alike.
         self._client = manager.client
 
     def watched_kinds(self) -> Sequence[GVK]:

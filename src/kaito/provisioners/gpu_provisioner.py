@@ -13,10 +13,9 @@ change the number of claims.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from kaito.api.names import ANNOTATION_NODE_IMAGE_FAMILY, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito.api.nodeclaim import (
@@ -29,6 +28,7 @@ from kaito.api.nodeclaim import (
     READY,
 )
 from kaito.nodes import NodeRequest, NodeStatus
+from kaito.provisioners.options import Cloud, GPUProvisionerOptions, resolve_cloud
 from kaito.runtime import GVK, Manager, NotFoundError, get_condition, is_true
 
 NODECLAIM = GVK("karpenter.sh", "v1", "NodeClaim")
@@ -44,7 +44,6 @@ DEFAULT_NODE_IMAGE_FAMILY = "ubuntu"
 DEFAULT_STORAGE = "1024Gi"
 GPU_RESOURCE = "nvidia.com/gpu"
 
-Cloud = Literal["azure", "aws"]
 
 #: nodeClassRef per cloud: what upstream Kaito v0.12 writes.
 NODE_CLASS_REFS: dict[str, dict[str, str]] = {
@@ -137,14 +136,15 @@ class GPUProvisioner:
 
     name = "gpu-provisioner"
 
-    def __init__(self, manager: Manager, options: Any = None, *, cloud: str | None = None) -> None:
+    def __init__(
+        self, manager: Manager, options: GPUProvisionerOptions | None = None, *, cloud: str | None = None
+    ) -> None:
         self.manager = manager
         self.client = manager.client
-        chosen = cloud or getattr(options, "cloud_provider", None) or os.environ.get("CLOUD_PROVIDER")
-        chosen = (chosen or "azure").lower()
-        if chosen not in NODE_CLASS_REFS:
-            raise ValueError(f"CLOUD_PROVIDER={chosen!r} is not supported: set it to azure or aws")
-        self.cloud: Cloud = "azure" if chosen == "azure" else "aws"
+        # ``cloud`` (tests, embedders) > options (``--cloud-provider``) > $CLOUD_PROVIDER > azure.
+        self.cloud: Cloud = (
+            resolve_cloud(cloud) if cloud else (options or GPUProvisionerOptions()).cloud()
+        )
         #: Claims created here that the cache had not listed yet, per (namespace, workspace).
         self._unseen: dict[tuple[str, str], set[str]] = {}
         # Informers up front, so reads are cached from the first reconcile on.

@@ -16,6 +16,7 @@ from kaito.api.names import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito.api.nodeclaim import GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_INSTANCE_TYPE, LABEL_NODEPOOL
 from kaito.nodes import NodeRequest, NodeStatus
 from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL, claim_failure, is_node_ready
+from kaito.provisioners.options import KarpenterOptions
 from kaito.runtime import GVK, Manager, NotFoundError, is_true
 
 LABEL_MANAGED_BY = "karpenter.kaito.sh/managed-by"
@@ -86,11 +87,19 @@ class KarpenterProvisioner:
     name = "karpenter"
 
     def __init__(
-        self, manager: Manager, options: Any = None, *, node_class: dict[str, str] | None = None
+        self,
+        manager: Manager,
+        options: KarpenterOptions | None = None,
+        *,
+        node_class: dict[str, str] | None = None,
     ) -> None:
         self.manager = manager
         self.client = manager.client
-        self.node_class = node_class or getattr(options, "karpenter_node_class", None) or DEFAULT_NODE_CLASS
+        # ``node_class`` (tests, embedders) > options (``--karpenter-node-class``) > kwok's.
+        configured = (options or KarpenterOptions()).node_class
+        self.node_class: dict[str, str] = (
+            node_class or (configured.as_ref() if configured else None) or dict(DEFAULT_NODE_CLASS)
+        )
         for gvk in self.watched_kinds():
             manager.cache.get_informer(gvk)
 

@@ -19,7 +19,7 @@ from provisioning_helpers import (
     node_provisioner,
 )
 
-from kaito.envtest.aks import AksEmulator, Fault
+from kaito.envtest.aks import CUT, AksEmulator, Fault
 from kaito.nodes import NodeRequest
 from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, GPUProvisioner, nodeclaim_manifest
 from kaito.runtime import GVK, Client
@@ -210,3 +210,68 @@ async def test_liveness_timeouts_delete_and_the_backend_replaces(
             return aks.pool_names() == []
 
         await eventually(pools_gone, 60, "agent pools deleted")
+
+
+#: More failed answers to the operation poll than the SDK's retry policy absorbs (4 tries for a
+#: 500 or 429, up to 8 for a cut connection, seen with azure-core 1.41): the poller itself gives
+#: up, as it does in a real outage of a few seconds between kaito and ARM.
+POLL_OUTAGE = 12
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "headers"),
+    [
+        (500, "InternalServerError", {}),
+        (429, "TooManyRequests", {"Retry-After": "0"}),
+        (CUT, "", {}),
+    ],
+    ids=["poll-500", "poll-429", "poll-connection-cut"],
+)
+async def test_lost_create_poll_keeps_the_pool_and_waits(
+    crds: Any, kclient: Client, aks: AksEmulator, status: int, code: str, headers: dict[str, str]
+) -> None:
+    """The create's long-running-operation poll fails past the SDK's retries while the pool is
+    still Creating: the provider reads the pool's provisioningState instead, the pool is never
+    deleted or re-created, and the claim goes Launched and Ready once the pool succeeds."""
+    fault = Fault("GET", "/operations/", status, code=code, headers=headers, times=POLL_OUTAGE)
+    aks.lro_delay = 4.0  # still Creating when the poller gives up
+    aks.inject(fault)
+    claim = nodeclaim_manifest(request("aks-lost-poll"))
+    name = claim["metadata"]["name"]
+    async with node_provisioner(crds, aks_cloud(aks), fast_options()):
+        await kclient.create(claim)
+        ready = await eventually(lambda: claim_ready(kclient, name), 90, "claim Ready after the poll outage")
+        # the fault really hit the poll, more often than the SDK retries
+        hits = [s for m, p, s in aks.requests if m == "GET" and "/operations/" in p and s == fault.status]
+        assert len(hits) >= 4, aks.requests
+        assert condition(ready, "Launched")["status"] == "True"
+        assert aks.requests_to("DELETE", f"/agentPools/{name}") == 0, "a live create was deleted"
+        puts = [s for m, p, s in aks.requests if m == "PUT" and p.endswith(f"/agentPools/{name}")]
+        assert puts == [201], "the pool was created again"
+        assert aks.pool_names() == [name]
+        await delete_claims_and_wait(kclient, [name])
+        assert aks.pool_names() == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["AllocationFailed", "InternalServerError"],
+    ids=["terminal-code", "transient-code-but-pool-failed"],
+)
+async def test_terminal_create_failure_deletes_the_pool_and_retries(
+    crds: Any, kclient: Client, aks: AksEmulator, code: str
+) -> None:
+    """The operation ends Failed and the pool's provisioningState is Failed: that pool is deleted
+    and a fresh one created. With a transient-looking code the provider first reads the pool's
+    state, which says Failed, so it is still deleted."""
+    aks.fail_creates = [(code, f"injected {code}")]
+    claim = nodeclaim_manifest(request("aks-failed"))
+    name = claim["metadata"]["name"]
+    async with node_provisioner(crds, aks_cloud(aks), fast_options()):
+        await kclient.create(claim)
+        await eventually(lambda: claim_ready(kclient, name), 90, "claim Ready on the second pool")
+        assert aks.requests_to("DELETE", f"/agentPools/{name}") >= 1, "the Failed pool was kept"
+        puts = [s for m, p, s in aks.requests if m == "PUT" and p.endswith(f"/agentPools/{name}")]
+        assert len(puts) == 2 and puts[0] == 201, puts
+        assert aks.pool_names() == [name]
+        await delete_claims_and_wait(kclient, [name])

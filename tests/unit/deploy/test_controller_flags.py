@@ -12,7 +12,7 @@ from kaito.cli.main import app
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--feature-gates", "nope=true"], "--feature-gates: unknown gate 'nope'; known: vLLM"),
+        (["--feature-gates", "nope=true"], "--feature-gates: unknown gate 'nope'; known: vLLM, "),
         (["--feature-gates", "vLLM=false"], "vLLM=false is not supported"),
         (["--webhook-certs", "acme"], "--webhook-certs must be self-signed or external"),
         (["--webhook", "--webhook-certs", "external"], "--webhook-certs external needs --webhook-cert-dir"),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito.cli.controller import parse_feature_gates
+from kaito.cli.controller import FeatureGates, parse_feature_gates
 from kaito.operator import OperatorOptions
 from kaito.operator.certs import CertOptions
 
@@ -57,8 +57,8 @@ def test_names_match_the_certificate_controller_defaults() -> None:
 
 
 def test_feature_gates() -> None:
-    assert parse_feature_gates("") == {"vLLM": True}
-    assert parse_feature_gates("vLLM=true") == {"vLLM": True}
+    assert parse_feature_gates("") == FeatureGates(vllm=True)
+    assert parse_feature_gates("vLLM=true") == FeatureGates(vllm=True)
     with pytest.raises(ValueError, match="unknown gate 'nope'"):
         parse_feature_gates("nope=true")
     with pytest.raises(ValueError, match="is not gate=true"):

@@ -65,7 +65,34 @@ def pool_name(nodeclaim: str) -> str:
     return "k" + hashlib.sha256(nodeclaim.encode()).hexdigest()[:11]
 
 
+#: ARM error codes that mean "ask again" whatever the HTTP status carrying them (an operation's
+#: error body arrives in a 200 poll answer): throttling, server-side faults, timeouts, an operation
+#: pre-empted by another. Anything else (QuotaExceeded, SkuNotAvailable, InvalidParameter...) is
+#: an answer that asking again will not change. A create whose operation failed with one of these
+#: is judged by the pool's provisioningState instead (Failed there still means failed).
+_RETRYABLE_CODES = frozenset(
+    {
+        "RetryableError",
+        "TooManyRequests",
+        "InternalServerError",
+        "InternalOperationError",
+        "ServiceUnavailable",
+        "GatewayTimeout",
+        "ServerTimeout",
+        "RequestTimeout",
+        "OperationPreempted",
+    }
+)
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
 def _error_of(exc: BaseException) -> CloudError:
+    """An SDK exception as a CloudError. Transport failures (reset, timeout: not an
+    HttpResponseError), 408/429/5xx and ARM's transient codes are retryable; other 4xx and a
+    terminal operation failure (a 200 poll answer saying Failed with QuotaExceeded...) are not."""
     from azure.core.exceptions import HttpResponseError
 
     if isinstance(exc, HttpResponseError):
@@ -73,7 +100,7 @@ def _error_of(exc: BaseException) -> CloudError:
         code = getattr(err, "code", None) or str(getattr(exc, "reason", "") or "CloudError")
         message = getattr(err, "message", None) or str(exc.message or exc)
         status = exc.status_code or 0
-        return CloudError(code, message, retryable=status == 429 or status >= 500)
+        return CloudError(code, message, retryable=_retryable_status(status) or code in _RETRYABLE_CODES)
     return CloudError("CloudError", str(exc) or type(exc).__name__, retryable=True)
 
 
@@ -216,12 +243,24 @@ class AksCloudProvider:
             self._creates.pop(pool, None)
             exc = task.exception()
             assert exc is not None
-            return Instance(
-                name=pool,
-                nodeclaim=nodeclaim_name,
-                instance_type="",
-                state=InstanceState.FAILED,
-                error=_error_of(exc),
+            error = _error_of(exc)
+            if not error.retryable:
+                # The operation itself ended Failed (its error body says why: QuotaExceeded...).
+                return Instance(
+                    name=pool,
+                    nodeclaim=nodeclaim_name,
+                    instance_type="",
+                    state=InstanceState.FAILED,
+                    error=error,
+                )
+            # Only the watching failed (poll connection reset, 429/5xx past the SDK's retries):
+            # the operation goes on in Azure regardless. Deleting the pool here would throw away
+            # a VM that is probably coming up; the pool's own provisioningState says how it
+            # really stands, so read that now and on every later get.
+            _log.warning(
+                "lost track of an agent pool create; reading its provisioningState instead",
+                pool=pool,
+                error=str(error),
             )
         try:
             found = await self.azure.agent_pools.get(s.resource_group, s.cluster_name, pool)
