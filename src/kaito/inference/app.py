@@ -47,6 +47,13 @@ OPEN_PATHS = frozenset({"/health", "/metrics"})
 OWN_PATHS = {"/health", "/metrics", "/chat"}
 #: Methods whose requests carry a body the front reads, caps and admits.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Body routes that are status checks or relief valves rather than work for the engine: they keep
+#: the body cap, timeout, budget and metrics but skip admission, so they still answer while the
+#: engine is full (SageMaker's ``POST /ping`` health check; vLLM's dev-mode ``/abort_requests``,
+#: ``/pause``, ``/sleep``...). Any route not named here is admitted: the safe default.
+UNADMITTED_PATHS = frozenset(
+    {"/ping", "/is_scaling_elastic_ep", "/abort_requests", "/pause", "/resume", "/sleep", "/wake_up"}
+)
 #: Larger bodies are refused with 413 while being read (a 1 MB prompt is far past any context).
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: All request bodies held in memory at once, across connections (503 beyond it).
@@ -266,7 +273,8 @@ class InferenceApp:
             return
         receive = _replay(body, receive)
         del body
-        if not self.guard.try_acquire():
+        admit = scope["path"] not in UNADMITTED_PATHS
+        if admit and not self.guard.try_acquire():
             status, headers, payload = self.guard.rejection()
             metrics.REQUESTS.labels(endpoint, "429").inc()
             metrics.RATELIMIT_REJECTED.inc()
@@ -286,7 +294,8 @@ class InferenceApp:
         try:
             await target(scope, receive, measured_send)
         finally:
-            self.guard.release()
+            if admit:
+                self.guard.release()
             end = time.perf_counter()
             metrics.REQUESTS.labels(endpoint, str(int(state["status"]))).inc()
             metrics.LATENCY.labels(endpoint).observe(end - start)
