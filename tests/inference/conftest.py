@@ -1,7 +1,9 @@
 """Session fixtures: a tiny Phi-3 model + LoRA adapter built on the spot, and one real server.
 
 The server is started once per session as a subprocess (``python -m kaito.inference``) on a free
-loopback port, exactly as a pod runs it, with real vLLM on the CPU. Nothing is mocked.
+loopback port, exactly as a pod runs it, with real vLLM on the CPU. Nothing is mocked. It runs
+with an API key (``KAITO_API_KEY``, as the controller sets it from a Secret), so every test
+below also checks that authenticated clients get through; ``Server.headers`` carries the key.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import pytest
 from kaito.contract.tinymodel import cpu_env
 
 ADAPTER = "tiny-lora"
+API_KEY = "kaito-test-api-key"
+#: The session server's shared budget for request bodies held in memory (test_abuse's RSS bound).
+BODY_BUDGET_MIB = 64
 LOAD_TIMEOUT_S = float(os.environ.get("KAITO_TEST_LOAD_TIMEOUT", "900"))
 
 
@@ -42,6 +47,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     log: Path
     health_codes: list[int] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -128,9 +134,11 @@ def server(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "float32",
         "--max-num-batched-tokens",
         "512",
+        "--body-budget-mib",
+        str(BODY_BUDGET_MIB),
     ]
-    proc, url = start_server(args, log)
-    srv = Server(url, proc, log)
+    proc, url = start_server(args, log, cpu_env(KAITO_API_KEY=API_KEY))
+    srv = Server(url, proc, log, headers={"authorization": f"Bearer {API_KEY}"})
     try:
         wait_ready(proc, url, log, srv.health_codes)
         yield srv

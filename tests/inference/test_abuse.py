@@ -1,10 +1,13 @@
 """Suite 5 (issue 14): abuse of the inference server, real vLLM on the CPU with the tiny model.
 
-The session's server (conftest: max_num_seqs 2 + max_queue 2, Retry-After 3, 512-token context)
-gets malformed JSON, wrong types, huge prompts, ``max_tokens`` beyond the model, slowloris
-clients and 10x its concurrency limit. Every answer must be a 4xx, or 429 with Retry-After, or
-success; never a 5xx; the process stays up and answers; its memory (the whole process tree:
-vLLM's engine core is a child process) comes back to the baseline afterwards.
+The session's server (conftest: max_num_seqs 2 + max_queue 2, Retry-After 3, 512-token context,
+a 64 MiB budget for request bodies in memory, an API key) gets malformed JSON, wrong types, huge
+prompts, ``max_tokens`` beyond the model, slowloris clients, 10x its concurrency limit, and
+(issue 21, 5) every body-taking route vLLM mounts probed for admission and the body cap, then a
+dozen 31 MiB bodies at once. Every answer must be a 4xx, or 429 with Retry-After, or 503 with
+Retry-After from the body budget, or success; never another 5xx; the process stays up and
+answers; its memory (the whole process tree: vLLM's engine core is a child process) stays
+within the body budget during the flood and comes back to the baseline afterwards.
 """
 
 from __future__ import annotations
@@ -14,16 +17,35 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from tests.inference.conftest import Server
+from tests.inference.conftest import BODY_BUDGET_MIB, Server
+
+from kaito.envtest import eventually
 
 pytestmark = pytest.mark.vllm
 BASE = "tiny-phi3"
 LIMIT = 4  # max_num_seqs 2 + max_queue 2 in the session server's flags
 BODY_TIMEOUT_LABELS = ('endpoint="completions"', 'code="408"')
 GEN = ("/v1/completions", "/v1/chat/completions", "/chat")
+MIB = 1024 * 1024
+#: Body-taking routes vLLM mounts for a generating model, and kaito's /chat: each must get the
+#: admission, the body cap and the body timeout (before: only four exact paths did).
+GUARDED = ("/v1/completions", "/v1/chat/completions", "/chat", "/invocations", "/tokenize", "/detokenize")
+#: Routes vLLM mounts only for some models or releases: guarded when mounted, else 404.
+MAYBE_MOUNTED = (
+    "/v1/responses",
+    "/v1/embeddings",
+    "/pooling",
+    "/classify",
+    "/score",
+    "/v1/score",
+    "/rerank",
+    "/v1/rerank",
+    "/v2/rerank",
+)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -123,13 +145,14 @@ def check(code: int, headers: httpx.Headers, what: str) -> None:
         raise Violations(f"{what}: 429 without Retry-After")
 
 
-async def slowloris(url: str, clients: int, seconds: float) -> int:
+async def slowloris(url: str, clients: int, seconds: float, auth: str) -> int:
     """``clients`` connections that send a request a few bytes at a time and never finish it;
     half dribble headers, half a generation request's body. Returns how many stayed open."""
     host, port = url.removeprefix("http://").split(":")
     body_req = (
         f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        'Content-Length: 100000\r\n\r\n{"prompt": "'
+        f"Authorization: {auth}\r\nContent-Length: 100000\r\n\r\n"
+        '{"prompt": "'
     ).encode()
     head_req = f"GET /health HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode()
     writers: list[asyncio.StreamWriter] = []
@@ -163,7 +186,7 @@ async def test_abuse_never_gets_a_5xx_and_memory_returns(server: Server) -> None
         key = f"{code // 100}xx" if code not in (400, 404, 413, 422, 429) else str(code)
         counts[key] = counts.get(key, 0) + 1
 
-    async with httpx.AsyncClient(base_url=server.url, timeout=300) as c:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=300) as c:
         warm = await c.post("/v1/completions", json={"model": BASE, "prompt": "warm", "max_tokens": 4})
         assert warm.status_code == 200, warm.text
         baseline = tree_rss_mb(pid)
@@ -193,7 +216,7 @@ async def test_abuse_never_gets_a_5xx_and_memory_returns(server: Server) -> None
         # whole before admission, so the 30 slow senders hold no engine slot (every completion
         # below is served, none refused) and each gets 408 at the server's 5 s body timeout.
         timed_out_before = _body_timeouts((await c.get("/metrics")).text)
-        loris = asyncio.create_task(slowloris(server.url, 60, 8.0))
+        loris = asyncio.create_task(slowloris(server.url, 60, 8.0, server.headers["authorization"]))
         served_during = 0
         while not loris.done():
             h = await c.get("/health", timeout=30)
@@ -232,7 +255,20 @@ async def test_abuse_never_gets_a_5xx_and_memory_returns(server: Server) -> None
         assert set(codes) <= {200, 429}, codes
         assert codes.count(429) >= 1 and codes.count(200) >= 1, codes
 
-        # 5. still healthy, memory back to the baseline (freed, not just unused)
+        # 5. every body-taking route: admission (429 while the slots are full) and the body cap
+        mounted = await every_body_route_is_guarded(server, c)
+        for _ in mounted:
+            tally(429)
+            tally(413)
+
+        # 6. a dozen 31 MiB bodies at once, on every generating route, each held one byte short:
+        # 372 MiB of bodies against the 64 MiB budget. Memory stays within the budget; the
+        # bodies beyond it get 503 + Retry-After, the rest 408 at the body timeout.
+        flood = await large_bodies_at_once(server, 12, 31 * MIB)
+        for code in flood["codes"]:
+            tally(503 if code == "cut" else code)
+
+        # 7. still healthy, memory back to the baseline (freed, not just unused)
         ok = await c.post("/v1/completions", json={"model": BASE, "prompt": "after", "max_tokens": 2})
         assert ok.status_code == 200, ok.text
         slack = max(64.0, 0.10 * baseline)
@@ -259,11 +295,139 @@ async def test_abuse_never_gets_a_5xx_and_memory_returns(server: Server) -> None
                 "rss_baseline_mib": round(baseline),
                 "rss_after_mib": round(after),
                 "rejected_total_metric": _metric(metrics, "kaito_inference_rejected_total"),
+                "guarded_routes_mounted": mounted,
+                "flood_bodies": 12,
+                "flood_body_mib": 31,
+                "flood_codes": sorted(map(str, flood["codes"])),
+                "flood_rss_growth_mib": round(flood["growth"]),
+                "body_budget_mib": BODY_BUDGET_MIB,
                 "seconds": round(time.monotonic() - start, 1),
                 "load": os.getloadavg()[0],
             }
         )
     )
+
+
+async def every_body_route_is_guarded(server: Server, c: httpx.AsyncClient) -> list[str]:
+    """Fill the admission slots with long generations, then probe every route: each mounted
+    body route answers 429 with Retry-After, and 413 to a body announced over the cap before a
+    byte of it is sent. Returns the routes found mounted."""
+    hog = {"model": BASE, "prompt": "hog", "max_tokens": 400, "n": 4, "ignore_eos": True}
+    hogs = [asyncio.create_task(c.post("/v1/completions", json=hog)) for _ in range(LIMIT)]
+    probe = {"model": BASE, "prompt": "x", "messages": [{"role": "user", "content": "x"}], "input": "x"}
+    mounted: list[str] = []
+    try:
+        await _wait_metric(c, "kaito_inference_requests_in_flight", LIMIT)
+        for path in (*GUARDED, *MAYBE_MOUNTED):
+            r = await c.post(path, json=probe)
+            if r.status_code == 404 and path in MAYBE_MOUNTED:
+                continue  # not mounted for this model
+            assert r.status_code == 429, (path, r.status_code, r.text[:200])
+            assert r.headers["retry-after"] == "3", path
+            mounted.append(path)
+        assert await _metric_now(c, "kaito_inference_requests_in_flight") == LIMIT, "a hog ended mid-probe"
+    finally:
+        for task in hogs:
+            task.cancel()
+        await asyncio.gather(*hogs, return_exceptions=True)
+    await _wait_metric(c, "kaito_inference_requests_in_flight", 0)
+    for path in mounted:
+        code, _, _ = await held_body(server, path, 33 * MIB, send=0, wait=30)
+        assert code == 413, (path, code)
+    return mounted
+
+
+async def large_bodies_at_once(server: Server, count: int, size: int) -> dict[str, Any]:
+    pid = server.proc.pid
+    await asyncio.sleep(1)
+    before = tree_rss_mb(pid)
+    peak = before
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss_mb(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        results = await asyncio.gather(
+            *(
+                held_body(server, GUARDED[i % len(GUARDED)], size, send=size - 1, wait=120)
+                for i in range(count)
+            )
+        )
+    finally:
+        stop.set()
+        await sampler
+    growth = peak - before
+    codes = [code for code, _, _ in results]
+    # a connection cut before its whole body was sent, with no answer read: refused early, its
+    # 503 lost to the reset that closing a socket with unread data sends (kernel behaviour)
+    cut = [code == 0 and sent < size - 1 for code, _, sent in results]
+    outcome = [("cut" if c else code) for code, c in zip(codes, cut, strict=True)]
+    assert all(code in (408, 503) or c for code, c in zip(codes, cut, strict=True)), outcome
+    assert codes.count(503) + sum(cut) >= count - (BODY_BUDGET_MIB * MIB) // size, outcome
+    assert codes.count(503) >= 1, outcome
+    assert all(b"retry-after: 3" in raw.lower() for code, raw, _ in results if code == 503)
+    # the budget, plus the joined copy of a body being handed over and allocator slack
+    assert growth <= BODY_BUDGET_MIB + 96, f"RSS grew {growth:.0f} MiB during the flood ({before:.0f} before)"
+    return {"codes": outcome, "growth": growth}
+
+
+async def held_body(
+    server: Server, path: str, length: int, *, send: int, wait: float
+) -> tuple[int, bytes, int]:
+    """A request announcing a ``length``-byte body of which ``send`` bytes are sent, 1 MiB at a
+    time, stopping early once the server has answered. (status code or 0, raw answer, bytes sent)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {server.headers['authorization']}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+    answer = asyncio.create_task(_read_answer(reader, wait))
+    try:
+        writer.write(head)
+        chunk = b"x" * MIB
+        sent = 0
+        while sent < send and not answer.done():
+            n = min(MIB, send - sent)
+            writer.write(chunk[:n])
+            await writer.drain()
+            sent += n
+    except ConnectionError:
+        pass  # the server answered and closed while the body was still coming
+    raw = await answer
+    writer.close()
+    code = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
+    return code, raw, sent
+
+
+async def _read_answer(reader: asyncio.StreamReader, wait: float) -> bytes:
+    data = b""
+    try:
+        async with asyncio.timeout(wait):
+            while not (b"\r\n\r\n" in data and data.rstrip().endswith(b"}")):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    return data
+
+
+async def _metric_now(c: httpx.AsyncClient, name: str) -> float:
+    return _metric((await c.get("/metrics")).text, name)
+
+
+async def _wait_metric(c: httpx.AsyncClient, name: str, value: float) -> None:
+    async def reached() -> bool:
+        return await _metric_now(c, name) == value
+
+    await eventually(reached, f"{name} == {value}", timeout=300, interval=0.1)
 
 
 def _body_timeouts(text: str) -> float:

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 import pytest
-from tests.inference.conftest import ADAPTER, Server
+from tests.inference.conftest import ADAPTER, API_KEY, Server
 
 pytestmark = pytest.mark.vllm
 BASE = "tiny-phi3"
@@ -15,7 +15,7 @@ BASE = "tiny-phi3"
 def client(server: Server):  # type: ignore[no-untyped-def]
     from openai import OpenAI
 
-    return OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    return OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=300)
 
 
 def test_health_was_503_while_loading_then_200(server: Server) -> None:
@@ -67,7 +67,9 @@ def test_streaming_completion(server: Server) -> None:
 
 
 def test_seed_chat_body(server: Server) -> None:
-    r = httpx.post(server.url + "/chat", json={"prompt": "YOUR QUESTION HERE"}, timeout=300)
+    r = httpx.post(
+        server.url + "/chat", json={"prompt": "YOUR QUESTION HERE"}, headers=server.headers, timeout=300
+    )
     assert r.status_code == 200, r.text
     assert isinstance(r.json()["Result"], str)
 
@@ -77,8 +79,8 @@ def test_chat_generate_kwargs(server: Server) -> None:
         "prompt": "what is kaito",
         "generate_kwargs": {"max_new_tokens": 5, "do_sample": False, "ignore_eos": True},
     }
-    a = httpx.post(server.url + "/chat", json=body, timeout=300)
-    b = httpx.post(server.url + "/chat", json=body, timeout=300)
+    a = httpx.post(server.url + "/chat", json=body, headers=server.headers, timeout=300)
+    b = httpx.post(server.url + "/chat", json=body, headers=server.headers, timeout=300)
     assert a.status_code == 200, a.text
     assert a.json()["Result"] and a.json() == b.json()  # greedy is deterministic
 
@@ -115,7 +117,8 @@ BAD_BODIES = [
 
 @pytest.mark.parametrize(("path", "body"), BAD_BODIES)
 def test_bad_bodies_are_400(server: Server, path: str, body: bytes) -> None:
-    r = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+    headers = {"content-type": "application/json", **server.headers}
+    r = httpx.post(server.url + path, content=body, headers=headers, timeout=60)
     assert r.status_code == 400, (r.status_code, r.text)
     assert r.text
     assert server.alive()
@@ -128,19 +131,20 @@ def test_prompt_longer_than_context_is_400(server: Server) -> None:
         ("/v1/chat/completions", {"model": BASE, "messages": [{"role": "user", "content": long_prompt}]}),
         ("/chat", {"prompt": long_prompt}),
     ):
-        r = httpx.post(server.url + path, json=body, timeout=60)
+        r = httpx.post(server.url + path, json=body, headers=server.headers, timeout=60)
         assert r.status_code == 400, (path, r.status_code, r.text)
     assert httpx.get(server.url + "/health").status_code == 200
 
 
 def test_unknown_model_is_404(server: Server) -> None:
-    r = httpx.post(server.url + "/v1/completions", json={"model": "nope", "prompt": "x"}, timeout=60)
+    body = {"model": "nope", "prompt": "x"}
+    r = httpx.post(server.url + "/v1/completions", json=body, headers=server.headers, timeout=60)
     assert r.status_code == 404
 
 
 async def test_overload_gives_429_with_retry_after(server: Server) -> None:
     body = {"model": BASE, "prompt": "overload", "max_tokens": 64, "ignore_eos": True}
-    async with httpx.AsyncClient(base_url=server.url, timeout=600) as c:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=600) as c:
         rs = await asyncio.gather(*(c.post("/v1/completions", json=body) for _ in range(10)))
         codes = [r.status_code for r in rs]
         assert codes.count(429) >= 1, codes
@@ -154,7 +158,7 @@ async def test_overload_gives_429_with_retry_after(server: Server) -> None:
 
 
 def test_metrics(server: Server) -> None:
-    httpx.post(server.url + "/chat", json={"prompt": "metrics"}, timeout=300)
+    httpx.post(server.url + "/chat", json={"prompt": "metrics"}, headers=server.headers, timeout=300)
     text = httpx.get(server.url + "/metrics").text
     for name in (
         "kaito_inference_requests_total",
@@ -169,3 +173,40 @@ def test_metrics(server: Server) -> None:
         assert name in text, name
     gen = [ln for ln in text.splitlines() if ln.startswith('kaito_inference_tokens_total{kind="generation"}')]
     assert float(gen[0].split()[-1]) > 0
+
+
+#: Routes vLLM mounts for a generating model, and kaito's /chat; all need the key.
+KEYED_ROUTES = (
+    ("POST", "/chat"),
+    ("POST", "/invocations"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/responses"),
+    ("POST", "/tokenize"),
+    ("POST", "/detokenize"),
+    ("GET", "/v1/models"),
+    ("GET", "/version"),
+)
+
+
+def test_api_key_guards_every_route_but_health_and_metrics(server: Server) -> None:
+    """Issue 21 (4): the key is required on kaito's and vLLM's routes alike (vLLM's own
+    --api-key covered only /v1, leaving /chat and /invocations open); probes and Prometheus
+    need none."""
+    for path in ("/health", "/metrics"):
+        assert httpx.get(server.url + path, timeout=60).status_code == 200, path
+    body = {"model": BASE, "prompt": "x", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
+    for method, path in KEYED_ROUTES:
+        for headers, challenge in (
+            ({}, 'Bearer realm="kaito"'),
+            ({"authorization": "Bearer wrong"}, 'Bearer realm="kaito", error="invalid_token"'),
+            ({"authorization": API_KEY}, 'Bearer realm="kaito"'),  # no scheme: no token presented
+        ):
+            r = httpx.request(method, server.url + path, json=body, headers=headers, timeout=60)
+            assert r.status_code == 401, (method, path, headers, r.status_code, r.text[:200])
+            assert r.headers["www-authenticate"] == challenge, (path, r.headers)
+        ok = httpx.request(method, server.url + path, json=body, headers=server.headers, timeout=300)
+        assert ok.status_code != 401, (method, path, ok.text[:200])
+    lower = {"authorization": f"bearer {API_KEY}"}  # the scheme is case-insensitive
+    r = httpx.post(server.url + "/chat", json={"prompt": "hi"}, headers=lower, timeout=300)
+    assert r.status_code == 200, r.text

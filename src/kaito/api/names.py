@@ -39,7 +39,10 @@ UPSTREAM_CONDITION_TYPES: Final = (
     WORKSPACE_DELETING,
     WORKSPACE_SUCCEEDED,
 )
-CONDITION_TYPES: Final = (*UPSTREAM_CONDITION_TYPES, WORKSPACE_READY)
+#: kaito's own, present only with ``kaito.sh/enablelb``: False while the LoadBalancer serves the
+#: model to anyone (no ``kaito.sh/api-key-secret``), True once an API key guards it.
+INFERENCE_ENDPOINT_SECURED: Final = "InferenceEndpointSecured"
+CONDITION_TYPES: Final = (*UPSTREAM_CONDITION_TYPES, WORKSPACE_READY, INFERENCE_ENDPOINT_SECURED)
 
 # Workspace.status.state values. Upstream's six (api/v1beta1 WorkspaceState): Pending, Ready,
 # NotReady (an inference service that was Ready and no longer is), Running, Succeeded, Failed.
@@ -93,6 +96,12 @@ ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = "kaito.sh/bypass-resource-checks"
 #: The node image family of the nodes kaito provisions (copied onto the NodeClaim).
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
 NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")
+# kaito's own Workspace annotations.
+#: ``<secret-name>[/<key>]``: the inference server requires ``Authorization: Bearer <value>`` on
+#: every route but /health and /metrics, the value being that Secret key's (key ``api-key`` when
+#: not named). Upstream Kaito v0.12 has no API key for inference; this is kaito's addition.
+ANNOTATION_API_KEY_SECRET: Final = "kaito.sh/api-key-secret"
+DEFAULT_API_KEY_SECRET_KEY: Final = "api-key"
 FINALIZER: Final = "workspace.finalizer.kaito.sh"
 #: Label key prefixes that a user's labelSelector may not rely on alone.
 RESERVED_LABEL_PREFIXES: Final = ("kaito.sh/", "kubernetes.io/", "k8s.io/", "karpenter.sh/")

@@ -25,7 +25,7 @@ from kaito.api.inference_config import (
     config_map_problems,
     tuning_config_map_problems,
 )
-from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace
+from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace, api_key_secret_of
 from kaito.contract.urls import image_host_problem, url_problem
 from kaito.presets import (
     GPUSku,
@@ -297,6 +297,10 @@ class _Checker:
                 f"{bypass!r}: the GPU memory check is bypassed whenever this annotation is present, "
                 "whatever its value (as in upstream Kaito); set \"true\" or remove the annotation",
             )
+        try:
+            api_key_secret_of(ann)
+        except ValueError as exc:
+            self.error(path(c.ANNOTATION_API_KEY_SECRET), str(exc))
         family = ann.get(ANNOTATION_NODE_IMAGE_FAMILY)
         if family is not None and family.strip().lower() not in NODE_IMAGE_FAMILIES:
             self.error(

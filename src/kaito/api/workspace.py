@@ -13,6 +13,7 @@ metadata below (CEL rules, patterns, defaults) are what the apiserver enforces w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -285,6 +286,28 @@ def runtime_of(annotations: Mapping[str, str] | None) -> str:
 def enable_lb_of(annotations: Mapping[str, str] | None) -> bool:
     """``kaito.sh/enablelb: "True"`` (upstream's spelling) or any case of it."""
     return (annotations or {}).get(c.ANNOTATION_ENABLE_LB, "").strip().lower() == "true"
+
+
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def api_key_secret_of(annotations: Mapping[str, str] | None) -> tuple[str, str] | None:
+    """``kaito.sh/api-key-secret: <secret-name>[/<key>]`` as (name, key); None when absent.
+
+    Raises ValueError with a message for the user when the value cannot name a Secret key:
+    a pod that references it would never start, so the webhook and the controller refuse it.
+    """
+    raw = (annotations or {}).get(c.ANNOTATION_API_KEY_SECRET)
+    if raw is None:
+        return None
+    name, _, key = raw.strip().partition("/")
+    key = key or c.DEFAULT_API_KEY_SECRET_KEY
+    if not name or len(name) > 253 or not _SECRET_NAME.match(name):
+        raise ValueError(f"{raw!r}: {name!r} is not a Secret name; write <secret-name>[/<key>]")
+    if len(key) > 253 or not _SECRET_KEY.match(key) or key in (".", ".."):
+        raise ValueError(f"{raw!r}: {key!r} is not a Secret key (letters, digits, '-', '_', '.')")
+    return name, key
 
 
 def bypass_resource_checks_of(annotations: Mapping[str, str] | None) -> bool:

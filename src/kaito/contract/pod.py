@@ -47,6 +47,10 @@ ENV_POD_INDEX: Final = "POD_INDEX"
 #: Set (by kaito's local node only) when /workspace/model holds a random-weight stand-in rather
 #: than the preset's weights; its value is the note every surface shows.
 ENV_STANDIN: Final = "KAITO_STANDIN"
+#: The inference API key (a Bearer token every route but /health and /metrics requires). The
+#: controller sets it from a Secret with ``valueFrom.secretKeyRef``, so the value never appears in
+#: the pod spec; unset means no authentication.
+ENV_API_KEY: Final = "KAITO_API_KEY"
 #: The pod annotation carrying the same note, for the controller's InferenceReady message.
 ANNOTATION_STANDIN: Final = "kaito.sh/weights"
 

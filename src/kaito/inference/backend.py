@@ -64,6 +64,9 @@ class BackendError(Exception):
 class Backend(Protocol):
     runtime: str
     model_name: str
+    #: API keys the runtime's own settings carry (vLLM's ``--api-key``); the front enforces them
+    #: on every route, together with ``KAITO_API_KEY``.
+    api_keys: tuple[str, ...]
 
     @property
     def max_running(self) -> int:

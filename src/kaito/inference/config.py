@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from kaito.contract import (
     ADAPTERS_DIR,
     DEFAULT_MODEL_DIR,
     DIST_PORT,
+    ENV_API_KEY,
     ENV_CONFIG,
     ENV_INSTANCE_TYPE,
     ENV_MODEL,
@@ -51,6 +52,7 @@ SERVER_KEYS = (
     "max_queue",
     "retry_after",
     "body_timeout",
+    "body_budget_mib",
     "adapters_dir",
     "port",
     "host",
@@ -122,6 +124,11 @@ class InferenceSettings:
     #: Seconds a generation request's body may take to arrive; it is read whole before the
     #: request is admitted, so a slow sender holds a connection, not an engine slot (408 after).
     body_timeout: int = 30
+    #: MiB of request bodies held in memory at once, over all connections (503 beyond it).
+    body_budget_mib: int = 128
+    #: Bearer tokens every route but /health and /metrics requires (empty: no authentication).
+    #: From ``KAITO_API_KEY``; the vLLM backend adds vLLM's own ``--api-key``/``VLLM_API_KEY``.
+    api_keys: list[str] = field(default_factory=list, repr=False)
     #: ``--kaito-disable-rate-limit``: never answer 429, queue every request in the engine.
     rate_limit: bool = True
     #: Upstream's probe budget for the longest context; 0 keeps the planned max-model-len.
@@ -234,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--body-timeout", type=int, default=None, help="seconds a request body may take to arrive (408 after)"
     )
     p.add_argument(
+        "--body-budget-mib",
+        type=int,
+        default=None,
+        help="MiB of request bodies held in memory at once, all connections together (503 beyond)",
+    )
+    p.add_argument(
         "--config",
         "--kaito-config-file",
         dest="config",
@@ -323,11 +336,14 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
             continue
         if key == "adapters_dir":
             value = Path(value)
-        elif key in ("max_queue", "retry_after", "body_timeout", "port") and (
+        elif key in ("max_queue", "retry_after", "body_timeout", "body_budget_mib", "port") and (
             not isinstance(value, int) or isinstance(value, bool) or value < 0
         ):
             raise ConfigError(f"server setting {key!r} must be a non-negative integer, got {value!r}")
         setattr(s, key, value)
+    if s.body_budget_mib < 1:
+        raise ConfigError("server setting 'body_budget_mib' must be at least 1: no request could be read")
+    s.api_keys = api_keys_from_env(os.environ)
     if s.runtime not in ("vllm", "transformers"):
         raise ConfigError(f"runtime must be 'vllm' or 'transformers', got {s.runtime!r}")
     for dest in ENGINE_FLAGS:
@@ -370,6 +386,19 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
     s.engine_args = engine
     s.passthrough = list(rest)
     return s
+
+
+def api_keys_from_env(env: Mapping[str, str]) -> list[str]:
+    """``KAITO_API_KEY`` as the list of accepted keys. Surrounding whitespace is dropped (a
+    Secret written from a file often ends in a newline); set but empty is refused, because a
+    server started without the key it was meant to require would serve anyone."""
+    raw = env.get(ENV_API_KEY)
+    if raw is None:
+        return []
+    key = raw.strip()
+    if not key:
+        raise ConfigError(f"{ENV_API_KEY} is set but empty: refusing to serve without the API key")
+    return [key]
 
 
 def _multi_node(engine: dict[str, Any]) -> None:

@@ -36,6 +36,16 @@ RUNNING = Gauge("kaito_inference_requests_running", "Requests the engine is runn
 REJECTED = Counter("kaito_inference_rejected_total", "Requests refused with 429 because the queue was full")
 #: The same count under upstream Kaito's name, so its dashboards and alerts keep working.
 RATELIMIT_REJECTED = Counter("kaito_ratelimit_rejected_total", "Requests rejected by the rate limiter (429)")
+BUFFERED_BODY_BYTES = Gauge(
+    "kaito_inference_buffered_body_bytes", "Bytes of request bodies held in memory before admission"
+)
+BODY_BUDGET_REJECTED = Counter(
+    "kaito_inference_body_budget_rejected_total",
+    "Requests refused with 503 because request bodies in memory were at their shared limit",
+)
+UNAUTHORIZED = Counter(
+    "kaito_inference_unauthorized_total", "Requests refused with 401: no or a wrong API key"
+)
 READY = Gauge("kaito_inference_ready", "1 once the model is loaded and requests are served")
 
 

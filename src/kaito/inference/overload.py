@@ -56,3 +56,54 @@ class OverloadGuard:
             (b"content-length", str(len(body)).encode()),
         ]
         return 429, headers, body
+
+
+@dataclass
+class BodyBudget:
+    """A byte budget shared by every request body the server holds in memory at once.
+
+    The front reads a request body whole before it is admitted (so a slow sender never holds an
+    engine slot); without a shared bound, every connection could hold up to the per-request cap
+    (32 MiB) at the same time - a dozen such connections held +372 MiB of memory. Bytes are
+    reserved as they arrive (what is really held, not what a Content-Length promises, so a client
+    that announces a large body and sends nothing reserves nothing) and released when the request
+    is answered; a request that would go over the budget gets 503 with Retry-After.
+    """
+
+    limit: int
+    retry_after: int = 1
+    used: int = 0
+
+    def try_reserve(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            metrics.BODY_BUDGET_REJECTED.inc()
+            return False
+        self.used += n
+        metrics.BUFFERED_BODY_BYTES.set(self.used)
+        return True
+
+    def fits(self, n: int) -> bool:
+        return self.used + n <= self.limit
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        metrics.BUFFERED_BODY_BYTES.set(self.used)
+
+    def rejection(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"server busy: request bodies in memory are at their limit ({self.used} of "
+                    f"{self.limit} bytes); retry after {self.retry_after}s",
+                    "type": "overloaded_error",
+                    "code": 503,
+                }
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(self.retry_after).encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        return 503, headers, body

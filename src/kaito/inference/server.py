@@ -25,7 +25,7 @@ from kaito.inference import adapters as adapters_mod
 from kaito.inference.app import InferenceApp
 from kaito.inference.backend import Backend
 from kaito.inference.config import ConfigError, InferenceSettings, parse_settings
-from kaito.inference.overload import OverloadGuard
+from kaito.inference.overload import BodyBudget, OverloadGuard
 
 log = structlog.get_logger("kaito.inference")
 
@@ -48,6 +48,8 @@ async def serve(settings: InferenceSettings, backend: Backend) -> int:
         backend,
         OverloadGuard(max_running=1, max_queue=max_queue, retry_after=settings.retry_after),
         body_timeout_s=float(settings.body_timeout),
+        api_keys=[*settings.api_keys, *backend.api_keys],
+        body_budget=BodyBudget(settings.body_budget_mib * 1024 * 1024, settings.retry_after),
     )
     config = uvicorn.Config(
         app,

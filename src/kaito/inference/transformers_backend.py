@@ -35,6 +35,7 @@ def _err(status: int, message: str) -> JSONResponse:
 
 class TransformersBackend:
     runtime = "transformers"
+    api_keys: tuple[str, ...] = ()
 
     def __init__(self, settings: InferenceSettings, adapters: list[Adapter]) -> None:
         bad = sorted(set(settings.engine_args) - _ALLOWED_ENGINE_KEYS)

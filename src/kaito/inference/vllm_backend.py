@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,24 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text[:3]) if text else type(exc).__name__
 
 
+def _take_vllm_api_keys(args: Any) -> tuple[str, ...]:
+    """vLLM's own ``--api-key`` (flag, config file or ``VLLM_API_KEY``), moved to Kaito's front.
+
+    vLLM checks it only on its ``/v1`` routes, so ``/chat``, ``/invocations``, ``/tokenize``...
+    stayed open to anyone. The front checks the same keys on every route but /health and
+    /metrics; vLLM's check is switched off so a request is not judged twice (and a
+    ``KAITO_API_KEY`` that differs from vLLM's key is not refused by vLLM's middleware).
+    """
+    raw = getattr(args, "api_key", None)
+    keys = [raw] if isinstance(raw, str) else list(raw or ())
+    env = os.environ.pop("VLLM_API_KEY", None)
+    if env:
+        keys.append(env)
+    if hasattr(args, "api_key"):
+        args.api_key = None
+    return tuple(k.strip() for k in keys if k and k.strip())
+
+
 class VllmBackend:
     runtime = "vllm"
 
@@ -116,6 +135,7 @@ class VllmBackend:
         parser = _parser()
         self.argv = vllm_argv(settings, adapters, parser)
         self.args = parser.parse_args(self.argv)
+        self.api_keys = _take_vllm_api_keys(self.args)
         #: A multi-node rank > 0: no API server, only vLLM's workers (see run_headless).
         self.headless = bool(getattr(self.args, "headless", False))
         self.engine: Any = None

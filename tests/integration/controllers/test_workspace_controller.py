@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -418,3 +419,88 @@ async def test_restart_mid_rollout_picks_up_without_duplicates(
         assert [c["metadata"]["name"] for c in cms].count(DEFAULT_CONFIG_NAME) == 1
         assert sorted(r["revision"] for r in await owned(kclient, REV, namespace, ws)) == [1, 2]
         assert len(await pods_of(kclient, namespace, name)) == 1
+
+
+SECRET = GVK("", "v1", "Secret")
+
+
+async def test_api_key_from_a_secret_and_an_open_load_balancer_is_flagged(
+    operator: Running, kclient: Client, crds: Cluster, namespace: str
+) -> None:
+    """Issue 21 (4). A LoadBalancer Workspace without an API key carries
+    InferenceEndpointSecured=False (and a Warning Event) while it serves; naming a Secret with
+    ``kaito.sh/api-key-secret`` gives the pod ``KAITO_API_KEY`` through ``secretKeyRef`` - the
+    key's value is nowhere in the StatefulSet, its pods or the ControllerRevisions - and turns
+    the condition True."""
+    label = {"apps": uniq("apikey")}
+    name = "apikey"
+    value = "kaito-" + uniq("sekret")
+    await kclient.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "llm-key", "namespace": namespace},
+            "stringData": {"token": value},
+        }
+    )
+    async with gpu_nodes(kclient, 1, label):
+        text = workspace_yaml(name, label).replace(
+            f"name: {name}\n", f"annotations:\n    kaito.sh/enablelb: 'True'\n  name: {name}\n"
+        )
+        apply_text(crds, namespace, text)
+        ws = await wait_condition(
+            kclient,
+            namespace,
+            name,
+            names.INFERENCE_ENDPOINT_SECURED,
+            "False",
+            reason="UnauthenticatedLoadBalancer",
+        )
+        assert names.ANNOTATION_API_KEY_SECRET in cond(ws, names.INFERENCE_ENDPOINT_SECURED)["message"]
+        ws = await wait_condition(kclient, namespace, name, READY, "True")  # a warning, not a failure
+        assert (await kclient.get(SVC, name, namespace, cached=False))["spec"]["type"] == "LoadBalancer"
+
+        async def warned() -> bool:
+            events = await kclient.list(GVK("", "v1", "Event"), namespace, cached=False)
+            return any(
+                e["involvedObject"].get("name") == name
+                and e["type"] == "Warning"
+                and e["reason"] == "UnauthenticatedLoadBalancer"
+                for e in events
+            )
+
+        await wait_for(warned, "a Warning Event about the open LoadBalancer")
+        sts = await kclient.get(STS, name, namespace, cached=False)
+        assert all(
+            e["name"] != "KAITO_API_KEY"
+            for e in sts["spec"]["template"]["spec"]["containers"][0].get("env") or ()
+        )
+
+        await kclient.patch(
+            WORKSPACE,
+            name,
+            {"metadata": {"annotations": {names.ANNOTATION_API_KEY_SECRET: "llm-key/token"}}},
+            namespace,
+        )
+        ws = await wait_condition(
+            kclient, namespace, name, names.INFERENCE_ENDPOINT_SECURED, "True", reason="APIKeyRequired"
+        )
+
+        async def keyed_pods() -> list[dict[str, Any]]:
+            pods = await pods_of(kclient, namespace, name)
+            return [
+                p
+                for p in pods
+                if any(e["name"] == "KAITO_API_KEY" for e in p["spec"]["containers"][0].get("env") or ())
+            ]
+
+        pods = await wait_for(keyed_pods, "a pod with KAITO_API_KEY")
+        want = {"name": "KAITO_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "token"}}}
+        sts = await kclient.get(STS, name, namespace, cached=False)
+        env = sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert want in env
+        assert want in pods[0]["spec"]["containers"][0]["env"]
+        revisions = await owned(kclient, REV, namespace, ws)
+        for obj in (sts, *pods, *revisions, ws):
+            assert value not in json.dumps(obj), obj["metadata"]["name"]
+        assert (await kclient.get(SECRET, "llm-key", namespace, cached=False))["data"]["token"]

@@ -320,3 +320,15 @@ def test_structure_errors_name_the_field() -> None:
     assert one_error(inference(resource__count=0)).startswith("resource.count: input should be greater than")
     assert one_error({"kind": "Pod"}).startswith("apiVersion: expected kind Workspace")
     assert one_error([1, 2]) == "<root>: expected a Workspace object, got list"
+
+
+def test_api_key_secret_annotation_must_name_a_secret_key() -> None:
+    def annotated(value: str) -> dict[str, Any]:
+        return inference(metadata={"name": "ws", "annotations": {"kaito.sh/api-key-secret": value}})
+
+    for good in ("llm-key", "llm-key/token", "a.b-c/KEY_1.x", "llm-key/"):  # no key: the default
+        assert errors(annotated(good)) == [], good
+    for bad in ("", "/key", "Upper/key", "name/a b", "name/.."):
+        msg = one_error(annotated(bad))
+        assert "metadata.annotations[kaito.sh/api-key-secret]" in msg, msg
+        assert "Secret" in msg, msg

@@ -316,3 +316,48 @@ def test_unschedulable_is_a_failure_only_after_its_grace_period() -> None:
     check = status.pod_failure([old], now)
     assert check is not None and check.reason == "PodUnschedulable" and "0/3 nodes" in check.message
     assert status.unschedulable_recheck([old], now) is None
+
+
+def test_api_key_secret_reaches_the_pod_as_a_secret_key_ref_only() -> None:
+    """Issue 21 (4): the key is read by the kubelet from the Secret; its value is never in the
+    StatefulSet (nor in the ControllerRevision, which copies the pod spec)."""
+    obj = seed("phi3_inference.yaml")
+    obj["metadata"]["annotations"] = {names.ANNOTATION_API_KEY_SECRET: "llm-key/token"}
+    sts, _ = workload(obj)
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["KAITO_API_KEY"] == {
+        "name": "KAITO_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llm-key", "key": "token"}},
+    }
+    obj["metadata"]["annotations"] = {names.ANNOTATION_API_KEY_SECRET: "llm-key"}
+    (c,) = workload(obj)[0]["spec"]["template"]["spec"]["containers"]
+    ref = next(e for e in c["env"] if e["name"] == "KAITO_API_KEY")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "llm-key", "key": names.DEFAULT_API_KEY_SECRET_KEY}
+    (c,) = workload(seed("phi3_inference.yaml"))[0]["spec"]["template"]["spec"]["containers"]
+    assert all(e["name"] != "KAITO_API_KEY" for e in c.get("env") or ())
+    obj["metadata"]["annotations"] = {names.ANNOTATION_API_KEY_SECRET: "Not_A/Secret"}
+    with pytest.raises(inference.PlanError, match="not a Secret name") as err:
+        workload(obj)
+    assert err.value.reason == "InvalidAPIKeySecret"
+
+
+def test_load_balancer_without_an_api_key_is_flagged_in_status() -> None:
+    ws = seed("phi3_inference.yaml")
+    ok = status.Check(True, "NodesReady", "ready")
+    out = status.Outcome(resource=ok, inference=ok)
+    assert status.endpoint_check({}) is None
+    assert status.endpoint_check({names.ANNOTATION_ENABLE_LB: "False"}) is None
+    open_lb = status.endpoint_check({names.ANNOTATION_ENABLE_LB: "True"})
+    assert open_lb is not None and not open_lb.ok and open_lb.reason == "UnauthenticatedLoadBalancer"
+    assert names.ANNOTATION_API_KEY_SECRET in open_lb.message
+    out.endpoint = open_lb
+    new = status.desired_status(ws, out)
+    cond = next(c for c in new["status"]["conditions"] if c["type"] == names.INFERENCE_ENDPOINT_SECURED)
+    assert cond["status"] == "False" and cond["reason"] == "UnauthenticatedLoadBalancer"
+    assert new["status"]["state"] == names.STATE_READY  # a warning: the Workspace still serves
+    keyed = status.endpoint_check({names.ANNOTATION_ENABLE_LB: "True", names.ANNOTATION_API_KEY_SECRET: "k"})
+    assert keyed is not None and keyed.ok and keyed.reason == "APIKeyRequired"
+    out.endpoint = None  # enablelb removed: the condition goes
+    gone = status.desired_status(new, out)
+    assert all(c["type"] != names.INFERENCE_ENDPOINT_SECURED for c in gone["status"]["conditions"])

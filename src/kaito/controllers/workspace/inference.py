@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaito.api import names
-from kaito.api.workspace import Workspace
+from kaito.api.workspace import Workspace, api_key_secret_of
 from kaito.contract import (
     ADAPTERS_DIR,
     CONFIG_DIR,
     DIST_PORT,
+    ENV_API_KEY,
     ENV_POD_INDEX,
     HEALTH_PATH,
     IMAGE_ADAPTER_DIR,
@@ -217,6 +218,25 @@ def _adapter_init_containers(
     return inits, env
 
 
+def api_key_env(annotations: dict[str, str] | None) -> Obj | None:
+    """The server's API key as an env var read from the Secret ``kaito.sh/api-key-secret`` names.
+
+    ``valueFrom.secretKeyRef`` and never ``value``: the key stays out of the StatefulSet, its
+    ControllerRevisions and anything that can read pod specs. Not optional: a missing Secret or
+    key keeps the pod in CreateContainerConfigError (reported as the Workspace's failure) rather
+    than starting a server without authentication.
+    """
+    try:
+        ref = api_key_secret_of(annotations)
+    except ValueError as exc:
+        raise PlanError(
+            "InvalidAPIKeySecret", f"annotation {names.ANNOTATION_API_KEY_SECRET}: {exc}"
+        ) from None
+    if ref is None:
+        return None
+    return {"name": ENV_API_KEY, "valueFrom": {"secretKeyRef": {"name": ref[0], "key": ref[1]}}}
+
+
 def pull_secrets(ws: Workspace) -> list[Obj]:
     seen: list[str] = []
     preset = ws.inference.preset if ws.inference else None
@@ -245,6 +265,9 @@ def _pod_spec(
                 },
             }
         )
+    api_key = api_key_env(ws.metadata.annotations)
+    if api_key is not None:
+        env.append(api_key)
     if plan.multi_node:
         env.append(
             {

@@ -171,7 +171,11 @@ class WorkspaceReconciler:
             plan = self._plan(ws, digest, model)
         except inference.PlanError as exc:
             await self._report(
-                ws, status.Outcome(resource=status.Check(False, exc.reason, str(exc), failed=True))
+                ws,
+                status.Outcome(
+                    resource=status.Check(False, exc.reason, str(exc), failed=True),
+                    endpoint=status.endpoint_check(meta.get("annotations")),
+                ),
             )
             return None
         request = self._request(ws, model, plan)
@@ -195,6 +199,7 @@ class WorkspaceReconciler:
             extra_conditions=nodes.conditions,
             worker_nodes=list(nodes.nodes),
             target_node_count=plan.node_count,
+            endpoint=status.endpoint_check(meta.get("annotations")),
         )
         sts = self.recent.get(STATEFULSET, name, ns)
         if not nodes.ready and sts is None:
@@ -620,6 +625,8 @@ _FAILURE_REASONS = set(status.FAILURE_REASONS) | {
     "UnsupportedAdapterSource",
     "InvalidModelParameters",
     "NodesNotEnough",
+    "InvalidAPIKeySecret",
+    status.UNAUTHENTICATED_LB,  # a warning Event, though the Workspace still serves
 }
 
 

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from kaito.api import names
+from kaito.api.workspace import api_key_secret_of, enable_lb_of
 from kaito.contract import ANNOTATION_STANDIN
-from kaito.runtime import get_condition, set_condition
+from kaito.runtime import get_condition, remove_condition, set_condition
 
 Obj = dict[str, Any]
 
@@ -55,6 +56,8 @@ class Outcome:
     worker_nodes: list[str] = field(default_factory=list)
     target_node_count: int | None = None
     deleting: Check | None = None
+    #: InferenceEndpointSecured (only with kaito.sh/enablelb); None removes the condition.
+    endpoint: Check | None = None
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -134,6 +137,32 @@ def pod_failure(pods: list[Obj], now: float | None = None) -> Check | None:
                     failed=True,
                 )
     return None
+
+
+def endpoint_check(annotations: dict[str, str] | None) -> Check | None:
+    """InferenceEndpointSecured, or None without a LoadBalancer: ``kaito.sh/enablelb`` puts the
+    model on an external address, which should not serve anyone who reaches it without a key.
+    A warning, not a failure: upstream's enablelb is a testing switch and keeps working."""
+    if not enable_lb_of(annotations):
+        return None
+    try:
+        ref = api_key_secret_of(annotations)
+    except ValueError:
+        ref = None  # the workload reports the bad annotation itself (InvalidAPIKeySecret)
+    if ref is not None:
+        return Check(
+            True, "APIKeyRequired", f"the LoadBalancer requires the API key in Secret {ref[0]} (key {ref[1]})"
+        )
+    return Check(
+        False,
+        UNAUTHENTICATED_LB,
+        f"{names.ANNOTATION_ENABLE_LB} exposes the inference server on an external address with no API "
+        f"key: anyone who reaches it can run the model; set {names.ANNOTATION_API_KEY_SECRET}: "
+        "<secret-name>[/<key>] to require one",
+    )
+
+
+UNAUTHENTICATED_LB = "UnauthenticatedLoadBalancer"
 
 
 def inference_check(sts: Obj | None, pods: list[Obj], revision: str, now: float | None = None) -> Check:
@@ -225,6 +254,10 @@ def desired_status(ws: Obj, out: Outcome) -> Obj:
             names.INFERENCE_READY,
             Check(False, "WaitingForResources", "the workload starts once the nodes are Ready"),
         )
+    if out.endpoint is not None:
+        put(names.INFERENCE_ENDPOINT_SECURED, out.endpoint)
+    else:
+        remove_condition(new, names.INFERENCE_ENDPOINT_SECURED)
     inference = out.inference
     ready = out.resource.ok and inference is not None and inference.ok
     first = next((c for c in (out.resource, inference) if c is not None and not c.ok), None)
