@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 
@@ -42,6 +42,7 @@ from kaito.runtime.workqueue import ShutDown, WorkQueue
 _ONE_LINE_FAILURES = (TimeoutError, ConflictError, aiohttp.ClientConnectionError, ConnectionError)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 _log = get_logger("kaito.runtime.controller")
 
@@ -193,6 +194,9 @@ class Controller:
         #: Set by the manager: False once leadership may have passed to someone else, so no
         #: new reconcile starts even before the manager has stopped this controller.
         self.may_act: Callable[[], bool] = lambda: True
+        #: Work a reconcile started and did not await (``spawn``): it belongs to this run.
+        self._background: set[asyncio.Task[Any]] = set()
+        self._running = False
 
     @property
     def max_concurrent_reconciles(self) -> int:
@@ -236,6 +240,30 @@ class Controller:
 
     # ----- running
 
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """Run ``coro`` beside the reconciles, as part of this controller's work.
+
+        A reconcile that leaves a write running after it returns (so that a slow write does not
+        hold a worker) must not outlive the controller: once leadership is lost another process
+        owns the objects, and a write still queued here would land after it. Spawned tasks are
+        drained with the in-flight reconciles on a graceful stop and cancelled with them when
+        the controller is cancelled (leadership lost, shutdown budget spent).
+        """
+        if not self._running:
+            coro.close()
+            raise ControllerError(f"controller {self.name} is not running")
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _cancel_background(self) -> None:
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def _new_queue(self) -> WorkQueue[Request]:
         factory = self.options.rate_limiter
         limiter = factory() if factory is not None else None
@@ -251,6 +279,7 @@ class Controller:
         self._queue = queue = self._new_queue()
         self._cm.max_concurrent.set(self.max_concurrent_reconciles)
         workers: list[asyncio.Task[None]] = []
+        self._running = True
         try:
             if not await self._wait_for_sources(stop):
                 return
@@ -279,9 +308,13 @@ class Controller:
             stopping.set()
             await queue.shutdown_with_drain()
             await asyncio.gather(*workers, return_exceptions=True)
+            # What the drained reconciles left running is in-flight work too.
+            while self._background:
+                await asyncio.gather(*list(self._background), return_exceptions=True)
             self._log.info("controller stopped")
         finally:
             self._accepting = False
+            self._running = False
             self.started.clear()
             if not queue.shutting_down:
                 queue.shutdown()
@@ -289,6 +322,7 @@ class Controller:
                 w.cancel()
             if workers:
                 await asyncio.gather(*workers, return_exceptions=True)
+            await self._cancel_background()
             self._cm.active_workers.set(0)
 
     async def _wait_for_sources(self, stop: asyncio.Event) -> bool:

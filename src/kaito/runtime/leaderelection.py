@@ -12,6 +12,11 @@ Why it is built the way it is:
   the next attempt: after a stalled event loop the leader is already out of time and steps
   down without another request. ``is_leader`` applies the same deadline, so code that checks
   it never acts on a lease that may have passed to someone else.
+- A renewal counts from when its request was *sent*, not from when its answer was read: the
+  apiserver may commit it at once and the answer arrive much later (a slow network, a stalled
+  loop). Others judge the lease from the moment they see the committed record, which is after
+  the send; stamping the read time instead would stretch our own deadline past the point where
+  a follower takes over (client-go's renewTime is likewise taken before the request).
 - Seeing another holder in the record ends leadership at once: someone else took the lease.
 - On a clean shutdown (``stop()``) the leader first stops renewing, then clears holderIdentity
   so a successor takes over at its next retry instead of waiting out the full lease. A write
@@ -253,6 +258,7 @@ class LeaderElector:
                     "leaseTransitions": 0,
                 },
             }
+            sent = self._clock()
             try:
                 created = await self.client.create(lease)
             except (AlreadyExistsError, ConflictError):
@@ -261,7 +267,7 @@ class LeaderElector:
                 self._log.info("creating lease failed", error=str(exc))
                 return False
             self._observe(created)
-            self._last_renew = self._clock()
+            self._last_renew = sent
             return True
         except _TRANSIENT as exc:
             self._log.info("reading lease failed", error=str(exc))
@@ -288,6 +294,9 @@ class LeaderElector:
         new_spec["leaseDurationSeconds"] = duration_s
         new_spec["renewTime"] = now_wall
         lease["spec"] = new_spec
+        # Our deadline counts from here: the server may commit the renewal at once and its answer
+        # reach us much later; a follower's view of the lease starts from the commit.
+        sent = self._clock()
         try:
             updated = await self.client.update(lease)  # carries resourceVersion: stale → Conflict
         except ConflictError:
@@ -296,7 +305,7 @@ class LeaderElector:
             self._log.info("updating lease failed", error=str(exc))
             return False
         self._observe(updated)
-        self._last_renew = self._clock()
+        self._last_renew = sent
         return True
 
     def _observe(self, lease: dict[str, Any]) -> None:

@@ -15,7 +15,9 @@ still running when the budget is spent is cancelled.
 
 Losing the lease without being asked to (renewals failed, another holder appeared) is
 different: a new leader may already be acting, so in-flight reconciles are cancelled at once
-instead of drained, and the manager campaigns again.
+instead of drained, and the manager campaigns again. That holds during a shutdown too: a lease
+lost while the controllers drain ends the drain at once, and what is left of the shutdown gets
+no grace period (controller-runtime sets its graceful timeout to zero on such a loss).
 """
 
 from __future__ import annotations
@@ -161,6 +163,8 @@ class Manager:
         self._other_stop: asyncio.Event | None = None
         self._leader_lock = asyncio.Lock()
         self._elector: LeaderElector | None = None
+        #: Set once shutdown asks the elector to step down: a loss after that is requested.
+        self._releasing = False
         self._started = False
         self._deadline: float | None = None  # monotonic end of the shutdown budget
         le = opts.leader_election
@@ -324,11 +328,14 @@ class Manager:
 
     async def _shutdown(self, lead_task: asyncio.Task[None] | None) -> None:
         self._stop.set()
-        self._deadline = time.monotonic() + self.graceful_shutdown_timeout
+        deadline = time.monotonic() + self.graceful_shutdown_timeout
+        # (a lease lost since stop() may already have cut the budget to nothing)
+        self._deadline = deadline if self._deadline is None else min(deadline, self._deadline)
         # 1. controllers stop taking work and drain, while we still hold the lease
         await self._stop_leader_runnables()
         # 2. stop renewing, then release the lease (the elector does both on stop())
         if lead_task is not None:
+            self._releasing = True
             if self._elector is not None:
                 self._elector.stop()
             with contextlib.suppress(TimeoutError):
@@ -397,8 +404,16 @@ class Manager:
 
         def on_stopped() -> None:
             self.metrics.set_leader(opts.name, False)
-            if not self._stop.is_set():
-                _log.warning("lost leadership; cancelling in-flight reconciles", lease=opts.name)
+            if not self._releasing:
+                # Lost, not handed back: someone else may act on our objects now. Whatever
+                # still runs for the old leadership is cancelled, drained or not.
+                if self._stop.is_set():
+                    _log.warning(
+                        "lost leadership while shutting down; abandoning the drain", lease=opts.name
+                    )
+                    self._deadline = time.monotonic()  # no grace left (as controller-runtime)
+                else:
+                    _log.warning("lost leadership; cancelling in-flight reconciles", lease=opts.name)
                 self._abandon_leader_runnables()
             self.elected.clear()
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from faultproxy import Chunks, Seen, proxied
 
 from kaito.envtest import Cluster, ClusterOptions
 from kaito.runtime import (
@@ -466,5 +467,154 @@ async def test_lost_lease_cancels_the_reconcile_in_flight(
         gate.set()
         mgr.stop()
         await asyncio.wait_for(task, 30)
+        if tnew is not None:
+            await cancel(tnew)
+
+
+async def test_renew_deadline_counts_from_when_the_renewal_was_sent(
+    le_cluster: Cluster, clients: list[Client], namespace: str
+) -> None:
+    """Issue 20, bug 7: the apiserver commits a renewal at once but its answer reaches the leader
+    late (a proxy holds the response back); afterwards the leader is cut off. The follower sees
+    the committed record and takes over one lease after it; the old leader must consider itself
+    expired no later than (renewal sent) + lease duration, so the two never lead at once."""
+    lease_s, renew_s, retry_s, hold_s = 4.0, 3.0, 0.3, 2.0
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/kaito-test-held-answer"
+    armed = asyncio.Event()
+    cut_off = asyncio.Event()
+    never = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    held: dict[str, float] = {}
+
+    async def before(seen: Seen) -> None:
+        if seen.path != lease_path:
+            return
+        if cut_off.is_set():
+            await never.wait()  # partitioned: the request never reaches the apiserver
+        if armed.is_set() and seen.method == "PUT":
+            armed.clear()
+            held["sent"] = loop.time()  # the renewal reached us: it was sent by now
+
+    async def fault(seen: Seen, chunks: Chunks) -> Chunks | None:
+        if seen.path == lease_path and seen.method == "PUT" and "sent" in held and "read" not in held:
+            cut_off.set()  # every later lease request of this leader goes nowhere
+            await asyncio.sleep(hold_s)  # committed upstream; the answer is held back
+            held["read"] = loop.time()
+        return chunks
+
+    events: list[str] = []
+    async with proxied(le_cluster.client_configuration(), before=before, fault=fault) as (_, pc):
+        a = LeaderElector(
+            pc, name="kaito-test-held-answer", namespace=namespace, identity="a",
+            lease_duration=lease_s, renew_deadline=renew_s, retry_period=retry_s,
+            on_stopped_leading=lambda: events.append("stop:a"),
+        )
+        b = LeaderElector(
+            clients[1], name="kaito-test-held-answer", namespace=namespace, identity="b",
+            lease_duration=lease_s, renew_deadline=renew_s, retry_period=retry_s,
+        )
+        expired_at: dict[str, float] = {}
+
+        async def watch_a() -> None:
+            while a.is_leader or "sent" not in held:  # noqa: ASYNC110 (polls the elector's clock)
+                await asyncio.sleep(0.005)
+            expired_at["a"] = loop.time()
+            # (white-box, only to prove the fault took effect: the held renewal was the last
+            # one a accepted; old code stamped it when the answer was read, new code when sent)
+            held["renewed"] = a._last_renew
+
+        with Monitor([a, b]) as mon:
+            ta = asyncio.create_task(a.run())
+            await asyncio.wait_for(_until(lambda: a.is_leader), 10)
+            tb = asyncio.create_task(b.run())
+            await asyncio.sleep(lease_s / 2)  # b has seen a's lease and follows it
+            watcher = asyncio.create_task(watch_a())
+            armed.set()
+            try:
+                await asyncio.wait_for(_until(lambda: b.is_leader), lease_s + renew_s + 10)
+                await asyncio.wait_for(watcher, 10)
+                await asyncio.wait_for(ta, 10)
+            finally:
+                never.set()
+                watcher.cancel()
+                await cancel(ta)
+                await cancel(tb)
+        assert "read" in held, "the held renewal was never answered"
+        # The held answer was read in time: the renewal succeeded (a's last renewal is this one).
+        assert held.get("renewed", 0.0) > held["sent"] - retry_s / 2, held
+        assert expired_at["a"] <= held["sent"] + lease_s, (expired_at["a"] - held["sent"], held)
+        assert mon.max_leaders == 1
+        assert events == ["stop:a"]
+
+
+async def test_lease_lost_during_the_drain_abandons_leader_work_at_once(
+    le_cluster: Cluster, clients: list[Client], namespace: str
+) -> None:
+    """Issue 20, bug 7: shutdown has begun and the controllers are draining a slow reconcile
+    (graceful_shutdown_timeout is long) when another process takes the lease. The drain must end
+    at once: the reconcile is cancelled and never writes, and the manager does not spend the
+    rest of its grace period (controller-runtime sets the graceful timeout to zero)."""
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def reconcile(req: Request) -> None:
+        if req.name != "work":
+            return
+        started.set()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        await clients[2].patch(CONFIGMAP, "work", {"metadata": {"annotations": {"writer": "old"}}}, namespace)
+        outcome.append("wrote")
+
+    timings = {"lease_duration": 4.0, "renew_deadline": 3.0, "retry_period": 0.3}
+    grace = 60.0
+    mgr = Manager(
+        le_cluster.client_configuration(),
+        namespace=namespace,
+        handle_signals=False,
+        graceful_shutdown_timeout=grace,
+        leader_election=LeaderElectionOptions(name="drain", namespace=namespace, identity="old", **timings),
+    )
+    mgr.builder().for_(CONFIGMAP, predicates=[label_selector({"t": "drain"})]).complete(reconcile)
+    await clients[2].create({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "work", "namespace": namespace, "labels": {"t": "drain"}},
+    })
+    task = asyncio.create_task(mgr.start())
+    new = LeaderElector(clients[1], name="drain", namespace=namespace, identity="new", **timings)
+    tnew: asyncio.Task[None] | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        mgr.stop()  # the drain waits for the reconcile, for up to `grace` seconds
+        await asyncio.sleep(2 * timings["retry_period"])  # (renewals go on during the drain)
+        assert not task.done() and outcome == []
+        lease = await clients[1].get(LEASE, "drain", namespace, cached=False)
+        assert lease["spec"]["holderIdentity"] == "old"
+        lease["spec"].update(
+            holderIdentity="new", renewTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
+        await clients[1].update(lease)
+        taken = loop.time()
+        tnew = asyncio.create_task(new.run())  # it holds the lease now and keeps renewing
+        # The old leader sees the new holder at its next renewal (one retry period) and cancels
+        # the reconcile then, not after the grace period.
+        await asyncio.wait_for(_until(lambda: bool(outcome)), 10)
+        assert outcome == ["cancelled"]
+        await asyncio.wait_for(task, 10)  # and the rest of the shutdown does not wait either
+        assert loop.time() - taken < 10 < grace
+        gate.set()
+        obj = await clients[2].get(CONFIGMAP, "work", namespace, cached=False)
+        assert "writer" not in (obj["metadata"].get("annotations") or {})
+        lease = await clients[1].get(LEASE, "drain", namespace, cached=False)
+        assert lease["spec"]["holderIdentity"] == "new"  # not released by the old leader
+    finally:
+        gate.set()
+        mgr.stop()
+        await asyncio.wait_for(task, grace + 10)
         if tnew is not None:
             await cancel(tnew)

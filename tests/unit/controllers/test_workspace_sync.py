@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kaito.controllers.workspace.sync import Accepted, drift, revert_patch, stamp
+from kaito.controllers.workspace.sync import Accepted, RecentWrites, drift, revert_patch, stamp
 
 SVC: dict[str, Any] = stamp(
     {
@@ -83,3 +83,51 @@ def test_accepted_covers_a_value_the_apiserver_rewrites() -> None:
     assert not accepted.converged("Service", desired, later)
     accepted.forget("Service", "default", "ws")
     assert len(accepted) == 0
+
+
+class _Informer:
+    """Just what RecentWrites uses of an informer: its handlers and its store's version."""
+
+    def __init__(self) -> None:
+        self.handlers: list[Any] = []
+        self.store = type("S", (), {"resource_version": ""})()
+
+    def add_handler(self, handler: Any) -> None:
+        self.handlers.append(handler)
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.objs: dict[str, dict[str, Any]] = {}
+
+    def get(self, gvk: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+        return self.objs.get(name)
+
+
+def _obj(name: str, rv: str, uid: str = "u") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, "uid": uid}}
+
+
+def test_recent_writes_are_dropped_by_the_informers_events() -> None:
+    """Issue 20, bug 9: an entry goes once the tracked informer shows the write or its deletion,
+    without anyone reading it again."""
+    inf = _Informer()
+    recent = RecentWrites(_Cache())
+    recent.track("SVC", inf)
+    (h,) = inf.handlers
+    recent.remember("SVC", _obj("a", "10"))
+    recent.remember("SVC", _obj("b", "12"))
+    recent.remember("SVC", _obj("c", "14", uid="c1"))
+    h.on_update(_obj("a", "9"), _obj("a", "9"))  # an older state: still needed
+    assert len(recent) == 3
+    h.on_add(_obj("a", "10"))
+    h.on_update(_obj("b", "11"), _obj("b", "13"))
+    assert len(recent) == 1
+    h.on_delete(_obj("c", "13", uid="c1"))  # found gone by a relist: last known state is older
+    assert len(recent) == 0
+    recent.remember("SVC", _obj("d", "20", uid="d2"))
+    h.on_delete(_obj("d", "19", uid="d1"))  # an earlier object of that name: ours stays
+    assert len(recent) == 1
+    inf.store.resource_version = "25"  # the event came before our answer: nothing to keep
+    recent.remember("SVC", _obj("e", "24"))
+    assert len(recent) == 1

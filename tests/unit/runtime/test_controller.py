@@ -390,3 +390,46 @@ async def test_a_panic_without_recovery_fails_the_controller():
     ctrl.enqueue(Request("ns", "a"))
     with pytest.raises(ControllerError):
         await asyncio.wait_for(task, 10)
+
+
+async def test_spawned_work_is_drained_on_stop_and_cancelled_with_the_controller():
+    """Issue 20, bug 7: work a reconcile leaves running belongs to the controller's run."""
+    gate = asyncio.Event()
+    outcome = []
+    ctrl = None
+
+    async def write(tag):
+        try:
+            await gate.wait()
+            outcome.append(f"wrote:{tag}")
+        except asyncio.CancelledError:
+            outcome.append(f"cancelled:{tag}")
+            raise
+
+    async def reconcile(req):
+        ctrl.spawn(write(req.name))
+
+    ctrl = Controller("spawn", reconcile)
+    src = Source([cm("drained")])
+    ctrl.watch(GVK_CM, src, lambda o: (Request.from_object(o),), ())
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await eventually(lambda: len(ctrl._background) == 1)
+    stop.set()  # a graceful stop waits for the spawned write ...
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    gate.set()
+    await asyncio.wait_for(task, 10)
+    assert outcome == ["wrote:drained"]
+
+    gate.clear()
+    src.objs = [cm("cancelled")]
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await eventually(lambda: len(ctrl._background) == 1)
+    task.cancel()  # ... and cancelling the controller (leadership lost) cancels it
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert outcome == ["wrote:drained", "cancelled:cancelled"]
+    with pytest.raises(ControllerError):
+        ctrl.spawn(write("after"))

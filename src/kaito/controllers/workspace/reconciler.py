@@ -421,7 +421,11 @@ class WorkspaceReconciler:
         """``_apply`` in a task of its own (at most ``max_concurrent_reconciles`` at once), one
         per object: a later reconcile finds it in flight and leaves it be. The object's watch
         event brings the Workspace back when it lands; a failure retries the Workspace with
-        backoff and is remembered as the reason until a write succeeds."""
+        backoff and is remembered as the reason until a write succeeds.
+
+        The task belongs to the controller (``Controller.spawn``): it is drained or cancelled
+        with the reconciles when the controller stops, so no write goes out after leadership
+        is lost; a write still waiting for its slot checks leadership again before it sends."""
         meta = desired["metadata"]
         key = (gvk, meta["namespace"], meta["name"])
         if key in self._in_flight:
@@ -435,11 +439,19 @@ class WorkspaceReconciler:
         ):
             return
 
+        controller = self.controller
+
         async def write() -> None:
             async with self._background_slots:
+                if controller is not None and not controller.may_act():
+                    return  # leadership may be someone else's by now; the next leader writes it
                 await self._apply(gvk, ws, desired)
 
-        task = asyncio.get_running_loop().create_task(write())
+        name = f"workspace-write-{gvk.kind}-{meta['namespace']}/{meta['name']}"
+        if controller is not None:
+            task = controller.spawn(write(), name=name)
+        else:  # a reconciler driven without a controller (tests, tools): its own task
+            task = asyncio.get_running_loop().create_task(write(), name=name)
         self._in_flight[key] = task
         task.add_done_callback(lambda t: self._background_done(key, req, t))
 
@@ -729,4 +741,9 @@ def setup(
     rec.controller = builder.with_options(
         max_concurrent_reconciles=rec.options.max_concurrent_reconciles
     ).complete(rec)
+    # The informers the controller reads these kinds from (the builder's own) also retire
+    # RecentWrites entries once they show the write, so the map stays as small as the writes
+    # the cache has not seen yet.
+    for gvk in (WORKSPACE, STATEFULSET, SERVICE, CONTROLLER_REVISION, CONFIGMAP, tuning.JOB):
+        rec.recent.track(gvk, manager.cache.get_informer(gvk, namespace=manager.namespace))
     return rec

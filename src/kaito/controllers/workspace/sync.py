@@ -25,7 +25,7 @@ import hashlib
 import json
 from typing import Any
 
-from kaito.runtime import Client, get_controller_of
+from kaito.runtime import Client, FuncHandler, get_controller_of
 
 #: Hash of the manifest kaito last applied to this object.
 ANNOTATION_DESIRED_HASH = "kaito.sh/desired-hash"
@@ -201,16 +201,54 @@ class RecentWrites:
     wasted requests. Reads go through :meth:`get`, which returns whichever is newer, our write or
     the cache (resourceVersions of one etcd are increasing integers; a non-integer one simply
     disables the shortcut).
+
+    An entry is only needed until the cache catches up, and many objects are written once and
+    never read through here again (a ControllerRevision, the shared ConfigMap, a deleted
+    Workspace's children). So for each kind whose informer is :meth:`track`-ed, the informer's
+    own events drop the entry: an add, update or delete at or past the written resourceVersion
+    means the cache has seen our write (or the object is gone). A write whose event the cache
+    delivered before the write's answer came back is not kept at all.
     """
 
     def __init__(self, cache: Any) -> None:
         self._cache = cache
         self._objs: dict[tuple[Any, str | None, str], Obj] = {}
+        self._tracked: dict[Any, Any] = {}
+
+    def track(self, gvk: Any, informer: Any) -> None:
+        """Let ``informer`` (the one the cache reads ``gvk`` from) drop entries it has caught
+        up with. Call before the informer starts, or its existing objects are replayed."""
+        if gvk in self._tracked:
+            return
+        self._tracked[gvk] = informer
+
+        def seen(obj: Obj, deleted: bool = False) -> None:
+            meta = obj.get("metadata") or {}
+            key = (gvk, meta.get("namespace"), meta.get("name", ""))
+            mine = self._objs.get(key)
+            if mine is None:
+                return
+            # A deletion the informer found by relisting carries the last state it knew, older
+            # than our write; the uid still says it is the object we wrote that is gone.
+            uid = meta.get("uid")
+            if _caught_up(_rv(obj), mine) or (deleted and uid and uid == _meta(mine).get("uid")):
+                del self._objs[key]
+
+        informer.add_handler(
+            FuncHandler(
+                add=seen,
+                update=lambda _old, new: seen(new),
+                delete=lambda obj: seen(obj, deleted=True),
+            )
+        )
 
     def remember(self, gvk: Any, obj: Obj | None) -> None:
         if obj is None:
             return
         meta = obj.get("metadata") or {}
+        informer = self._tracked.get(gvk)
+        if informer is not None and _caught_up(_rv_of(informer), obj):
+            return  # the watch event came in before our answer: the cache already shows it
         self._objs[(gvk, meta.get("namespace"), meta.get("name", ""))] = obj
 
     def forget(self, gvk: Any, name: str, namespace: str | None) -> None:
@@ -245,3 +283,22 @@ class RecentWrites:
 
     def __len__(self) -> int:
         return len(self._objs)
+
+
+def _meta(obj: Obj) -> Obj:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _caught_up(seen_rv: int, mine: Obj) -> bool:
+    """Whether a cache that has seen ``seen_rv`` holds our write ``mine`` (or its deletion)."""
+    mine_rv = _rv(mine)
+    return mine_rv < 0 or seen_rv >= mine_rv
+
+
+def _rv_of(informer: Any) -> int:
+    """The resourceVersion an informer's store has caught up with (-1: not known yet)."""
+    try:
+        return int(informer.store.resource_version or -1)
+    except (TypeError, ValueError, AttributeError):
+        return -1
