@@ -428,8 +428,8 @@ def test_largest_accepted_bodies_cost_a_bounded_parse(served: Served) -> None:
     """Bodies just inside the caps, shaped for the costliest parse: 245,000 ``1e308`` numbers
     (slowest to parse per value), 99,000 one-key objects (most memory per byte) and 3.4 MiB of
     8-byte strings, four of each at once. They are parsed (and answered 400: not an
-    AdmissionReview) at most two at a time; those that wait past the body deadline for a
-    large-body slot are answered 408."""
+    AdmissionReview) one per turn of the loop, at most two read at a time; those that wait past
+    the body deadline for a large-body slot are answered 408."""
     numbers = b"[" + b",".join([b"1e308"] * 245_000) + b"]"
     objects = b'{"a":[' + b",".join(b'{"k%d":%d}' % (i, i) for i in range(99_000)) + b"]}"
     strings = b'["' + b"x" * (3400 * 1024) + b'"]'
@@ -451,7 +451,7 @@ def test_largest_accepted_bodies_cost_a_bounded_parse(served: Served) -> None:
     f = attack(served, "largest_accepted_bodies", run)
     assert "400" in f["answers"] and set(f["answers"]) <= {"400", "408"}, f["answers"]
     assert f["peak_rss_growth_mb"] < 96
-    assert f["stall_cpu_s"] < 0.2
+    assert f["stall_cpu_s"] < 0.25
 
 
 def test_json_nested_200000_deep_is_a_400(served: Served) -> None:

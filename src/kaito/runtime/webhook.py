@@ -219,6 +219,8 @@ class WebhookMetrics:
 _HANDSHAKE, _IDLE, _BODY, _BUSY = "handshake", "idle", "body", "busy"
 #: States in which a connection waits on its client: evictable when the server is full.
 _WAITING = (_HANDSHAKE, _IDLE, _BODY)
+#: Seconds a connection closed after a refusal has to read the answer before it is cut.
+_CLOSE_GRACE = 1.0
 #: Bodies up to this size are read without a large-body slot (an AdmissionReview is a few KiB).
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -426,9 +428,11 @@ class _ConnectionGuard:
     def request_read(self, conn: _Connection) -> None:
         self._enter(conn, _BUSY, None)
 
-    def request_done(self, conn: _Connection) -> None:
+    def request_done(self, conn: _Connection, *, closing: bool = False) -> None:
+        """The response is written; a connection being closed (its client was refused) gets a
+        second to take it, not the TLS shutdown's 30 s wait for the client's close_notify."""
         if conn in self._conns:
-            self._enter(conn, _IDLE, self._opts.keepalive_timeout)
+            self._enter(conn, _IDLE, _CLOSE_GRACE if closing else self._opts.keepalive_timeout)
 
     def forget(self, conn: _Connection) -> None:
         self._conns.pop(conn, None)
@@ -563,6 +567,7 @@ class WebhookServer:
         self._runner: web.AppRunner | None = None
         self._site: _GuardedSite | None = None
         self._large_bodies: asyncio.Semaphore | None = None
+        self._parse_lock: asyncio.Lock | None = None
         self._started = asyncio.Event()
         self._running = False
         self.bound_port: int | None = None
@@ -584,6 +589,22 @@ class WebhookServer:
     # ----- serving
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        guard = self._site.guard if self._site is not None else None
+        conn = guard.for_transport(request.transport) if guard is not None else None
+        if guard is not None and conn is not None:
+            guard.request_started(conn)
+        closing = True
+        try:
+            response = await self._answer(request, conn)
+            if not request.content.at_eof():
+                response.force_close()  # the unread rest of the body is not worth draining
+            closing = not response.keep_alive
+            return response
+        finally:
+            if guard is not None and conn is not None:
+                guard.request_done(conn, closing=closing)
+
+    async def _answer(self, request: web.Request, conn: _Connection | None) -> web.Response:
         handler = self._handlers.get(request.path)
         if handler is None:
             return web.Response(status=404, text=f"no webhook registered at {request.path}\n")
@@ -594,19 +615,10 @@ class WebhookServer:
         in_flight.inc()
         t0 = time.perf_counter()
         status = 500
-        site = self._site
-        conn = site.guard.for_transport(request.transport) if site is not None else None
-        if site is not None and conn is not None:
-            site.guard.request_started(conn)
         try:
             status, body = await self._review(handler, request, conn)
-            response = web.json_response(body, status=status)
-            if status in (408, 413) or not request.content.at_eof():
-                response.force_close()  # the unread rest of the body is not worth draining
-            return response
+            return web.json_response(body, status=status)
         finally:
-            if site is not None and conn is not None:
-                site.guard.request_done(conn)
             m.latency.labels(webhook=request.path).observe(time.perf_counter() - t0)
             m.requests.labels(webhook=request.path, code=str(status)).inc()
             in_flight.dec()
@@ -656,8 +668,14 @@ class WebhookServer:
                 f"request body holds more than {opts.max_json_containers} JSON objects and arrays "
                 f"or {opts.max_json_values} values",
             )
+        if self._parse_lock is None:
+            self._parse_lock = asyncio.Lock()
         try:
-            review = json.loads(raw)
+            # One parse per turn of the loop: two bodies read in the same turn would otherwise be
+            # parsed back to back, holding the loop for both.
+            async with self._parse_lock:
+                await asyncio.sleep(0)
+                review = json.loads(raw)
         except RecursionError:
             return bad(400, "could not decode the AdmissionReview: JSON nested too deep")
         except (ValueError, UnicodeDecodeError) as exc:
