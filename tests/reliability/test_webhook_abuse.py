@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 HEADER_TIMEOUT = 2.0  # as webhook_abuse_server.OPTIONS
 BODY_TIMEOUT = 2.0
 #: A closed connection is noticed this long after its deadline at the latest (loaded machine).
-SLACK = 3.0
+SLACK = 1.5
 VALIDATE = "/validate-kaito-sh-v1beta1-workspace"
 #: The suite's one figures line, filled by each check and emitted when the module ends.
 FIGURES: dict[str, Any] = {"suite": "webhook-abuse"}
