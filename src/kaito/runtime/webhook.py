@@ -71,7 +71,7 @@ MAX_REQUEST_BYTES = 3 * 1024 * 1024 + 512 * 1024
 MAX_JSON_CONTAINERS = 100_000
 # What a parse may take of the event loop is bounded by the body's number of values (commas,
 # objects and arrays counted): the slowest values to parse, numbers like 1e308, take ~0.35 us each
-# on a loaded core, so 3.5 MiB of them held the loop 0.29 s; 250,000 hold it under ~0.1 s. A
+# on a loaded core, so 3.5 MiB of them held the loop 0.29 s; 250,000 hold it ~0.15 s at most. A
 # Kubernetes object has a comma per 20+ bytes of JSON, so a 3.5 MiB one stays under it too.
 MAX_JSON_VALUES = 250_000
 
