@@ -14,6 +14,12 @@ the ConfigMaps that ``inference.config`` and ``tuning.config`` name, as upstream
 so a missing or broken config is refused at ``kubectl apply`` instead of failing a pod later. It lists
 with a field selector rather than GETting: the operator's role has list/watch on ConfigMaps, not
 get, and a list is never served from a stale cache.
+
+The lookup must not be an oracle for ConfigMaps the caller may not read. It looks only in the
+namespace the apiserver put in the request (the Workspace's); a request that names none, or whose
+object names another, is not looked up; and a ConfigMap the operator may not read is answered
+exactly as an absent one (the reason goes to the operator's log). All lookups of one request share
+one deadline, well inside the apiserver's 10 s for the whole call.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from kaito.runtime import (
     WebhookServerOptions,
     allowed,
     denied,
+    get_logger,
     patched,
 )
 
@@ -43,8 +50,13 @@ MUTATE_PATHS = tuple(f"/mutate-kaito-sh-{v}-workspace" for v in VERSIONS)
 Mode = Literal["validate", "mutate"]
 # The apiserver keeps warnings short; a long one is cut rather than dropped.
 _MAX_WARNING = 500
-#: The apiserver gives the whole webhook call 10 s (timeoutSeconds); the lookup gets half.
+#: The apiserver gives the whole webhook call 10 s (timeoutSeconds); all of a request's lookups
+#: together get half.
 LOOKUP_TIMEOUT = 5.0
+#: API statuses for a ConfigMap the operator may not read: answered as if it were absent, so the
+#: answer says nothing of a namespace the operator (and maybe the caller) may not look into.
+_UNREADABLE = (401, 403, 404)
+_log = get_logger("kaito.api.webhook")
 
 
 def validate_request(
@@ -80,39 +92,50 @@ def validate_request(
 
 async def lookup_config_maps(client: Client, request: Any) -> ConfigMaps | None:
     """The ConfigMaps ``inference.config`` / ``tuning.config`` name, read from the Workspace's
-    namespace: ``{name: object}``, ``{name: None}`` when absent, ``{name: reason}`` when it could
-    not be read; None when there is nothing to look up (none named, or unchanged on UPDATE)."""
+    namespace: ``{name: object}``, ``{name: None}`` when absent or not readable, ``{name: reason}``
+    when the API did not answer in time or failed; None when there is nothing to look up (none
+    named, or unchanged on UPDATE). Never longer than :data:`LOOKUP_TIMEOUT` in all."""
     if not isinstance(request, dict):
         return None
     obj, old = request.get("object"), request.get("oldObject")
     update = request.get("operation") == "UPDATE"
     pairs = [(_config(obj, section), _config(old, section)) for section in ("inference", "tuning")]
     wanted = [
-        name
-        for name, before in pairs
-        if isinstance(name, str) and name and not (update and before == name)
+        name for name, before in pairs if isinstance(name, str) and name and not (update and before == name)
     ]
     if not wanted:
         return None
     meta = obj.get("metadata") if isinstance(obj, dict) else None
-    namespace = request.get("namespace") or (meta.get("namespace") if isinstance(meta, dict) else None)
-    if not isinstance(namespace, str) or not namespace:
-        return dict.fromkeys(wanted, "the request names no namespace")
-    found: dict[str, Any] = {}
-    for name in dict.fromkeys(wanted):
+    namespace = request.get("namespace")
+    named = meta.get("namespace") if isinstance(meta, dict) else None
+    if not isinstance(namespace, str) or not namespace or (named and named != namespace):
+        # Not a request the apiserver sends for a Workspace: whatever it names is not looked in.
+        return dict.fromkeys(wanted)
+    names = list(dict.fromkeys(wanted))
+
+    async def one(name: str) -> Any:
         try:
-            async with asyncio.timeout(LOOKUP_TIMEOUT):
-                items = await client.list(
-                    CONFIGMAP, namespace, field_selector=f"metadata.name={name}", cached=False
-                )
-        except TimeoutError:
-            found[name] = f"the API did not answer within {LOOKUP_TIMEOUT:g}s; try again"
-            continue
+            items = await client.list(
+                CONFIGMAP, namespace, field_selector=f"metadata.name={name}", cached=False
+            )
         except ApiError as exc:
-            found[name] = f"{exc}; check that the operator's role may list ConfigMaps"
-            continue
-        found[name] = next((i for i in items if (i.get("metadata") or {}).get("name") == name), None)
-    return found
+            if exc.status in _UNREADABLE:
+                _log.warning(
+                    "webhook may not read a ConfigMap; answered as absent (check the operator's role)",
+                    namespace=namespace,
+                    name=name,
+                    error=str(exc),
+                )
+                return None
+            return f"the API failed ({exc.status}); try again"
+        return next((i for i in items if (i.get("metadata") or {}).get("name") == name), None)
+
+    tasks = [asyncio.ensure_future(one(name)) for name in names]
+    done, pending = await asyncio.wait(tasks, timeout=LOOKUP_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    late = f"the API did not answer within {LOOKUP_TIMEOUT:g}s; try again"
+    return {name: task.result() if task in done else late for name, task in zip(names, tasks, strict=True)}
 
 
 def _config(obj: Any, section: str) -> Any:

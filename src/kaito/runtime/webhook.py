@@ -58,9 +58,22 @@ AdmissionHandler = Callable[[dict[str, Any]], "dict[str, Any] | Awaitable[dict[s
 """AdmissionReview ``request`` dict -> ``response`` dict (``uid`` is filled in by the server)."""
 
 REVIEW_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-# The apiserver's own limit on a request body is 3 MiB; object + oldObject + envelope fit in 7 MiB,
-# controller-runtime's limit. aiohttp's default (1 MiB) would refuse large objects.
-MAX_REQUEST_BYTES = 7 * 1024 * 1024
+# An AdmissionReview carries at most two stored objects (object and oldObject on UPDATE). etcd
+# refuses to store an object over 1.5 MiB (its --max-request-bytes default), and the apiserver
+# refuses any request body over 3 MiB, so a review of storable objects fits in 2 x 1.5 MiB plus
+# its envelope (userInfo, options): 3.5 MiB. Larger bodies get 413 before a byte is parsed.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024 + 512 * 1024
+# What a parse may allocate is bounded by the body's number of JSON objects and arrays (one Python
+# dict or list each, 64-230 bytes), more than by its bytes: 7 MiB of "[{},{},..." is 2.4 million
+# dicts, 185 MB. Counted (a C-speed byte count, over-counting brackets inside strings) before
+# parsing: 100,000 cost at most ~25 MB, and a Kubernetes object has one per 30+ bytes of JSON, so
+# only a 3 MiB object of unusual shape comes near it. Measured worst cases are in docs/reliability.md.
+MAX_JSON_CONTAINERS = 100_000
+# What a parse may take of the event loop is bounded by the body's number of values (commas,
+# objects and arrays counted): the slowest values to parse, numbers like 1e308, take ~0.35 us each
+# on a loaded core, so 3.5 MiB of them held the loop 0.29 s; 250,000 hold it ~0.15 s at most. A
+# Kubernetes object has a comma per 20+ bytes of JSON, so a 3.5 MiB one stays under it too.
+MAX_JSON_VALUES = 250_000
 
 
 # ----------------------------------------------------------------------------- responses
@@ -201,6 +214,270 @@ class WebhookMetrics:
         )
 
 
+# ----------------------------------------------------------------------------- connections
+
+_HANDSHAKE, _IDLE, _BODY, _BUSY = "handshake", "idle", "body", "busy"
+#: States in which a connection waits on its client: evictable when the server is full.
+_WAITING = (_HANDSHAKE, _IDLE, _BODY)
+#: Seconds a connection closed after a refusal has to read the answer before it is cut.
+_CLOSE_GRACE = 1.0
+#: Bodies up to this size are read without a large-body slot (an AdmissionReview is a few KiB).
+SMALL_BODY_BYTES = 64 * 1024
+
+
+class _Connection:
+    """One accepted TCP connection: its state, since when, and the deadline of that state."""
+
+    __slots__ = ("since", "state", "task", "tcp", "timer", "tls")
+
+    def __init__(self, tcp: asyncio.Transport, now: float) -> None:
+        self.tcp = tcp
+        self.tls: asyncio.Transport | None = None
+        self.state = _HANDSHAKE
+        self.since = now
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def abort(self) -> None:
+        (self.tls or self.tcp).abort()
+
+
+class _AppProtocol(asyncio.Protocol):
+    """Stands between the TLS layer and aiohttp's request handler to see the connection end.
+
+    ``loop.start_tls`` may hand over decrypted bytes (TLS 1.3 sends the first request with the
+    handshake's last flight) before this side has told aiohttp of the connection; those bytes are
+    kept until :meth:`attach`.
+    """
+
+    def __init__(self, guard: _ConnectionGuard, conn: _Connection, inner: asyncio.Protocol) -> None:
+        self._guard, self._conn, self._inner = guard, conn, inner
+        self._early: list[bytes] = []
+        self._early_eof = False
+        self._attached = False
+
+    def attach(self, transport: asyncio.Transport) -> None:
+        self._attached = True
+        self._inner.connection_made(transport)
+        for data in self._early:
+            self._inner.data_received(data)
+        self._early.clear()
+        if self._early_eof:
+            self._inner.eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self._attached:
+            self._inner.data_received(data)
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        if self._attached:
+            return self._inner.eof_received()
+        self._early_eof = True
+        return None
+
+    def pause_writing(self) -> None:
+        if self._attached:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._attached:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.forget(self._conn)
+        if self._attached:
+            self._inner.connection_lost(exc)
+
+
+class _Accept(asyncio.Protocol):
+    """The listening socket's protocol: hands each plain TCP connection to the guard, which starts
+    TLS on it (``loop.start_tls`` replaces this protocol)."""
+
+    def __init__(self, guard: _ConnectionGuard) -> None:
+        self._guard = guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._guard.accepted(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # only before start_tls took over, which the guard's task sees itself
+
+
+def _nested_too_deep(prefix: bytes) -> bool:
+    """Whether ``prefix`` nests deeper than the parser recurses (it stops there; 8 KiB of brackets
+    cost it ~3,000 lists at most): a deep nest of many brackets is then a bad request (400), not
+    merely a large one (413)."""
+    try:
+        json.loads(prefix)
+    except RecursionError:
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return False
+
+
+class _ConnectionGuard:
+    """Caps and times every connection from accept to close, so no client can hold the server.
+
+    Counted from the TCP accept (before TLS: a pending handshake holds a 256 KiB TLS buffer), a
+    connection must complete its TLS handshake and first request head within ``header_timeout``,
+    a body within ``body_timeout`` (enforced by the server), and after a response the next request
+    head within ``keepalive_timeout``; one that misses its deadline is aborted. At
+    ``max_connections``, a new connection evicts the connection that has waited longest on its
+    client (handshaking, idle or sending a body); only when every connection is busy in a handler
+    is the new one refused. A slow client therefore loses its slot to the apiserver, not the
+    reverse: a legitimate call holds its slot for milliseconds.
+    """
+
+    def __init__(
+        self,
+        server: Callable[[], asyncio.Protocol],
+        context: ssl.SSLContext,
+        options: WebhookServerOptions,
+    ) -> None:
+        self._server, self._context, self._opts = server, context, options
+        self._conns: dict[_Connection, None] = {}
+        self._by_transport: dict[asyncio.BaseTransport, _Connection] = {}
+        self.evicted = 0
+        self.refused = 0
+        self.timed_out = 0
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def accepted(self, tcp: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        if len(self._conns) >= self._opts.max_connections:
+            waiting = [c for c in self._conns if c.state in _WAITING]
+            if not waiting:
+                self.refused += 1
+                tcp.abort()
+                return
+            # Those still to send a request head first, then slow bodies; the oldest of them.
+            victim = min(waiting, key=lambda c: (c.state == _BODY, c.since))
+            self.evicted += 1
+            self.forget(victim)
+            victim.abort()
+        conn = _Connection(tcp, loop.time())
+        self._conns[conn] = None
+        self._arm(conn, self._opts.header_timeout)
+        conn.task = loop.create_task(self._handshake(conn), name="webhook-tls-handshake")
+
+    async def _handshake(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        app = _AppProtocol(self, conn, self._server())
+        try:
+            tls = await loop.start_tls(
+                conn.tcp,
+                app,
+                self._context,
+                server_side=True,
+                ssl_handshake_timeout=self._opts.header_timeout,
+            )
+        except asyncio.CancelledError:
+            self.forget(conn)
+            conn.tcp.abort()
+            raise
+        except Exception as exc:  # a failed, timed-out or evicted handshake: that client is gone
+            _log.debug("webhook TLS handshake failed", error=f"{type(exc).__name__}: {exc}")
+            self.forget(conn)
+            conn.tcp.abort()
+            return
+        finally:
+            conn.task = None
+        if tls is None or conn not in self._conns:  # evicted or timed out while shaking hands
+            if tls is not None:
+                tls.abort()
+            return
+        conn.tls = tls
+        self._by_transport[tls] = conn
+        self._enter(conn, _IDLE, None)  # the header deadline set at accept keeps running
+        app.attach(tls)
+
+    def _arm(self, conn: _Connection, seconds: float) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+        conn.timer = asyncio.get_running_loop().call_later(seconds, self._expire, conn)
+
+    def _expire(self, conn: _Connection) -> None:
+        conn.timer = None
+        if conn in self._conns:
+            self.timed_out += 1
+            _log.debug("webhook connection timed out", state=conn.state)
+            self.forget(conn)
+            conn.abort()
+
+    def _enter(self, conn: _Connection, state: str, deadline: float | None) -> None:
+        conn.state, conn.since = state, asyncio.get_running_loop().time()
+        if deadline is not None:
+            self._arm(conn, deadline)
+
+    def for_transport(self, transport: asyncio.BaseTransport | None) -> _Connection | None:
+        return self._by_transport.get(transport) if transport is not None else None
+
+    def request_started(self, conn: _Connection) -> None:
+        """The request head is in: the body deadline is the handler's (it answers 408)."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        self._enter(conn, _BODY, None)
+
+    def request_read(self, conn: _Connection) -> None:
+        self._enter(conn, _BUSY, None)
+
+    def request_done(self, conn: _Connection, *, closing: bool = False) -> None:
+        """The response is written; a connection being closed (its client was refused) gets a
+        second to take it, not the TLS shutdown's 30 s wait for the client's close_notify."""
+        if conn in self._conns:
+            self._enter(conn, _IDLE, _CLOSE_GRACE if closing else self._opts.keepalive_timeout)
+
+    def forget(self, conn: _Connection) -> None:
+        self._conns.pop(conn, None)
+        if conn.tls is not None:
+            self._by_transport.pop(conn.tls, None)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+
+    def close(self) -> None:
+        """Stop timing; abort connections still shaking hands (established ones drain in aiohttp)."""
+        for conn in list(self._conns):
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+            if conn.state == _HANDSHAKE:
+                self.forget(conn)
+                conn.abort()
+                if conn.task is not None:
+                    conn.task.cancel()
+
+
+class _GuardedSite(web.BaseSite):
+    """aiohttp's TCPSite, with TLS started per connection by a :class:`_ConnectionGuard`."""
+
+    def __init__(self, runner: web.AppRunner, host: str | None, port: int, guard: _ConnectionGuard) -> None:
+        super().__init__(runner)
+        self._host, self._port, self.guard = host, port, guard
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host or '0.0.0.0'}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        guard = self.guard
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Accept(guard), self._host, self._port, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        self.guard.close()
+        await super().stop()
+
+
 # ----------------------------------------------------------------------------- server
 
 
@@ -224,12 +501,31 @@ class WebhookServerOptions:
     """Seconds between checks of the key pair files for a rotated certificate."""
     shutdown_timeout: float = 30.0
     """On stop, how long in-flight admission requests may take to finish before being cut."""
-    keepalive_timeout: float = 3630.0
-    """Idle seconds before the server closes a kept-alive connection. Longer than Go clients'
-    90 s idle timeout on purpose: the client must be the side that closes idle connections, as a
-    server-side close can race the apiserver's next POST on it, which is then not retried."""
+    keepalive_timeout: float = 120.0
+    """Seconds after a response within which the next request head must arrive, else the
+    connection is closed. Longer than Go clients' 90 s idle timeout on purpose: the apiserver
+    should be the side that closes idle connections, as a server-side close can race its next POST
+    on it, which is then not retried. An idle connection also gives way to a new one when the
+    server is full (``max_connections``), so this bounds a client's hold, not the server's load."""
+    header_timeout: float = 10.0
+    """Seconds from the TCP accept to a complete request head, TLS handshake included (the
+    apiserver sends both at once; a slowloris client is cut here)."""
+    body_timeout: float = 10.0
+    """Seconds from the request head to the whole body (answered 408 and closed past it). The
+    apiserver gives the whole call 10 s by default (``timeoutSeconds``)."""
+    max_connections: int = 128
+    """Open connections (counted from the accept, handshakes included; each holds ~300 KiB of TLS
+    and HTTP buffers). At the cap, a new connection evicts the one that has waited longest on its
+    client; only when all are busy in handlers is it refused."""
     max_request_bytes: int = MAX_REQUEST_BYTES
     """Largest AdmissionReview body accepted; larger ones get HTTP 413."""
+    max_json_containers: int = MAX_JSON_CONTAINERS
+    """Most JSON objects and arrays (``{`` and ``[`` bytes) a body may hold; more get HTTP 413."""
+    max_json_values: int = MAX_JSON_VALUES
+    """Most JSON values (``,`` ``{`` ``[`` bytes) a body may hold; more get HTTP 413."""
+    max_large_bodies: int = 2
+    """Bodies over 64 KiB read and handled at once; others wait (within ``body_timeout``), so
+    many large bodies cost at most this many times ``max_request_bytes`` and its parse."""
     tls_options: Callable[[ssl.SSLContext], None] | None = None
     """Adjusts every TLS context built (ciphers, versions), like controller-runtime's TLSOpts."""
 
@@ -269,6 +565,9 @@ class WebhookServer:
             on_read=self._count_read,
         )
         self._runner: web.AppRunner | None = None
+        self._site: _GuardedSite | None = None
+        self._large_bodies: asyncio.Semaphore | None = None
+        self._parse_lock: asyncio.Lock | None = None
         self._started = asyncio.Event()
         self._running = False
         self.bound_port: int | None = None
@@ -290,6 +589,22 @@ class WebhookServer:
     # ----- serving
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        guard = self._site.guard if self._site is not None else None
+        conn = guard.for_transport(request.transport) if guard is not None else None
+        if guard is not None and conn is not None:
+            guard.request_started(conn)
+        closing = True
+        try:
+            response = await self._answer(request, conn)
+            if not request.content.at_eof():
+                response.force_close()  # the unread rest of the body is not worth draining
+            closing = not response.keep_alive
+            return response
+        finally:
+            if guard is not None and conn is not None:
+                guard.request_done(conn, closing=closing)
+
+    async def _answer(self, request: web.Request, conn: _Connection | None) -> web.Response:
         handler = self._handlers.get(request.path)
         if handler is None:
             return web.Response(status=404, text=f"no webhook registered at {request.path}\n")
@@ -301,27 +616,68 @@ class WebhookServer:
         t0 = time.perf_counter()
         status = 500
         try:
-            status, body = await self._review(handler, request)
+            status, body = await self._review(handler, request, conn)
             return web.json_response(body, status=status)
         finally:
             m.latency.labels(webhook=request.path).observe(time.perf_counter() - t0)
             m.requests.labels(webhook=request.path, code=str(status)).inc()
             in_flight.dec()
 
-    async def _review(self, handler: AdmissionHandler, request: web.Request) -> tuple[int, dict[str, Any]]:
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body within ``body_timeout``; one over 64 KiB (or of unknown length) first waits,
+        within the same deadline, for one of ``max_large_bodies`` slots."""
+        async with asyncio.timeout(self.options.body_timeout):
+            length = request.content_length
+            if length is not None and length <= SMALL_BODY_BYTES:
+                return await request.read()
+            if self._large_bodies is None:
+                self._large_bodies = asyncio.Semaphore(max(1, self.options.max_large_bodies))
+            async with self._large_bodies:
+                return await request.read()
+
+    async def _review(
+        self, handler: AdmissionHandler, request: web.Request, conn: _Connection | None = None
+    ) -> tuple[int, dict[str, Any]]:
         def bad(code: int, message: str) -> tuple[int, dict[str, Any]]:
             _log.warning("admission request rejected", webhook=request.path, code=code, reason=message)
             review = {"apiVersion": REVIEW_VERSIONS[0], "kind": "AdmissionReview"}
             return code, {**review, "response": {"uid": "", **errored(code, message)}}
 
+        opts = self.options
         if request.content_type != "application/json":
             return bad(400, f"contentType={request.content_type}, expected application/json")
+        if request.content_length is not None and request.content_length > opts.max_request_bytes:
+            return bad(413, f"request body larger than {opts.max_request_bytes} bytes")
         try:
-            raw = await request.read()
+            raw = await self._read_body(request)
         except web.HTTPRequestEntityTooLarge:
-            return bad(413, f"request body larger than {self.options.max_request_bytes} bytes")
+            return bad(413, f"request body larger than {opts.max_request_bytes} bytes")
+        except TimeoutError:
+            return bad(408, f"request body not received within {opts.body_timeout:g}s")
+        if conn is not None and self._site is not None:
+            self._site.guard.request_read(conn)
+        # The parse holds the event loop (and the GIL: a thread would not help), so what it may
+        # cost is bounded before it starts: bytes above, objects and arrays here.
+        containers = raw.count(b"{") + raw.count(b"[")
+        values = containers + raw.count(b",")
+        if containers > opts.max_json_containers or values > opts.max_json_values:
+            if _nested_too_deep(raw[:8192]):
+                return bad(400, "could not decode the AdmissionReview: JSON nested too deep")
+            return bad(
+                413,
+                f"request body holds more than {opts.max_json_containers} JSON objects and arrays "
+                f"or {opts.max_json_values} values",
+            )
+        if self._parse_lock is None:
+            self._parse_lock = asyncio.Lock()
         try:
-            review = json.loads(raw)
+            # One parse per turn of the loop: two bodies read in the same turn would otherwise be
+            # parsed back to back, holding the loop for both.
+            async with self._parse_lock:
+                await asyncio.sleep(0)
+                review = json.loads(raw)
+        except RecursionError:
+            return bad(400, "could not decode the AdmissionReview: JSON nested too deep")
         except (ValueError, UnicodeDecodeError) as exc:
             return bad(400, f"could not decode the AdmissionReview: {exc}")
         if not isinstance(review, dict) or review.get("kind") != "AdmissionReview":
@@ -386,18 +742,16 @@ class WebhookServer:
                 keepalive_timeout=opts.keepalive_timeout,
             )
             await self._runner.setup()
-            site = web.TCPSite(
-                self._runner,
-                opts.host or None,
-                opts.port,
-                ssl_context=self.cert_watcher.server_context(),
-                reuse_address=True,
-            )
+            server = self._runner.server
+            assert server is not None
+            guard = _ConnectionGuard(server, self.cert_watcher.server_context(), opts)
+            site = self._site = _GuardedSite(self._runner, opts.host or None, opts.port, guard)
             try:
                 await site.start()
             except BaseException:
                 await self._runner.cleanup()
                 self._runner = None
+                self._site = None
                 raise
             addrs = self._runner.addresses
             self.bound_port = int(addrs[0][1]) if addrs else opts.port
@@ -413,6 +767,7 @@ class WebhookServer:
                 # Stops listening, lets in-flight requests finish (up to shutdown_timeout), closes.
                 await self._runner.cleanup()
                 self._runner = None
+                self._site = None
                 _log.info("webhook server stopped")
         finally:
             self._running = False

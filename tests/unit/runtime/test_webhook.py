@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -281,6 +282,65 @@ async def test_oversized_body_is_413(tmp_path: Path) -> None:
         assert code == 413
         code, body = await s.post("/v", review())
         assert code == 200 and body["response"]["allowed"] is True
+    finally:
+        s.stop.set()
+        await asyncio.wait_for(s.task, 20)
+
+
+async def test_deep_or_element_heavy_json_is_refused_before_it_costs(served: Served) -> None:
+    """Deep nesting is a 400 (was an uncaught RecursionError: 500); more JSON objects or values
+    than the caps is a 413, decided by counting bytes before any parse."""
+    served.server.register("/v", lambda req: allowed())
+    code, body = await served.post("/v", b"[" * 200_000 + b"]" * 200_000)
+    assert code == 400 and "nested too deep" in body["response"]["status"]["message"]
+    code, body = await served.post("/v", b'{"a":{"a":' * 1500 + b"0" + b"}" * 3000)
+    assert code == 400 and "nested too deep" in body["response"]["status"]["message"]
+    code, body = await served.post("/v", b"[" + b",".join([b"{}"] * 150_000) + b"]")
+    assert code == 413 and "JSON objects and arrays" in body["response"]["status"]["message"]
+    code, body = await served.post("/v", b"[" + b",".join([b"0"] * 300_000) + b"]")
+    assert code == 413
+    code, body = await served.post("/v", review())
+    assert code == 200 and body["response"]["allowed"] is True
+
+
+async def test_silent_and_slow_clients_are_cut_at_their_deadlines(tmp_path: Path) -> None:
+    """A connection that sends no request head is closed at ``header_timeout``; one that stops
+    mid-body is answered 408 at ``body_timeout``; past ``max_connections`` the longest-waiting
+    connection gives way to the new one."""
+    s = await start_server(tmp_path, header_timeout=0.5, body_timeout=0.5, max_connections=3)
+    try:
+        s.server.register("/v", lambda req: allowed())
+        port = s.server.bound_port
+        t0 = time.monotonic()
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=s.client_ctx)
+        w.write(b"POST /v HTTP/1.1\r\nHost: x\r\n")
+        assert await asyncio.wait_for(r.read(), 10) == b""
+        assert time.monotonic() - t0 < 5
+        w.close()
+
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=s.client_ctx)
+        w.write(
+            b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        answer = b""
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            async with asyncio.timeout(10):
+                while chunk := await r.read(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        w.close()
+
+        idle = [await asyncio.open_connection("127.0.0.1", port, ssl=s.client_ctx) for _ in range(5)]
+        code, body = await s.post("/v", review())
+        assert code == 200 and body["response"]["allowed"] is True
+        closed = 0
+        for ir, iw in idle[:2]:  # the oldest two gave way to the newer ones and the call above
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                closed += await asyncio.wait_for(ir.read(), 0.3) == b""
+            iw.close()
+        assert closed == 2
+        for _ir, iw in idle[2:]:
+            iw.close()
     finally:
         s.stop.set()
         await asyncio.wait_for(s.task, 20)
