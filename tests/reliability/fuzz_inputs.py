@@ -11,6 +11,7 @@ from the test, so the cases are the same whichever surface (function, CLI, apise
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from kaito.api.labels import RESERVED_DOMAINS
 from kaito.api.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,10 +179,117 @@ def _parent(doc: Any, path: Path_) -> tuple[Any, str | int] | None:
     return None
 
 
+# --- label selectors (issue 21 holes 1 and 2) ---------------------------------------------------
+# Built by construction, not with kaito's own checker as the oracle: a reserved key is a valid key
+# under a domain kaito / Karpenter / AKS / Kubernetes write; a bad key or value breaks exactly one
+# of apimachinery's rules.
+
+_label_name = st.from_regex(r"[a-z0-9]([-a-z0-9_.]{0,12}[a-z0-9])?", fullmatch=True)
+reserved_keys = st.builds(
+    lambda sub, domain, name: f"{sub}{domain}/{name}",
+    st.sampled_from(["", "", "x.", "node-role.", "topology."]),
+    st.sampled_from([*RESERVED_DOMAINS, "karpenter.k8s.aws", "karpenter.k8s.oracle"]),
+    st.sampled_from(["workspace", "workspacenamespace", "nodepool", "os", "instance-type"]) | _label_name,
+)
+_BAD_CHARS = [" ", "!", ",", "=", "@", "*", ":", ";", "\t", "\n", "é", "🤖", "\u202e", "\x00", "'", '"']
+
+
+def _spoiled(name: str, char: str, where: int) -> str:
+    """``name`` with a character labels may not hold inserted (inside, at the start or the end)."""
+    cut = where % (len(name) + 1)
+    return name[:cut] + char + name[cut:]
+
+
+bad_names = st.one_of(
+    st.builds(_spoiled, _label_name, st.sampled_from(_BAD_CHARS), st.integers(0, 20)),
+    st.builds(lambda n, edge, front: edge + n if front else n + edge, _label_name,
+              st.sampled_from(["-", "_", "."]), st.booleans()),
+    st.integers(64, 300).map(lambda n: "a" * n),
+)  # fmt: skip
+bad_keys = st.one_of(
+    bad_names,
+    bad_names.map(lambda n: f"example.com/{n}"),
+    _label_name.map(lambda n: f"/{n}"),
+    _label_name.map(lambda n: f"example.com/{n}/x"),
+    st.sampled_from(["example.com/", "Example.COM/x", "exa_mple.com/x", "-x.com/y", "a..b/c", "bad key!"]),
+    st.integers(254, 400).map(lambda n: "a" * n + "/x"),
+)
+bad_values = bad_names
+
+
+SELECTOR_FAULTS = (
+    "reserved-label",
+    "reserved-expr",
+    "bad-key",
+    "bad-expr-key",
+    "bad-value",
+    "bad-expr-value",
+    "in-without-values",
+    "exists-with-values",
+)
+
+
+@st.composite
+def bad_selector(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
+    """A label selector with one reserved key or one syntax error: (selector, the field the
+    error must name, what was done)."""
+    base = "resource.labelSelector"
+    own = {"apps": "phi-3"}
+    kind = draw(st.sampled_from(SELECTOR_FAULTS))
+    if kind in ("reserved-label", "bad-key"):
+        key = draw(reserved_keys if kind == "reserved-label" else bad_keys)
+        sel: dict[str, Any] = {"matchLabels": {**own, key: draw(_label_name)}}
+        return sel, f"{base}.matchLabels[{json.dumps(key, ensure_ascii=False)}]", f"{kind} {key!r}"
+    if kind in ("reserved-expr", "bad-expr-key"):
+        key = draw(reserved_keys if kind == "reserved-expr" else bad_keys)
+        op = draw(st.sampled_from(["Exists", "DoesNotExist"]))
+        sel = {"matchLabels": own, "matchExpressions": [{"key": key, "operator": op}]}
+        return sel, f"{base}.matchExpressions[0].key", f"{kind} {key!r}"
+    if kind == "bad-value":
+        value = draw(bad_values)
+        return {"matchLabels": {"apps": value}}, f'{base}.matchLabels["apps"]', f"{kind} {value!r}"
+    if kind == "bad-expr-value":
+        value = draw(bad_values)
+        sel = {"matchExpressions": [{"key": "apps", "operator": draw(st.sampled_from(["In", "NotIn"])),
+                                     "values": ["phi-3", value]}]}  # fmt: skip
+        return sel, f"{base}.matchExpressions[0].values[1]", f"{kind} {value!r}"
+    if kind == "in-without-values":
+        op = draw(st.sampled_from(["In", "NotIn"]))
+        req: dict[str, Any] = {"key": "apps", "operator": op}
+        if draw(st.booleans()):
+            req["values"] = []
+        return {"matchExpressions": [req]}, f"{base}.matchExpressions[0].values", f"{kind} {op}"
+    op = draw(st.sampled_from(["Exists", "DoesNotExist"]))
+    sel = {"matchExpressions": [{"key": "apps", "operator": op, "values": [draw(_label_name)]}]}
+    return sel, f"{base}.matchExpressions[0].values", f"{kind} {op}"
+
+
+@st.composite
+def label_cases(draw: st.DrawFn) -> tuple[dict[str, Any], str, str]:
+    """A valid Workspace (inference or tuning, either version) whose selector is spoiled by
+    :func:`bad_selector`: (document, field the refusal must name, what was done). The adapters
+    base is left out: it is invalid on its own (URL adapter source), and the selector's error
+    must be the only one."""
+    doc = copy.deepcopy(draw(st.sampled_from([_inference, _tuning]))())
+    doc["apiVersion"] = f"kaito.sh/{draw(st.sampled_from(VERSIONS))}"
+    selector, field, step = draw(bad_selector())
+    doc["resource"]["labelSelector"] = selector
+    return doc, field, step
+
+
 @st.composite
 def mutation(draw: st.DrawFn, doc: dict[str, Any]) -> str:
     """Apply one mutation to ``doc`` in place; return a short description of it."""
-    kind = draw(st.sampled_from(["replace", "replace", "schema", "delete", "extra", "snake", "null"]))
+    kind = draw(
+        st.sampled_from(["replace", "replace", "schema", "delete", "extra", "snake", "null", "labels"])
+    )
+    if kind == "labels":
+        resource = doc.get("resource")
+        if not isinstance(resource, dict):
+            return "skip labels"
+        selector, _, step = draw(bad_selector())
+        resource["labelSelector"] = selector
+        return step
     if kind in ("replace", "delete", "null", "extra"):
         paths = doc_paths(doc)
         path = draw(st.sampled_from(paths)) if paths else ("metadata",)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fuzz_inputs import schema_paths, workspaces
+from fuzz_inputs import SELECTOR_FAULTS, label_cases, schema_paths, workspaces
 from hypothesis import HealthCheck, given, settings
 from rel_support import LogCapture, fresh_namespace, metric, running_operator, until
 from reliability_stack import emit
@@ -42,6 +42,8 @@ from kaito.runtime import ApiError, Client, NotFoundError, WebhookServerOptions
 
 #: Cases through the function, the webhook decision and the CLI (issue: at least 1,000).
 CASES = int(os.environ.get("KAITO_FUZZ_CASES", "1000"))
+#: Spoiled label selectors (reserved keys, bad key/value syntax) through function, webhook and CLI.
+LABEL_CASES = int(os.environ.get("KAITO_FUZZ_LABEL_CASES", "400"))
 #: Of those, how many also go to the real apiserver (each is one HTTP round trip + admission).
 API_CASES = int(os.environ.get("KAITO_FUZZ_API_CASES", "250"))
 FIELD_WORDS = {str(step) for path in schema_paths() for step in path if isinstance(step, str)} | {
@@ -148,6 +150,65 @@ def test_fuzzed_workspaces_through_validation_webhook_and_cli(tmp_path: Path) ->
         "seconds": round(time.monotonic() - start, 1),
     }
     emit(figures)
+
+
+def label_generated() -> list[tuple[dict[str, Any], str, str]]:
+    """``LABEL_CASES`` Workspaces whose only fault is in the label selector (derandomized)."""
+    out: dict[str, tuple[dict[str, Any], str, str]] = {}
+
+    @settings(
+        max_examples=LABEL_CASES * 3,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(label_cases())
+    def collect(case: tuple[dict[str, Any], str, str]) -> None:
+        if len(out) < LABEL_CASES:
+            out.setdefault(_key(case[0]), case)
+
+    collect()
+    assert len(out) >= LABEL_CASES, f"hypothesis produced only {len(out)} distinct selectors"
+    return list(out.values())
+
+
+def test_fuzzed_label_selectors_are_refused_naming_the_field(tmp_path: Path) -> None:
+    """Issue 21 holes 1 and 2: a reserved key (``kaito.sh/workspace`` next to an ordinary one) or
+    a key / value / operator Kubernetes refuses, anywhere in the selector, in any base Workspace
+    and either version, is refused by the function, the webhook and ``kaito validate``, each
+    time with an error at exactly the selector field that holds it, never an internal error."""
+    cases = label_generated()
+    kinds = {step.split()[0] for _, _, step in cases}
+    assert kinds == set(SELECTOR_FAULTS), f"not every selector fault was generated: {kinds}"
+    for doc, field, step in cases:
+        where = f"{step}: {_key(doc)[:300]}"
+        result = validate_workspace(doc)
+        assert not result.ok, f"admitted {where}"
+        assert not [e for e in result.errors if "internal validation error" in e.message], where
+        fields = [e.field for e in result.errors]
+        assert field in fields, f"{fields} does not name {field} for {where}"
+        assert all(f.startswith("resource.labelSelector") for f in fields), f"{result.errors} for {where}"
+        resp = review({"request": {"uid": "u", "operation": "CREATE", "object": doc}})["response"]
+        assert resp["allowed"] is False, where
+        assert 400 <= resp["status"]["code"] < 500 and field in resp["status"]["message"], (resp, where)
+        assert "could not process" not in resp["status"]["message"], where
+    path = tmp_path / "selectors.yaml"
+    path.write_text(yaml.safe_dump_all([d for d, _, _ in cases], allow_unicode=True), encoding="utf-8")
+    cli = subprocess.run(
+        [sys.executable, "-m", "kaito.cli.main", "validate", "-o", "json", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 1, f"kaito validate exited {cli.returncode}: {cli.stderr[-3000:]}"
+    assert "Traceback" not in cli.stderr, cli.stderr[-3000:]
+    items = json.loads(cli.stdout)["items"]
+    assert len(items) == len(cases)
+    for (_, field, step), item in zip(cases, items, strict=True):
+        assert item["result"] == "rejected", (step, item)
+        assert any(err.startswith(f"{field}: ") for err in item["errors"]), (step, field, item["errors"])
+    emit({"suite": "fuzz-label-selectors", "cases": len(cases), "refused": len(cases), "internal_errors": 0})
 
 
 def _valid_like(doc: dict[str, Any]) -> dict[str, Any]:

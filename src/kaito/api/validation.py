@@ -25,6 +25,7 @@ from kaito.api.inference_config import (
     config_map_problems,
     tuning_config_map_problems,
 )
+from kaito.api.labels import key_problem, reserved_domain, value_problem
 from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace, api_key_secret_of
 from kaito.contract.urls import image_host_problem, url_problem
 from kaito.presets import (
@@ -309,15 +310,62 @@ class _Checker:
             )
 
     def check_label_selector(self) -> None:
+        """Keys and values as the apiserver will check them on the NodePools, NodeClaims and Nodes
+        they are copied to, and no key under a domain kaito, Karpenter or Kubernetes own: the
+        provisioners copy matchLabels onto the claims, so ``kaito.sh/workspace`` there would
+        label the claims as another Workspace's."""
         sel = self.ws.resource.label_selector
-        keys = list((sel.match_labels or {}).keys()) + [e.key for e in sel.match_expressions or []]
-        if not any(not k.startswith(c.RESERVED_LABEL_PREFIXES) for k in keys):
+        base = "resource.labelSelector"
+        keys: list[str] = []
+        for key, value in (sel.match_labels or {}).items():
+            path = f"{base}.matchLabels[{json.dumps(key, ensure_ascii=False)}]"
+            keys.append(key)
+            if self.check_label_key(path, key):
+                problem = value_problem(value)
+                if problem:
+                    self.error(path, f"{problem}; change the value (it becomes a node label)")
+        for i, req in enumerate(sel.match_expressions or []):
+            path = f"{base}.matchExpressions[{i}]"
+            keys.append(req.key)
+            self.check_label_key(f"{path}.key", req.key)
+            values = req.values or []
+            if req.operator in ("In", "NotIn") and not values:
+                self.error(
+                    f"{path}.values",
+                    f"must list at least one value for operator {req.operator}; add values or use "
+                    "Exists / DoesNotExist",
+                )
+            elif req.operator in ("Exists", "DoesNotExist") and values:
+                self.error(
+                    f"{path}.values",
+                    f"must be empty for operator {req.operator}; remove values or use In / NotIn",
+                )
+            for j, value in enumerate(values):
+                problem = value_problem(value)
+                if problem:
+                    self.error(f"{path}.values[{j}]", f"{problem}; change the value")
+        if not keys:
             self.error(
-                "resource.labelSelector",
-                "needs at least one label of your own (keys under "
-                f"{', '.join(c.RESERVED_LABEL_PREFIXES)} are reserved); "
-                "add e.g. matchLabels: {apps: my-model}",
+                base,
+                "needs at least one label of your own; add e.g. matchLabels: {apps: my-model}",
             )
+
+    def check_label_key(self, path: str, key: str) -> bool:
+        """Report a bad or reserved selector key at ``path``; True when the key is usable."""
+        problem = key_problem(key)
+        if problem:
+            self.error(path, f"{problem}; rename the key (it becomes a node label)")
+            return False
+        domain = reserved_domain(key)
+        if domain is not None:
+            self.error(
+                path,
+                f"{key!r} is under {domain}, a label domain kaito, Karpenter or Kubernetes set "
+                "themselves, so a Workspace may not select or set it; use a key of your own such "
+                "as apps: my-model",
+            )
+            return False
+        return True
 
     def check_instance_type(self) -> GPUSku | None:
         itype = self.ws.resource.instance_type

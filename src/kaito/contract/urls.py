@@ -13,7 +13,7 @@ import ipaddress
 import re
 import socket
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -28,6 +28,55 @@ METADATA_HOSTS: Final = frozenset(
 )
 METADATA_IPS: Final = frozenset({"169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"})
 _FIX = "use a public http(s) URL"
+#: What stands in for a URL's query string, fragment or credentials wherever a URL is shown.
+REDACTED: Final = "REDACTED"
+#: An http(s) URL inside free text: up to whitespace, a quote or an angle bracket.
+_URL_IN_TEXT = re.compile(r"""https?://[^\s'"<>]+""", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print: its query string, fragment and user:password replaced.
+
+    Presigned dataset URLs (Azure SAS, S3 ``X-Amz-Signature``, GCS signed URLs) carry their
+    credential in the query string, so a URL is never printed, logged or written to a status
+    with its query. Only scheme, host, port and path stay: enough to tell which file it was.
+    The program that downloads still gets the real URL; only what it says about it is redacted.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _redact_unparsed(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = REDACTED if parts.query else ""
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _redact_unparsed(url: str) -> str:
+    """A URL urlsplit refuses (a bad IPv6 literal): keep what is before any '?' or '#', and no
+    user:password."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    head = url[:cut]
+    if "@" in head:
+        scheme, sep, rest = head.partition("://")
+        head = f"{scheme}{sep}{REDACTED}@{rest.rsplit('@', 1)[1]}" if sep else REDACTED
+    return head + (f"?{REDACTED}" if cut < len(url) else "")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every http(s) URL in it passed through :func:`redact_url` (error lines,
+    progress lines and container termination messages that may quote a presigned URL)."""
+    return _URL_IN_TEXT.sub(_redact_match, text)
+
+
+def _redact_match(m: re.Match[str]) -> str:
+    # Punctuation closing a sentence ("...?sig=x: HTTP 403", "(see https://h/p?x).") is text, not
+    # URL: it stays after the redacted URL, so redacting an already redacted line changes nothing.
+    url = m.group(0)
+    core = url.rstrip(".,;:!?)]}")
+    return redact_url(core) + url[len(core) :]
 
 
 def url_problem(url: str) -> str | None:
@@ -36,26 +85,27 @@ def url_problem(url: str) -> str | None:
     Host names are judged by name only (no DNS here: the webhook must answer offline); a
     downloader must also check each address the name resolves to with :func:`address_problem`.
     """
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         host = parts.hostname
         _ = parts.port
     except ValueError:
-        return f"{url!r} is not a valid URL; use an http(s) URL"
+        return f"{shown!r} is not a valid URL; use an http(s) URL"
     if parts.scheme not in ("http", "https"):
-        return f"{url!r} must use http or https"
+        return f"{shown!r} must use http or https"
     if not host:
-        return f"{url!r} has no host; use an http(s) URL with a public host"
+        return f"{shown!r} has no host; use an http(s) URL with a public host"
     host = host.rstrip(".").lower()
     if host in METADATA_HOSTS or host in METADATA_IPS:
-        return f"{url!r} points at a cloud metadata address; {_FIX}"
+        return f"{shown!r} points at a cloud metadata address; {_FIX}"
     if host == "localhost" or host.endswith(".localhost"):
-        return f"{url!r} points at a loopback address; {_FIX}"
+        return f"{shown!r} points at a loopback address; {_FIX}"
     addr = as_ip(host)
     if addr is None:
         return None
     problem = address_problem(addr)
-    return f"{url!r} {problem}; {_FIX}" if problem else None
+    return f"{shown!r} {problem}; {_FIX}" if problem else None
 
 
 def image_host_problem(image: str) -> str | None:

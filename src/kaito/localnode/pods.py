@@ -40,6 +40,7 @@ from kaito.localnode.sandbox import (
     die_with_parent,
     launch_argv,
     run_in,
+    write_private,
     write_spec,
 )
 from kaito.runtime import CONFIGMAP, POD, SECRET, Client, NotFoundError, get_logger
@@ -235,6 +236,9 @@ class PodWorker:
 
     async def _run_pod(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The agent's user only, as the kubelet's /var/lib/kubelet/pods: the pod's folder holds
+        # its containers' specs (Secret env values), Secret volumes and pull credentials.
+        self.dir.chmod(0o700)
         plans: dict[str, ImagePlan] = {}
         pull_failed = False
         for c in [*(self.spec.get("initContainers") or []), *(self.spec.get("containers") or [])]:
@@ -414,7 +418,10 @@ class PodWorker:
                 src = vol.get("configMap") or vol.get("secret") or {}
                 ref = src.get("name") if kind == "ConfigMap" else src.get("secretName")
                 data = await self._data(kind, str(ref), bool(src.get("optional")))
+                secret = kind == "Secret"
                 target.mkdir(parents=True, exist_ok=True)
+                if secret:
+                    target.chmod(0o700)
                 items = src.get("items") or [{"key": k, "path": k} for k in (data or {})]
                 for item in items:
                     if data is None:
@@ -425,8 +432,13 @@ class PodWorker:
                         raise ConfigError(f'{kind.lower()} "{ref}": key "{item["key"]}" not found')
                     f = target / item["path"]
                     f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_bytes(data[item["key"]])
-                    f.chmod(int(item.get("mode") or src.get("defaultMode") or 0o644))
+                    mode = int(item.get("mode") or src.get("defaultMode") or 0o644)
+                    if secret:
+                        f.parent.chmod(0o700)
+                        write_private(f, data[item["key"]], secret_file_mode(mode))
+                    else:
+                        f.write_bytes(data[item["key"]])
+                        f.chmod(mode)
             elif "projected" in vol:
                 await self._projected(vol["projected"], target)
             elif "hostPath" in vol:
@@ -441,7 +453,7 @@ class PodWorker:
     async def _projected(self, src: Obj, target: Path) -> None:
         """The service-account volume every pod gets: a token from the TokenRequest API, the
         cluster CA (kube-root-ca.crt) and the namespace."""
-        _mkdir(target)
+        _mkdir(target, 0o700)  # a service-account token and Secret items: the agent's user only
         for source in src.get("sources") or []:
             if "serviceAccountToken" in source:
                 sat = source["serviceAccountToken"]
@@ -465,7 +477,7 @@ class PodWorker:
                         "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token", body=body
                     )
                     token = str(got["status"]["token"])
-                (target / sat.get("path", "token")).write_text(token)
+                write_private(target / sat.get("path", "token"), token.encode(), 0o400)
             for kind, key in (("ConfigMap", "configMap"), ("Secret", "secret")):
                 if key in source:
                     ref = source[key]
@@ -474,7 +486,10 @@ class PodWorker:
                         if data is not None and item["key"] in data:
                             f = target / item["path"]
                             f.parent.mkdir(parents=True, exist_ok=True)
-                            f.write_bytes(data[item["key"]])
+                            if kind == "Secret":
+                                write_private(f, data[item["key"]], 0o400)
+                            else:
+                                f.write_bytes(data[item["key"]])
             if "downwardAPI" in source:
                 for item in source["downwardAPI"].get("items") or []:
                     if "fieldRef" in item:
@@ -811,11 +826,21 @@ def _tail(path: Path, lines: int = 5) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _mkdir(path: Path) -> None:
+def _mkdir(path: Path, mode: int | None = None) -> None:
     path.mkdir(parents=True, exist_ok=True)
+    if mode is not None:
+        path.chmod(mode)
 
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    path.chmod(0o600)
+    write_private(path, data, 0o600)
+
+
+def secret_file_mode(requested: int) -> int:
+    """A Secret volume file's mode on the local node: owner read (and execute, if asked), never
+    group, other or write. The apiserver stores ``defaultMode: 0644`` on every pod that does not
+    set one, so the requested mode cannot say whether the author wanted others to read; and every
+    container here runs as the agent's own user, so owner-only takes nothing from a container.
+    The default becomes 0400, as a Secret should be on a machine shared with other users."""
+    return (requested & 0o500) or 0o400

@@ -206,7 +206,26 @@ def launch_argv(netns: str, spec_file: Path) -> list[str]:
 
 
 def write_spec(spec: ContainerSpec, path: Path) -> None:
-    path.write_text(json.dumps(spec.__dict__))
+    """The container's spec for its launcher, readable by the agent's user only (0600): its env
+    holds the values of the Secrets the pod names (``secretKeyRef``, ``envFrom``)."""
+    write_private(path, json.dumps(spec.__dict__).encode(), 0o600)
+
+
+def write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode``, never readable by others on the way: the file is
+    created with ``mode`` (not the umask's 0644 and a chmod after, which leaves a window). A file
+    (or a symlink) already there is removed first, so a read-only 0400 file can be rewritten when
+    a volume is set up again, and a link cannot send the bytes elsewhere."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def container_pid(unshare_pid: int) -> int | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kaito.contract import DATA_DIR, RESULTS_DIR
 from kaito.contract.tuning import DOCKER_CONFIG_KEY, ENV_DATA_URLS, FAILED_MARKER, PUSH_SECRET_DIR
+from kaito.contract.urls import redact_urls
 from kaito.tuning.errors import TuningError
 
 
@@ -79,7 +80,7 @@ def _fetch(ns: argparse.Namespace) -> None:
         max_bytes=ns.max_bytes or DEFAULT_MAX_BYTES,
         allow_addresses=allow,
         ca_file=ns.ca_file,
-        progress=lambda line: print(line, flush=True),
+        progress=lambda line: print(redact_urls(line), flush=True),
     )
     fetch_all(urls, ns.dest, opts)
 
@@ -111,7 +112,7 @@ def _train(ns: argparse.Namespace) -> None:
     except BaseException as exc:
         try:
             ns.output.mkdir(parents=True, exist_ok=True)
-            (ns.output / FAILED_MARKER).write_text(f"{exc}\n")
+            (ns.output / FAILED_MARKER).write_text(f"{redact_urls(str(exc))}\n")
         except OSError:
             pass
         raise
@@ -140,12 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         {"fetch": _fetch, "train": _train, "push": _push, "pull": _pull}[ns.cmd](ns)
     except TuningError as exc:
-        print(f"kaito-tuning: {exc}", file=sys.stderr, flush=True)
+        _fail(str(exc))
         return 1
     except KeyboardInterrupt:
-        print("kaito-tuning: interrupted", file=sys.stderr, flush=True)
+        _fail("interrupted")
         return 130
     except Exception as exc:
-        print(f"kaito-tuning: {ns.cmd} failed ({type(exc).__name__}: {exc})".splitlines()[0], file=sys.stderr)
+        _fail(f"{ns.cmd} failed ({type(exc).__name__}: {exc})".splitlines()[0])
         return 1
     return 0
+
+
+def _fail(why: str) -> None:
+    """The one failure line (the Job's termination message, then the Workspace's status): URLs in
+    it lose their query strings, whichever exception quoted them (presigned URLs' signatures)."""
+    print(f"kaito-tuning: {redact_urls(why)}", file=sys.stderr, flush=True)

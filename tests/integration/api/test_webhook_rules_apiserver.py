@@ -270,3 +270,56 @@ async def test_defaulting_on_update_keeps_the_stored_instance_type(hooked: Hooke
     made = await hooked.run("create", "-o", "json", "-f", "-", input=json.dumps(fresh))
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["resource"]["instanceType"] == "Standard_NC24ads_A100_v4"
+
+
+async def test_reserved_and_malformed_selector_labels_are_refused_at_kubectl_apply(hooked: Hooked) -> None:
+    """Issue 21 holes 1 and 2: one ordinary key next to ``kaito.sh/workspace`` used to pass, and so
+    did keys and values the apiserver refuses later on the NodeClaim (the Workspace then stuck on
+    a 422). kubectl now gets the field and the fix, and nothing is stored."""
+    sel = "resource.labelSelector"
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            {"matchLabels": {"apps": "mine", "kaito.sh/workspace": "victim"}},
+            f"{sel}.matchLabels[\"kaito.sh/workspace\"]: 'kaito.sh/workspace' is under kaito.sh",
+        ),
+        (
+            {"matchLabels": {"apps": "mine", "kaito.sh/workspacenamespace": "other-tenant"}},
+            f"{sel}.matchLabels[\"kaito.sh/workspacenamespace\"]:",
+        ),
+        (
+            {
+                "matchLabels": {"apps": "mine"},
+                "matchExpressions": [{"key": "karpenter.sh/nodepool", "operator": "Exists"}],
+            },
+            f"{sel}.matchExpressions[0].key: 'karpenter.sh/nodepool' is under karpenter.sh",
+        ),
+        (
+            {"matchLabels": {"apps": "mine", "bad key!": "x"}},
+            f"{sel}.matchLabels[\"bad key!\"]: 'bad key!' is not a valid label key",
+        ),
+        (
+            {"matchLabels": {"apps": "a b,c"}},
+            f"{sel}.matchLabels[\"apps\"]: 'a b,c' is not a valid label value",
+        ),
+        (
+            {"matchExpressions": [{"key": "apps", "operator": "In"}]},
+            f"{sel}.matchExpressions[0].values: must list at least one value for operator In",
+        ),
+    ]
+    for i, (selector, expected) in enumerate(cases):
+        ws = workspace(f"sel-{i}")
+        ws["resource"]["labelSelector"] = selector
+        for verb in ("apply", "create"):
+            refused = await hooked.run(verb, "-f", "-", input=json.dumps(ws))
+            assert refused.returncode != 0, (selector, refused.stdout)
+            assert expected in refused.stderr, (selector, refused.stderr)
+            assert "use a key of your own" in refused.stderr or "kaito.sh" not in expected
+        stored = await hooked.run("get", "workspace", f"sel-{i}")
+        assert stored.returncode != 0 and "NotFound" in stored.stderr, stored.stdout
+    ok = workspace("sel-ok")
+    ok["resource"]["labelSelector"] = {
+        "matchLabels": {"apps": "mine", "example.com/team": ""},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gpu"]}],
+    }
+    made = await hooked.run("apply", "-f", "-", input=json.dumps(ok))
+    assert made.returncode == 0, made.stderr

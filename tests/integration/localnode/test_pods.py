@@ -329,3 +329,53 @@ async def test_exec_probe_runs_inside_the_container(kclient: Client, local_node:
 
     cs = await wait_for(running_not_ready, "exec-no running", timeout=60)
     assert cs["ready"] is False
+
+
+async def test_secret_env_and_volume_files_are_private_on_the_host(
+    kclient: Client, local_node: str, ns: str, agent: AgentProcess
+) -> None:
+    """Issue 21 hole 8: the agent wrote each container's spec (Secret env values included) with
+    the umask's 0644 and Secret volume files 0644 in a 0755 pod folder, so any user on the machine
+    could read them. Now, as the kubelet keeps them: pod folder and Secret volume folder 0700,
+    spec file 0600, Secret files 0400, and the container still reads both."""
+    planted = "s3cret-" + uuid.uuid4().hex[:8]
+    await kclient.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "priv", "namespace": ns},
+            "data": {"token": base64.b64encode(planted.encode()).decode()},
+        }
+    )
+    script = 'test "$(cat /mnt/sec/token)" = "$TOKEN" && echo read-ok && exec sleep 300'
+    container = {
+        "command": ["sh", "-c", script],
+        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "priv", "key": "token"}}}],
+        "volumeMounts": [{"name": "sec", "mountPath": "/mnt/sec", "readOnly": True}],
+    }
+    volumes = [{"name": "sec", "secret": {"secretName": "priv"}}]
+    pod = pod_manifest("priv", local_node, container, volumes=volumes)
+    await _create(kclient, ns, pod)
+    await wait_for(lambda: _ready_pod(kclient, "priv", ns), "priv Ready", timeout=90)
+    pod_dir = next((agent.state_dir / "pods").glob(f"{ns}_priv_*"))
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    log = pod_dir / "logs" / "main" / "0.log"
+    await wait_for(lambda: "read-ok" in log.read_text(errors="replace"), "the container to read the Secret")
+    spec = pod_dir / "main.spec.json"
+    assert planted in spec.read_text()  # the file does hold the Secret's value
+    assert mode(pod_dir) == 0o700, oct(mode(pod_dir))
+    assert mode(spec) == 0o600, oct(mode(spec))
+    volume = pod_dir / "volumes" / "sec"
+    assert mode(volume) == 0o700, oct(mode(volume))
+    assert mode(volume / "token") == 0o400, oct(mode(volume / "token"))
+    assert (volume / "token").read_text() == planted
+    for projected in (pod_dir / "volumes").iterdir():  # the service-account token volume, if any
+        token = projected / "token"
+        if token.exists():
+            assert mode(projected) == 0o700 and mode(token) == 0o400, projected
+    await kclient.delete(POD, "priv", ns)
+    await wait_for(lambda: _gone(kclient, "priv", ns), "priv deleted", timeout=60)
+    assert not pod_dir.exists()

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from kaito.contract.urls import as_ip, image_host_problem, url_problem
+from kaito.contract.urls import as_ip, image_host_problem, redact_url, redact_urls, url_problem
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,45 @@ def test_images_from_the_nodes_inside_are_refused(image: str, why: str) -> None:
 )
 def test_ordinary_and_private_registries_pass(image: str) -> None:
     assert image_host_problem(image) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://acct.blob.core.windows.net/c/train.parquet?sv=2024&sig=AbC%2Bd%3D",
+            "https://acct.blob.core.windows.net/c/train.parquet?REDACTED",
+        ),
+        (
+            "https://b.s3.amazonaws.com/d.jsonl?X-Amz-Credential=AKIA&X-Amz-Signature=deadbeef",
+            "https://b.s3.amazonaws.com/d.jsonl?REDACTED",
+        ),
+        ("https://user:pw@host:8443/p?t=1#frag", "https://REDACTED@host:8443/p?REDACTED#REDACTED"),
+        ("https://huggingface.co/d/train.parquet", "https://huggingface.co/d/train.parquet"),
+        ("http://[bad/x?sig=1", "http://[bad/x?REDACTED"),
+        ("http://u:p@[bad/x", "http://REDACTED@[bad/x"),
+    ],
+)
+def test_redact_url_keeps_host_and_path_only(url: str, shown: str) -> None:
+    """Issue 21 hole 8: presigned URLs carry their credential in the query string."""
+    assert redact_url(url) == shown
+    assert redact_url(shown) == shown
+
+
+def test_redact_urls_in_text_keeps_the_sentence() -> None:
+    line = (
+        "kaito-tuning: https://a.blob.core.windows.net/c/x.parquet?sig=S3CRET: HTTP 403 Forbidden; "
+        "fetched 'http://h/y.jsonl?X-Amz-Signature=S3CRET' (see https://h/z?k=S3CRET)."
+    )
+    out = redact_urls(line)
+    assert "S3CRET" not in out
+    assert out == (
+        "kaito-tuning: https://a.blob.core.windows.net/c/x.parquet?REDACTED: HTTP 403 Forbidden; "
+        "fetched 'http://h/y.jsonl?REDACTED' (see https://h/z?REDACTED)."
+    )
+    assert redact_urls(out) == out
+
+
+def test_url_problem_does_not_echo_the_signature() -> None:
+    problem = url_problem("http://169.254.169.254/latest?sig=S3CRET")
+    assert problem is not None and "S3CRET" not in problem and "169.254.169.254/latest?REDACTED" in problem

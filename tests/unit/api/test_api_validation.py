@@ -272,13 +272,119 @@ def test_input_urls_accepted(url: str) -> None:
 def test_label_selector_needs_a_user_label() -> None:
     exprs = {"matchExpressions": [{"key": "team", "operator": "Exists"}]}
     assert errors(inference(resource__labelSelector=exprs)) == []
-    for sel in (
-        {},
-        {"matchLabels": {"kaito.sh/workspace": "x"}},
-        {"matchLabels": {"kubernetes.io/os": "linux"}},
-    ):
+    for sel in ({}, {"matchLabels": {}}, {"matchExpressions": []}):
         msg = one_error(inference(resource__labelSelector=sel))
         assert msg.startswith("resource.labelSelector: needs at least one label of your own"), sel
+
+
+@pytest.mark.parametrize(
+    ("key", "domain"),
+    [
+        ("kaito.sh/workspace", "kaito.sh"),
+        ("kaito.sh/workspacenamespace", "kaito.sh"),
+        ("node-pool.kaito.sh/x", "kaito.sh"),
+        ("karpenter.sh/nodepool", "karpenter.sh"),
+        ("karpenter.k8s.aws/instance-family", "karpenter.k8s.*"),
+        ("karpenter.azure.com/sku-name", "karpenter.azure.com"),
+        ("kubernetes.azure.com/agentpool", "kubernetes.azure.com"),
+        ("node.kubernetes.io/instance-type", "node.kubernetes.io"),
+        ("kubernetes.io/os", "kubernetes.io"),
+        ("topology.kubernetes.io/zone", "kubernetes.io"),
+        ("k8s.io/x", "k8s.io"),
+        ("node-role.k8s.io/gpu", "k8s.io"),
+    ],
+)
+def test_reserved_label_keys_are_refused_next_to_a_user_label(key: str, domain: str) -> None:
+    """Issue 21 hole 1: one ordinary key used to let reserved keys through, and the provisioners
+    copied them onto NodeClaims, labelling them as another tenant's."""
+    sel = {"matchLabels": {"apps": "mine", key: "victim"}}
+    msg = one_error(inference(resource__labelSelector=sel))
+    assert msg.startswith(f'resource.labelSelector.matchLabels["{key}"]: {key!r} is under {domain},'), msg
+    assert "use a key of your own" in msg
+    exprs = {"matchLabels": {"apps": "mine"}, "matchExpressions": [{"key": key, "operator": "Exists"}]}
+    msg = one_error(inference(resource__labelSelector=exprs))
+    assert msg.startswith(f"resource.labelSelector.matchExpressions[0].key: {key!r} is under {domain},"), msg
+    # the same key alone: refused as reserved, not merely as "no label of your own"
+    msg = one_error(inference(resource__labelSelector={"matchLabels": {key: "x"}}))
+    assert msg.startswith(f'resource.labelSelector.matchLabels["{key}"]:'), msg
+
+
+@pytest.mark.parametrize(
+    "key", ["apps", "example.com/team", "kaito.sh.example.com/x", "my-kubernetes.io/x", "a.b_c-d.9", "A" * 63]
+)
+def test_user_label_keys_are_accepted(key: str) -> None:
+    assert errors(inference(resource__labelSelector={"matchLabels": {key: "v"}})) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("bad key!", "the name 'bad key!' must be at most 63 characters"),
+        ("-apps", "the name '-apps' must be"),
+        ("apps-", "the name 'apps-' must be"),
+        ("a" * 64, "must be at most 63 characters"),
+        ("Example.com/x", "the prefix 'Example.com' must be a DNS subdomain"),
+        ("exa_mple.com/x", "must be a DNS subdomain"),
+        ("a" * 254 + "/x", "must be a DNS subdomain"),
+        ("/x", "the prefix before '/' is empty"),
+        ("example.com/", "the name after the prefix is empty"),
+        ("a/b/c", "more than one '/'"),
+        ("", "the name after the prefix is empty"),
+    ],
+)
+def test_label_key_syntax(key: str, why: str) -> None:
+    """Issue 21 hole 2: keys the apiserver refuses on the NodeClaim are refused at admission."""
+    msg = one_error(inference(resource__labelSelector={"matchLabels": {"apps": "x", key: "v"}}))
+    field = f"resource.labelSelector.matchLabels[{json.dumps(key)}]"
+    assert msg.startswith(f"{field}: {key!r} is not a valid label key"), msg
+    assert why in msg and "rename the key" in msg
+    exprs = {"matchLabels": {"apps": "x"}, "matchExpressions": [{"key": key, "operator": "Exists"}]}
+    msg = one_error(inference(resource__labelSelector=exprs))
+    assert msg.startswith(f"resource.labelSelector.matchExpressions[0].key: {key!r} is not a valid"), msg
+
+
+@pytest.mark.parametrize("value", ["a b", "a,b", "x" * 64, "-a", "a-", "é", "a/b", "a=b"])
+def test_label_value_syntax(value: str) -> None:
+    msg = one_error(inference(resource__labelSelector={"matchLabels": {"apps": value}}))
+    assert msg.startswith(f'resource.labelSelector.matchLabels["apps"]: {value!r} is not a valid label value')
+    exprs = {"matchExpressions": [{"key": "apps", "operator": "In", "values": ["ok", value]}]}
+    msg = one_error(inference(resource__labelSelector=exprs))
+    assert msg.startswith(f"resource.labelSelector.matchExpressions[0].values[1]: {value!r} is not a valid")
+
+
+@pytest.mark.parametrize("value", ["", "a", "A.b_c-9", "x" * 63])
+def test_label_values_accepted(value: str) -> None:
+    assert errors(inference(resource__labelSelector={"matchLabels": {"apps": value}})) == []
+
+
+def test_match_expression_values_per_operator() -> None:
+    def expr(op: str, values: list[str] | None) -> dict[str, Any]:
+        e: dict[str, Any] = {"key": "apps", "operator": op}
+        if values is not None:
+            e["values"] = values
+        return {"matchExpressions": [e]}
+
+    at = "resource.labelSelector.matchExpressions[0]"
+    for op in ("In", "NotIn"):
+        assert errors(inference(resource__labelSelector=expr(op, ["a"]))) == []
+        for values in (None, []):
+            msg = one_error(inference(resource__labelSelector=expr(op, values)))
+            assert msg.startswith(f"{at}.values: must list at least one value for operator {op}"), msg
+    for op in ("Exists", "DoesNotExist"):
+        assert errors(inference(resource__labelSelector=expr(op, None))) == []
+        assert errors(inference(resource__labelSelector=expr(op, []))) == []
+        msg = one_error(inference(resource__labelSelector=expr(op, ["a"])))
+        assert msg.startswith(f"{at}.values: must be empty for operator {op}"), msg
+    msg = one_error(inference(resource__labelSelector=expr("Gt", ["1"])))
+    assert msg.startswith("resource.labelSelector.matchExpressions[0].operator:"), msg
+
+
+def test_reserved_label_on_update_of_an_object_that_already_had_it_is_not_wedged() -> None:
+    """Objects stored before the rule can still get finalizers and status (the update rule)."""
+    sel = {"matchLabels": {"apps": "x", "kaito.sh/workspace": "other"}}
+    old = inference(resource__labelSelector=sel)
+    new = _apply(old, {"metadata__finalizers": ["workspace.finalizer.kaito.sh"]})
+    assert errors(new, old=old) == []
 
 
 def test_metadata_name_must_name_a_service() -> None:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import copy
+import http.server
+import json
+import os
 import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +18,8 @@ import pytest
 import yaml
 
 from kaito.api import names
-from kaito.contract.tuning import DEFAULT_TEMPLATES
+from kaito.contract.tuning import DEFAULT_TEMPLATES, ENV_DATA_URLS
+from kaito.controllers.workspace.status import Check
 from kaito.controllers.workspace.tuning import (
     DOWNLOADER,
     PULLER,
@@ -252,3 +260,91 @@ def test_failed_job_reports_its_reason_and_the_runtimes_line() -> None:
 def test_pod_that_cannot_start_is_a_failure(reason: str) -> None:
     out = job_status_to_conditions(job(), [pod(waiting={"reason": reason, "message": "no such image"})])
     assert out.state == names.STATE_FAILED and out.succeeded.reason == reason
+
+
+SIGNATURE = "sig=Pl4nted%2BSAS%2Fsignature%3D"
+SAS = f"sv=2024-11-04&se=2030-01-01T00%3A00%3A00Z&sr=b&sp=r&{SIGNATURE}"
+
+
+class _Storage(http.server.BaseHTTPRequestHandler):
+    """Blob storage as a presigned URL meets it: ``ok.jsonl`` is served, anything else is
+    refused with 403 as Azure refuses an expired SAS. Every request line is kept."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        if self.path.startswith("/data/ok.jsonl?"):
+            body = b'{"messages": []}\n'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/jsonl")
+        else:
+            body = b"<Error><Code>AuthenticationFailed</Code></Error>"
+            self.send_response(403, "Server failed to authenticate the request")
+            self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def storage() -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    handler = type("Storage", (_Storage,), {"seen": seen})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_presigned_url_reaches_the_downloader_but_not_its_output_or_the_workspace_status(
+    storage: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """Issue 21 hole 8: a SAS URL's signature used to be echoed in the downloader's progress and
+    error lines, and from its termination message into the Workspace's status. The Job's
+    downloader runs for real (its own command and env, against a real HTTP server that serves
+    one file and refuses the other with 403); the server must get the signature, nothing the
+    run prints and nothing the controller writes to status may hold it."""
+    base, seen = storage
+    urls = [f"{base}/data/ok.jsonl?{SAS}", f"{base}/data/expired.jsonl?{SAS}"]
+    ws = seed_ws(input={"urls": urls})
+    built, _ = build_tuning_job(ws)
+    downloader = containers(built)[DOWNLOADER]
+    env = {e["name"]: e["value"] for e in downloader["env"]}
+    assert env[ENV_DATA_URLS] == " ".join(urls)  # the Job still gets the real URLs
+    argv = [sys.executable, *downloader["command"][1:]]
+    argv += ["--dest", str(tmp_path / "data"), "--insecure-allow-address", "127.0.0.1"]
+    run = subprocess.run(
+        argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 1, run.stderr
+    assert seen == [f"/data/ok.jsonl?{SAS}", f"/data/expired.jsonl?{SAS}"]  # used for real
+    assert f"fetched {base}/data/ok.jsonl?REDACTED" in run.stdout, run.stdout
+    line = run.stderr.strip().splitlines()[-1]
+    refused = f"{base}/data/expired.jsonl?REDACTED: HTTP 403 Server failed to authenticate the request"
+    assert line == f"kaito-tuning: {refused}"
+    assert "Pl4nted" not in run.stdout + run.stderr and "sv=2024" not in run.stdout + run.stderr
+
+    # The kubelet copies the failed container's last lines into its termination message
+    # (FallbackToLogsOnError); the Job controller fails the Job; the controller writes status.
+    failed_pod = pod()
+    terminated = {"exitCode": 1, "reason": "Error", "message": run.stderr}
+    failed_pod["status"]["initContainerStatuses"] = [
+        {"name": DOWNLOADER, "state": {"terminated": terminated}}
+    ]
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": urls[1]}
+    failed_job = job([failed])
+    outcome = job_status_to_conditions(failed_job, [failed_pod])
+    resource = Check(True, "NodesReady", f"nodes ready; data from {urls[1]}")
+    status = desired_tuning_status(ws, resource, outcome)["status"]
+    text = json.dumps(status)
+    assert "Pl4nted" not in text and "sv=2024" not in text, text
+    assert f"container {DOWNLOADER}: kaito-tuning: {refused}" in text
+    assert status["state"] == names.STATE_FAILED

@@ -13,9 +13,9 @@ from kaito.envtest.cluster import AGENT_NODE_LABEL as KWOK_SKIPS_LABEL
 from kaito.envtest.cluster import AGENT_NODE_VALUE as KWOK_SKIPS_VALUE
 from kaito.localnode import AGENT_NODE_LABEL, AGENT_NODE_VALUE, STANDIN_ANNOTATION
 from kaito.localnode.images import ImagePullError, ImageResolver, repository
-from kaito.localnode.pods import expand
+from kaito.localnode.pods import expand, secret_file_mode
 from kaito.localnode.portforward import ForwardError, parse_target
-from kaito.localnode.sandbox import GATEWAY, NETWORK
+from kaito.localnode.sandbox import GATEWAY, NETWORK, ContainerSpec, write_private, write_spec
 
 INFERENCE = "ghcr.io/kaito-project/kaito/inference:0.1.0"
 
@@ -126,3 +126,34 @@ def test_only_loopback_registries_are_pulled(tmp_path: Path, image: str, local: 
     else:
         with pytest.raises(ImagePullError, match=image.split(":")[0]):
             _resolver(tmp_path).resolve(image, ["sh"])
+
+
+def test_container_spec_with_secret_env_is_written_0600(tmp_path: Path) -> None:
+    """Issue 21 hole 8: the spec file holds Secret env values; it was written with the umask's
+    0644. Rewriting it (a restart) keeps 0600, and a symlink planted at its path is replaced, not
+    followed."""
+    path = tmp_path / "main.spec.json"
+    spec = ContainerSpec(argv=["sh"], env={"HF_TOKEN": "hf_planted"}, scratch=str(tmp_path), hostname="p")
+    write_spec(spec, path)
+    assert path.stat().st_mode & 0o777 == 0o600 and "hf_planted" in path.read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    path.unlink()
+    path.symlink_to(elsewhere)
+    write_spec(spec, path)
+    assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600
+    assert elsewhere.read_text() == "untouched"
+
+
+def test_private_files_can_be_rewritten_at_0400(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    write_private(path, b"one", 0o400)
+    write_private(path, b"two", 0o400)
+    assert path.read_bytes() == b"two" and path.stat().st_mode & 0o777 == 0o400
+
+
+@pytest.mark.parametrize(
+    ("requested", "mode"), [(0o644, 0o400), (0o600, 0o400), (0o755, 0o500), (0o444, 0o400), (0o040, 0o400)]
+)
+def test_secret_volume_files_are_owner_only_and_read_only(requested: int, mode: int) -> None:
+    assert secret_file_mode(requested) == mode

@@ -17,6 +17,7 @@ from typing import Any
 from kaito.api import names
 from kaito.api.workspace import api_key_secret_of, enable_lb_of
 from kaito.contract import ANNOTATION_STANDIN
+from kaito.contract.urls import redact_urls
 from kaito.runtime import get_condition, remove_condition, set_condition
 
 Obj = dict[str, Any]
@@ -46,6 +47,12 @@ class Check:
     message: str
     #: A real failure (as opposed to "still in progress"): a Warning event and state Failed.
     failed: bool = False
+
+    def __post_init__(self) -> None:
+        # Messages quote container termination messages and kubelet errors, which may hold a
+        # presigned dataset URL; every condition message and Warning event is built from a Check,
+        # so this is the one place a URL's query string is kept out of the Workspace's status.
+        self.message = redact_urls(self.message)
 
 
 @dataclass
