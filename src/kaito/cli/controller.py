@@ -101,6 +101,14 @@ def controller(
     retry_period: Annotated[float, typer.Option(help="leader-election retry period (s)")] = (
         _DEFAULTS.retry_period
     ),
+    orphan_nodeclaim_grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="gpu-provisioner: age (s) before a NodeClaim of no Workspace is deleted"),
+    ] = _DEFAULTS.orphan_nodeclaim_grace,
+    preferred_node_grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="gpu-provisioner: seconds a NotReady preferred node still counts"),
+    ] = _DEFAULTS.preferred_node_grace,
 ) -> None:
     """Run the kaito operator: reconcile Workspaces into GPU nodes, inference workloads and Services."""
     if node_provisioner not in BACKENDS:
@@ -160,6 +168,8 @@ def controller(
         lease_duration=lease_duration,
         renew_deadline=renew_deadline,
         retry_period=retry_period,
+        orphan_nodeclaim_grace=orphan_nodeclaim_grace,
+        preferred_node_grace=preferred_node_grace,
     )
     try:
         in_process_options(options)

@@ -157,12 +157,17 @@ def in_process_options(options: OperatorOptions) -> NodeProvisionerOptions | Non
 
 
 def gpu_provisioner_backend(manager: Manager, options: OperatorOptions) -> Any:
-    """``--node-provisioner gpu-provisioner``: the NodeClaim backend, plus (with
-    ``--node-provisioner-cloud``) kaito's node-provisioner in the same process."""
-    from kaito.provisioners.gpu_provisioner import GPUProvisioner
+    """``--node-provisioner gpu-provisioner``: the NodeClaim backend and its orphan-claim sweep,
+    plus (with ``--node-provisioner-cloud``) kaito's node-provisioner in the same process."""
+    from kaito.provisioners.gpu_provisioner import GPUProvisioner, OrphanClaimSweeper
 
     np = in_process_options(options)
     backend = GPUProvisioner(manager, options)
+    manager.add(
+        OrphanClaimSweeper(
+            manager, grace=options.orphan_nodeclaim_grace, interval=options.orphan_nodeclaim_interval
+        )
+    )
     if np is not None:
         setup_node_provisioner(manager, np)
     return backend

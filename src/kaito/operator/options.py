@@ -78,3 +78,15 @@ class OperatorOptions:
     renew_deadline: float = 10.0
     #: Seconds between leader-election attempts.
     retry_period: float = 2.0
+    #: ``gpu-provisioner`` backend: seconds a NodeClaim whose ``kaito.sh/workspace`` labels name
+    #: no existing Workspace is left before it is deleted. The finalizer deletes a Workspace's
+    #: claims; this sweep catches any that escaped it (a create answered after the finalizer ran,
+    #: a finalizer removed by hand) and would otherwise hold a GPU node forever. Long enough that
+    #: a claim just made by hand or by a Workspace still being created is never touched.
+    orphan_nodeclaim_grace: float = 300.0
+    #: Seconds between two such sweeps (the first runs at start, once the caches synced).
+    orphan_nodeclaim_interval: float = 60.0
+    #: ``gpu-provisioner`` backend: seconds a Ready preferred node may be NotReady and still
+    #: stand in for a NodeClaim (a kubelet restart must not buy a GPU node that its return makes
+    #: surplus).
+    preferred_node_grace: float = 300.0

@@ -539,17 +539,25 @@ class WorkspaceReconciler:
                 plan: inference.Plan | None = inference.plan_for(model)
             except inference.PlanError:
                 plan = None
-            done = await self.provisioner.delete_nodes(self._request(ws, model, plan))
-            if not done:
-                await self._write_status(
+            request = self._request(ws, model, plan)
+        else:
+            # A Workspace that no longer parses may still have nodes: the backends find them by
+            # the Workspace's name and namespace, which is all this request carries.
+            request = NodeRequest(
+                workspace=name, namespace=ns, uid=meta.get("uid", ""), instance_type=None, count=0
+            )
+        # Decided by the backend from the server (not this cache): a claim or pool created a
+        # moment ago must not outlive the finalizer.
+        if not await self.provisioner.delete_nodes(request):
+            await self._write_status(
+                ws,
+                status.deleting_status(
                     ws,
-                    status.deleting_status(
-                        ws,
-                        f"waiting for the {self.provisioner.name} node provisioner "
-                        "to remove this Workspace's nodes",
-                    ),
-                )
-                return Result(requeue_after=10.0)
+                    f"waiting for the {self.provisioner.name} node provisioner "
+                    "to remove this Workspace's nodes",
+                ),
+            )
+            return Result(requeue_after=10.0)
         finalizers = [f for f in meta.get("finalizers") or [] if f != names.FINALIZER]
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers or None}}
         with contextlib.suppress(NotFoundError):
