@@ -459,6 +459,33 @@ class GPUProvisioner:
             self._unseen.pop(key, None)
         return not remaining
 
+    async def release_gone(self, namespace: str, workspace: str) -> None:
+        """The Workspace is gone from the cache: delete the claims this backend created for it
+        and the cache may not show, if any.
+
+        Its finalizer normally did that already, but the apiserver may delete a Workspace
+        outright although our finalizer was just added: a DELETE that read it before the
+        finalizer patch removes it without looking again (a client that deletes a Workspace
+        milliseconds after creating it hits this), while the reconcile that added the finalizer
+        goes on to create a claim, which then stays in ``_unseen``. Free when this backend has
+        no such claim; otherwise an uncached GET must confirm the Workspace is gone first.
+        Claims made by anyone else are the OrphanClaimSweeper's, after its grace period.
+        """
+        if not self._unseen.get((namespace, workspace)):
+            return
+        try:
+            await self.client.get(WORKSPACE, workspace, namespace, cached=False)
+            return  # there after all: the cache trails its creation
+        except NotFoundError:
+            pass
+        log.info(
+            "deleting the NodeClaims of a Workspace deleted without its finalizer",
+            workspace=f"{namespace}/{workspace}",
+        )
+        await self.delete_nodes(
+            NodeRequest(workspace=workspace, namespace=namespace, uid="", instance_type=None, count=0)
+        )
+
     def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
         terms: list[dict[str, Any]] = [
             {

@@ -16,7 +16,14 @@ from typing import Any
 from kaito.api.names import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito.api.nodeclaim import GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_INSTANCE_TYPE, LABEL_NODEPOOL
 from kaito.nodes import NodeRequest, NodeStatus
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL, claim_failure, is_node_ready
+from kaito.provisioners.gpu_provisioner import (
+    NODE,
+    NODECLAIM,
+    NODEPOOL,
+    WORKSPACE,
+    claim_failure,
+    is_node_ready,
+)
 from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, is_true
 
 LABEL_MANAGED_BY = "karpenter.kaito.sh/managed-by"
@@ -100,6 +107,8 @@ class KarpenterProvisioner:
         self.manager = manager
         self.client = manager.client
         self.node_class = node_class or getattr(options, "karpenter_node_class", None) or DEFAULT_NODE_CLASS
+        #: Pools this backend POSTed that the cache had not shown yet (see release_gone).
+        self._unseen: set[str] = set()
         for gvk in self.watched_kinds():
             manager.cache.get_informer(gvk)
 
@@ -116,12 +125,14 @@ class KarpenterProvisioner:
         want = nodepool_manifest(request, self.node_class)
         pool = await self._pool(request)
         if pool is None:
+            self._unseen.add(want["metadata"]["name"])
             # AlreadyExists: the cache had not shown the pool yet (made by an earlier reconcile,
             # or before a restart). It is there; its watch event brings the Workspace back to
             # compare it with what is wanted.
             with contextlib.suppress(AlreadyExistsError):
                 await self.client.create(want)
             return
+        self._unseen.discard(want["metadata"]["name"])
         spec = pool.get("spec") or {}
         tmpl = (spec.get("template") or {}).get("spec") or {}
         if (
@@ -175,10 +186,27 @@ class KarpenterProvisioner:
             pool_left = True
         except NotFoundError:
             pool_left = False
+            self._unseen.discard(pool_name)
         if pool_left:
             return False
         claims = await self.client.list(NODECLAIM, label_selector={LABEL_NODEPOOL: pool_name}, cached=False)
         return not claims
+
+    async def release_gone(self, namespace: str, workspace: str) -> None:
+        """The Workspace is gone from the cache: delete the pool this backend created for it
+        and the cache never showed, if any (the apiserver may delete a Workspace outright
+        although our finalizer was just added; see ``GPUProvisioner.release_gone``). Free
+        unless there is such a pool; then an uncached GET must confirm the Workspace is gone."""
+        name = nodepool_name(namespace, workspace)
+        if name not in self._unseen:
+            return
+        try:
+            await self.client.get(WORKSPACE, workspace, namespace, cached=False)
+            return  # there after all: the cache trails its creation
+        except NotFoundError:
+            pass
+        await self.client.delete(NODEPOOL, name, ignore_not_found=True)
+        self._unseen.discard(name)
 
     def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
         expr = [

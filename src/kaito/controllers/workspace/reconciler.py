@@ -105,6 +105,11 @@ class WorkspaceReconciler:
     async def reconcile(self, req: Request) -> Result | None:
         ws = self.recent.get(WORKSPACE, req.name, req.namespace)
         if ws is None:
+            # Nodes made for a Workspace the apiserver deleted before our finalizer could act
+            # (see GPUProvisioner.release_gone); a backend without the hook has none to release.
+            release = getattr(self.provisioner, "release_gone", None)
+            if release is not None and req.namespace:
+                await release(req.namespace, req.name)
             self.recent.forget(WORKSPACE, req.name, req.namespace)
             self._status_written.pop((req.namespace or "", req.name), None)
             for gvk, child in (
