@@ -105,6 +105,11 @@ class WorkspaceReconciler:
     async def reconcile(self, req: Request) -> Result | None:
         ws = self.recent.get(WORKSPACE, req.name, req.namespace)
         if ws is None:
+            # Nodes made for a Workspace the apiserver deleted before our finalizer could act
+            # (see GPUProvisioner.release_gone); a backend without the hook has none to release.
+            release = getattr(self.provisioner, "release_gone", None)
+            if release is not None and req.namespace:
+                await release(req.namespace, req.name)
             self.recent.forget(WORKSPACE, req.name, req.namespace)
             self._status_written.pop((req.namespace or "", req.name), None)
             for gvk, child in (
@@ -556,17 +561,25 @@ class WorkspaceReconciler:
                 plan: inference.Plan | None = inference.plan_for(model)
             except inference.PlanError:
                 plan = None
-            done = await self.provisioner.delete_nodes(self._request(ws, model, plan))
-            if not done:
-                await self._write_status(
+            request = self._request(ws, model, plan)
+        else:
+            # A Workspace that no longer parses may still have nodes: the backends find them by
+            # the Workspace's name and namespace, which is all this request carries.
+            request = NodeRequest(
+                workspace=name, namespace=ns, uid=meta.get("uid", ""), instance_type=None, count=0
+            )
+        # Decided by the backend from the server (not this cache): a claim or pool created a
+        # moment ago must not outlive the finalizer.
+        if not await self.provisioner.delete_nodes(request):
+            await self._write_status(
+                ws,
+                status.deleting_status(
                     ws,
-                    status.deleting_status(
-                        ws,
-                        f"waiting for the {self.provisioner.name} node provisioner "
-                        "to remove this Workspace's nodes",
-                    ),
-                )
-                return Result(requeue_after=10.0)
+                    f"waiting for the {self.provisioner.name} node provisioner "
+                    "to remove this Workspace's nodes",
+                ),
+            )
+            return Result(requeue_after=10.0)
         finalizers = [f for f in meta.get("finalizers") or [] if f != names.FINALIZER]
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers or None}}
         with contextlib.suppress(NotFoundError):
