@@ -36,6 +36,11 @@ class Seen:
         return self.method == "GET" and not self.is_watch
 
 
+class Cut(Exception):
+    """Raised by a fault's chunk iterator: the proxy drops the TCP connection there, without
+    finishing the (chunked) body, as a terminating apiserver or an L7 proxy does."""
+
+
 # A fault gets the request and the upstream body as an async iterator of chunks; it returns the
 # chunks to send on (possibly rewritten), or a complete web.Response to answer with instead.
 Chunks = AsyncIterator[bytes]
@@ -120,6 +125,12 @@ class FaultProxy:
                 async for chunk in stream:
                     await resp.write(chunk)
                 await resp.write_eof()
+            except Cut:
+                # aiohttp holds the headers back until the first body bytes: send them, then
+                # close the socket with the chunked body unfinished.
+                await resp.write(b"")
+                if request.transport is not None:
+                    request.transport.close()
             except (ConnectionResetError, asyncio.CancelledError):
                 pass
             return resp

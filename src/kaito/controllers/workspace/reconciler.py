@@ -724,6 +724,19 @@ def node_predicate() -> Predicate:
     return Predicate(update=lambda old, new: _node_facts(old) != _node_facts(new))
 
 
+def cache_label_selectors() -> dict[GVK, str]:
+    """Label selectors for the Manager's cache (``ManagerOptions.label_selectors``).
+
+    Pods and Jobs are read only by the ``kaito.sh/workspace`` label that every pod template and
+    Job kaito writes carries (``labels.child_labels``/``selector_labels``), so their informers
+    need no other Pod or Job of the cluster: without the selector the operator would list,
+    parse and hold every Pod (a big cluster's Pod LIST is tens of MB). ConfigMaps are not
+    filtered: the controller also reads and watches users' ConfigMaps (``inference.config``,
+    ``tuning.config``) and the shared default one, which carry no kaito label.
+    """
+    return {POD: names.LABEL_WORKSPACE, tuning.JOB: names.LABEL_WORKSPACE}
+
+
 def setup(
     manager: Manager, provisioner: NodeProvisioner, options: WorkspaceControllerOptions | None = None
 ) -> WorkspaceReconciler:
