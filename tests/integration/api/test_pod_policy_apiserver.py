@@ -117,5 +117,7 @@ async def test_privileged_template_is_refused_by_default_and_admitted_when_allow
     stored = json.loads(
         kube_cluster.kubectl("get", "workspace", "privileged", "-n", namespace, "-o", "json").stdout
     )
+    # Gone before the namespace is: no later test's operator should find (and finalize) it.
+    kube_cluster.kubectl("delete", "workspace", "privileged", "-n", namespace, "--wait=true")
     container = stored["inference"]["template"]["spec"]["containers"][0]
     assert container["securityContext"] == {"privileged": True}
