@@ -258,6 +258,11 @@ class GPUProvisioner:
         #: lost to a cut connection, a cancelled reconcile or a resend must not make the next
         #: reconcile create a second claim, nor a deletion miss the first.
         self._unseen: dict[tuple[str, str], set[str]] = {}
+        #: Surplus claims this backend deleted that the cache still lists as live, per
+        #: (namespace, workspace): the mirror of ``_unseen``. While a lagging NodeClaim watch
+        #: still shows a deleted claim, the next reconcile would count it, rank the claims again
+        #: and (its pods having moved meanwhile) delete the other one too, leaving none.
+        self._deleted: dict[tuple[str, str], set[str]] = {}
         # Informers up front, so reads are cached from the first reconcile on.
         for gvk in self.watched_kinds():
             manager.cache.get_informer(gvk)
@@ -314,6 +319,20 @@ class GPUProvisioner:
             self._unseen.pop(key, None)
         return len(pending)
 
+    def _deleted_unseen(self, request: NodeRequest, listed: list[dict[str, Any]]) -> set[str]:
+        """Names of claims this backend deleted that the cache still lists without a deletion
+        timestamp. A name leaves the set once the cache shows the claim deleting or gone; no
+        API call is needed, the DELETE was answered."""
+        key = (request.namespace, request.workspace)
+        pending = self._deleted.get(key)
+        if not pending:
+            return set()
+        live = {c["metadata"]["name"] for c in listed if not _deleting(c)}
+        pending &= live
+        if not pending:
+            self._deleted.pop(key, None)
+        return set(pending)
+
     async def _create(self, request: NodeRequest) -> None:
         manifest = nodeclaim_manifest(request, cloud=self.cloud)
         name = manifest["metadata"]["name"]
@@ -328,7 +347,8 @@ class GPUProvisioner:
 
     async def provision_nodes(self, request: NodeRequest) -> None:
         listed = await self._claims(request)
-        claims = [c for c in listed if not _deleting(c)]
+        gone = self._deleted_unseen(request, listed)
+        claims = [c for c in listed if not _deleting(c) and c["metadata"]["name"] not in gone]
         unseen = await self._created_unseen(request, listed)
         usable_preferred = [n for n in request.preferred_nodes if await self._counts_preferred(n, request)]
         want = max(request.count - len(usable_preferred), 0)
@@ -351,6 +371,7 @@ class GPUProvisioner:
                     want=want,
                 )
                 await self.client.delete(NODECLAIM, meta["name"], ignore_not_found=True)
+                self._deleted.setdefault((request.namespace, request.workspace), set()).add(meta["name"])
 
     def _fit(self, node: dict[str, Any], request: NodeRequest) -> bool:
         labels = (node.get("metadata") or {}).get("labels") or {}
@@ -381,7 +402,9 @@ class GPUProvisioner:
         return down is not None and down < self.preferred_node_grace
 
     async def ensure_nodes_ready(self, request: NodeRequest) -> NodeStatus:
-        claims = await self._claims(request)
+        listed = await self._claims(request)
+        gone = self._deleted_unseen(request, listed)
+        claims = [c for c in listed if c["metadata"]["name"] not in gone]
         nodes: list[str] = []
         requeue: float | None = None
         for name in request.preferred_nodes:

@@ -399,6 +399,71 @@ async def test_scale_down_keeps_the_node_of_pod_zero(crds: Any, kclient: Client,
                 await kclient.delete(NODE, n)
 
 
+async def test_surplus_delete_is_remembered_while_the_claim_watch_lags(
+    crds: Any, kclient: Client, namespace: str
+) -> None:
+    """Found by the chaos suite's lagging-watch fault: scale 2 -> 1 deletes the claim under
+    pod-1; the NodeClaim watch is held, so the cache still shows that claim live. The
+    StatefulSet then moves pod-0 onto the deleted claim's node (a rolling update). Before the fix
+    the next reconcile counted both claims again, re-ranked them by the moved pod and deleted
+    the other one too: both nodes of a Workspace that wants one gone. Deletes are now
+    remembered until the cache shows them."""
+    ws = "lagdel"
+    req = request(ws, namespace, count=2)
+    suffix = uuid.uuid4().hex[:6]
+    node_a, node_b = f"lagdel-a-{suffix}", f"lagdel-b-{suffix}"
+    for n in (node_a, node_b):
+        await make_node(kclient, n)
+    labels = {"kaito.sh/workspace": ws, "kaito.sh/workspacenamespace": namespace}
+    faults = Faults("nodeclaims")
+    try:
+        older = await make_claim(kclient, req, ready_on=node_a)
+        await next_second_after(older)
+        newer = await make_claim(kclient, req, ready_on=node_b)
+        for ordinal, node in ((0, node_a), (1, node_b)):
+            await create_pod(kclient, namespace, f"{ws}-{ordinal}", node, labels)
+        async with Proxy(crds.client_configuration(), fault=faults.fault) as proxy:
+            mgr = Manager(
+                proxy.configuration(),
+                handle_signals=False,
+                metrics_bind_address="0",
+                health_probe_bind_address="0",
+            )
+            mgr.cache.get_informer(POD)
+            backend = GPUProvisioner(mgr, cloud="azure")
+            async with running(mgr):
+
+                async def cached(pods: int) -> bool:
+                    listed = mgr.cache.list(POD, namespace, {"kaito.sh/workspace": ws})
+                    return len(listed) == pods and len(await backend._claims(req)) == 2
+
+                await eventually(lambda: cached(2), "claims and pods in the cache", timeout=30)
+                one = request(ws, namespace, count=1)
+                await backend.provision_nodes(one)
+                assert [c["metadata"]["name"] for c in await claims_of(kclient, namespace, ws)] == [
+                    older["metadata"]["name"]
+                ]
+                # the watch lags: the deleted claim is still live in the cache
+                stale = {c["metadata"]["name"] for c in await backend._claims(req)}
+                assert newer["metadata"]["name"] in stale
+                # pod-0 moves onto the deleted claim's node; pod-1 is gone
+                for ordinal in (0, 1):
+                    await kclient.delete(POD, f"{ws}-{ordinal}", namespace, grace_period_seconds=0)
+                await eventually(lambda: cached(0), "the pods gone from the cache", timeout=30)
+                await create_pod(kclient, namespace, f"{ws}-0", node_b, labels)
+                await eventually(lambda: cached(1), "the moved pod-0 in the cache", timeout=30)
+                await backend.provision_nodes(one)
+                left = [c["metadata"]["name"] for c in await claims_of(kclient, namespace, ws)]
+                assert left == [older["metadata"]["name"]], f"claims left: {left} (the Workspace wants 1)"
+                faults.release()
+                await eventually(lambda: backend.delete_nodes(req), "claims deleted", timeout=30)
+    finally:
+        faults.release()
+        for n in (node_a, node_b):
+            with contextlib.suppress(NotFoundError):
+                await kclient.delete(NODE, n)
+
+
 # -- issue 20 item 11: a preferred node blinking NotReady; Karpenter's stale cache --------------
 
 
