@@ -6,6 +6,7 @@ Flags follow controller-runtime's names so manifests and habits carry over from 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Annotated
@@ -25,6 +26,7 @@ from kaito.provisioners.options import (
 from kaito.runtime import KubeconfigError, configure_logging
 
 _DEFAULTS = OperatorOptions()
+_GPU_DEFAULTS = GPUProvisionerOptions()
 
 
 def controller(
@@ -124,6 +126,14 @@ def controller(
     retry_period: Annotated[float, typer.Option(help="leader-election retry period (s)")] = (
         _DEFAULTS.retry_period
     ),
+    orphan_nodeclaim_grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="gpu-provisioner: age (s) before a NodeClaim of no Workspace is deleted"),
+    ] = _GPU_DEFAULTS.orphan_nodeclaim_grace,
+    preferred_node_grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="gpu-provisioner: seconds a NotReady preferred node still counts"),
+    ] = _GPU_DEFAULTS.preferred_node_grace,
 ) -> None:
     """Run the kaito operator: reconcile Workspaces into GPU nodes, inference workloads and Services."""
     if node_provisioner not in BACKENDS:
@@ -158,6 +168,11 @@ def controller(
     try:
         gpu_options, karpenter_options = backend_options(
             node_provisioner, cloud_provider, karpenter_node_class
+        )
+        gpu_options = dataclasses.replace(
+            gpu_options,
+            orphan_nodeclaim_grace=orphan_nodeclaim_grace,
+            preferred_node_grace=preferred_node_grace,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -157,12 +157,16 @@ def in_process_options(options: OperatorOptions) -> NodeProvisionerOptions | Non
 
 
 def gpu_provisioner_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
-    """``--node-provisioner gpu-provisioner``: the NodeClaim backend, plus (with
-    ``--node-provisioner-cloud``) kaito's node-provisioner in the same process."""
-    from kaito.provisioners.gpu_provisioner import GPUProvisioner
+    """``--node-provisioner gpu-provisioner``: the NodeClaim backend and its orphan-claim sweep,
+    plus (with ``--node-provisioner-cloud``) kaito's node-provisioner in the same process."""
+    from kaito.provisioners.gpu_provisioner import GPUProvisioner, OrphanClaimSweeper
 
     np = in_process_options(options)
     backend = GPUProvisioner(manager, options.gpu_provisioner)
+    gpu = options.gpu_provisioner
+    manager.add(
+        OrphanClaimSweeper(manager, grace=gpu.orphan_nodeclaim_grace, interval=gpu.orphan_nodeclaim_interval)
+    )
     if np is not None:
         setup_node_provisioner(manager, np)
     return backend

@@ -13,7 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kaito.controllers.workspace import WorkspaceControllerOptions, WorkspaceReconciler, setup
+from kaito.controllers.workspace import (
+    WorkspaceControllerOptions,
+    WorkspaceReconciler,
+    cache_label_selectors,
+    setup,
+)
 from kaito.nodes import NodeProvisioner
 from kaito.operator.options import OperatorOptions
 from kaito.runtime import LeaderElectionOptions, Manager, get_logger
@@ -93,6 +98,8 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
         "health_probe_bind_address": options.health_probe_bind_address,
         "namespace": options.namespace,
         "user_agent": options.user_agent,
+        # Pods and Jobs: only kaito's (the cluster's others are never listed nor held)
+        "label_selectors": cache_label_selectors(),
     }
     kwargs.update(manager_overrides)
     manager = Manager(config, **kwargs)

@@ -8,6 +8,7 @@ the nodes Karpenter labels with the pool's name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -15,9 +16,16 @@ from typing import Any
 from kaito.api.names import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito.api.nodeclaim import GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_INSTANCE_TYPE, LABEL_NODEPOOL
 from kaito.nodes import NodeRequest, NodeStatus
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL, claim_failure, is_node_ready
+from kaito.provisioners.gpu_provisioner import (
+    NODE,
+    NODECLAIM,
+    NODEPOOL,
+    WORKSPACE,
+    claim_failure,
+    is_node_ready,
+)
 from kaito.provisioners.options import KarpenterOptions
-from kaito.runtime import GVK, Manager, NotFoundError, is_true
+from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, is_true
 
 LABEL_MANAGED_BY = "karpenter.kaito.sh/managed-by"
 LABEL_WS_NAME = "karpenter.kaito.sh/workspace-name"
@@ -50,11 +58,19 @@ def nodepool_manifest(request: NodeRequest, node_class: dict[str, str] | None = 
         LABEL_WS_NAME: request.workspace,
         LABEL_WS_NAMESPACE: request.namespace,
     }
+    # The user's labels first, kaito's after, so a matchLabels entry can never override the
+    # labels kaito finds the nodes by. karpenter.sh/nodepool is Karpenter's to write (the pool's
+    # name, which node_affinity selects on); a user's value for it is not passed on.
+    user = {
+        k: v
+        for k, v in ((request.label_selector or {}).get("matchLabels") or {}).items()
+        if k != LABEL_NODEPOOL
+    }
     node_labels = {
+        **user,
         **labels,
         LABEL_WORKSPACE: request.workspace,
         LABEL_WORKSPACE_NAMESPACE: request.namespace,
-        **((request.label_selector or {}).get("matchLabels") or {}),
     }
     return {
         "apiVersion": NODEPOOL.api_version,
@@ -100,6 +116,8 @@ class KarpenterProvisioner:
         self.node_class: dict[str, str] = (
             node_class or (configured.as_ref() if configured else None) or dict(DEFAULT_NODE_CLASS)
         )
+        #: Pools this backend POSTed that the cache had not shown yet (see release_gone).
+        self._unseen: set[str] = set()
         for gvk in self.watched_kinds():
             manager.cache.get_informer(gvk)
 
@@ -116,8 +134,14 @@ class KarpenterProvisioner:
         want = nodepool_manifest(request, self.node_class)
         pool = await self._pool(request)
         if pool is None:
-            await self.client.create(want)
+            self._unseen.add(want["metadata"]["name"])
+            # AlreadyExists: the cache had not shown the pool yet (made by an earlier reconcile,
+            # or before a restart). It is there; its watch event brings the Workspace back to
+            # compare it with what is wanted.
+            with contextlib.suppress(AlreadyExistsError):
+                await self.client.create(want)
             return
+        self._unseen.discard(want["metadata"]["name"])
         spec = pool.get("spec") or {}
         tmpl = (spec.get("template") or {}).get("spec") or {}
         if (
@@ -161,12 +185,37 @@ class KarpenterProvisioner:
         return NodeStatus(ready=ok, nodes=ready, reason=reason, message=message, conditions=[cond])
 
     async def delete_nodes(self, request: NodeRequest) -> bool:
+        """Delete the pool by name, whatever the cache shows (a pool created a moment ago may not
+        be in it yet, and a NodePool has no owner to be collected with); True once the server
+        has neither the pool nor any of its claims. API calls only while a Workspace is being
+        deleted."""
         pool_name = nodepool_name(request.namespace, request.workspace)
-        pool = await self._pool(request)
-        if pool is not None and not pool["metadata"].get("deletionTimestamp"):
-            await self.client.delete(NODEPOOL, pool_name, ignore_not_found=True)
-        claims = await self.client.list(NODECLAIM, label_selector={LABEL_NODEPOOL: pool_name}, copy=False)
-        return pool is None and not claims
+        try:
+            await self.client.delete(NODEPOOL, pool_name)
+            pool_left = True
+        except NotFoundError:
+            pool_left = False
+            self._unseen.discard(pool_name)
+        if pool_left:
+            return False
+        claims = await self.client.list(NODECLAIM, label_selector={LABEL_NODEPOOL: pool_name}, cached=False)
+        return not claims
+
+    async def release_gone(self, namespace: str, workspace: str) -> None:
+        """The Workspace is gone from the cache: delete the pool this backend created for it
+        and the cache never showed, if any (the apiserver may delete a Workspace outright
+        although our finalizer was just added; see ``GPUProvisioner.release_gone``). Free
+        unless there is such a pool; then an uncached GET must confirm the Workspace is gone."""
+        name = nodepool_name(namespace, workspace)
+        if name not in self._unseen:
+            return
+        try:
+            await self.client.get(WORKSPACE, workspace, namespace, cached=False)
+            return  # there after all: the cache trails its creation
+        except NotFoundError:
+            pass
+        await self.client.delete(NODEPOOL, name, ignore_not_found=True)
+        self._unseen.discard(name)
 
     def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
         expr = [

@@ -59,6 +59,18 @@ class GPUProvisionerOptions:
     #: :func:`resolve_cloud`). ``kaito controller`` resolves it at start, so a bad value is
     #: refused before anything runs.
     cloud_provider: Cloud | None = None
+    #: Seconds a NodeClaim whose ``kaito.sh/workspace`` labels name
+    #: no existing Workspace is left before it is deleted. The finalizer deletes a Workspace's
+    #: claims; this sweep catches any that escaped it (a create answered after the finalizer ran,
+    #: a finalizer removed by hand) and would otherwise hold a GPU node forever. Long enough that
+    #: a claim just made by hand or by a Workspace still being created is never touched.
+    orphan_nodeclaim_grace: float = 300.0
+    #: Seconds between two such sweeps (the first runs at start, once the caches synced).
+    orphan_nodeclaim_interval: float = 60.0
+    #: Seconds a Ready preferred node may be NotReady and still
+    #: stand in for a NodeClaim (a kubelet restart must not buy a GPU node that its return makes
+    #: surplus).
+    preferred_node_grace: float = 300.0
 
     def cloud(self, environ: Mapping[str, str] | None = None) -> Cloud:
         """The cloud these options select, the environment filling in an unset value."""

@@ -1,5 +1,4 @@
-"""The shared informer cache: one informer per (kind, namespace, selector), and the client's
-read path.
+"""The shared informer cache: one informer per (kind, scope), and the client's read path.
 
 Why shared: every extra informer for a kind is another watch connection and another copy of
 every object in memory, so controllers that watch the same kind get the same informer.
@@ -11,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kaito.runtime.informer import Informer
@@ -25,13 +25,26 @@ Obj = dict[str, Any]
 
 
 class InformerCache:
-    """One shared informer per (kind, namespace); also the Client's read path."""
+    """One shared informer per (kind, scope); also the Client's read path.
+
+    The scope is the cache's ``namespace`` (a Manager passes its own): every informer of a
+    namespace-restricted cache lists and watches that namespace only, whoever asks for it and
+    whatever namespace they pass, so a reconcile can never start a cluster-wide watch the
+    operator may not even be allowed. Cluster-scoped kinds are still listed cluster-wide (their
+    URL has no namespace), under the same key, so asking for one before and after discovery
+    answered gives the same informer.
+
+    ``label_selectors`` restricts a kind's informer to matching objects (controller-runtime's
+    ``cache.Options.ByObject[...].Label``): objects without the labels are neither transferred
+    nor held, and cache reads of that kind see only matching ones.
+    """
 
     def __init__(
         self,
         client: Client,
         *,
         namespace: str | None = None,
+        label_selectors: Mapping[GVK, str] | None = None,
         options: InformerOptions | None = None,
         strip_managed_fields: bool | None = None,
         resync: float | None = None,
@@ -46,6 +59,7 @@ class InformerCache:
         self.options = opts.replace(**overrides) if overrides else opts
         self.client = client
         self.namespace = namespace
+        self.label_selectors: dict[GVK, str] = dict(label_selectors or {})
         self._informers: dict[tuple[GVK, str | None, str | None], Informer] = {}
         self._started = False
 
@@ -57,19 +71,37 @@ class InformerCache:
         info = self.client.mapper.cached(gvk)
         return info is not None and not info.namespaced
 
+    def _scope(self, gvk: GVK, namespace: str | None) -> str | None:
+        """The namespace an informer of ``gvk`` is keyed by (and, for namespaced kinds, watches).
+
+        A restricted cache has one scope: its namespace; asking for another is an error (the
+        cache would hold nothing for it), as with controller-runtime's namespaced cache. The
+        key does not depend on whether the REST mapper knows the kind yet, so concurrent
+        callers with a cold mapper still share one informer. A cluster-wide cache may also
+        hold per-namespace informers of namespaced kinds for callers that ask for one.
+        """
+        if self.namespace is not None:
+            if namespace is not None and namespace != self.namespace and not self._cluster_scoped(gvk):
+                raise ValueError(
+                    f"the cache is restricted to namespace {self.namespace!r}: "
+                    f"no informer for {gvk.kind} in {namespace!r}"
+                )
+            return self.namespace
+        return None if self._cluster_scoped(gvk) else namespace
+
     def get_informer(
         self, gvk: GVK, namespace: str | None = None, *, label_selector: str | None = None
     ) -> Informer:
-        """The informer for a kind; created on first use and started if the cache is running."""
-        ns = namespace if namespace is not None else self.namespace
-        if self._cluster_scoped(gvk):
-            ns = None
+        """The informer for a kind; created on first use and started if the cache is running.
+
+        ``namespace`` None means the cache's scope. ``label_selector`` None means the kind's
+        selector from ``label_selectors`` (if any); another selector is a separate informer."""
+        ns = self._scope(gvk, namespace)
         key = (gvk, ns, label_selector)
         inf = self._informers.get(key)
         if inf is None:
-            inf = Informer(
-                self.client, gvk, namespace=ns, label_selector=label_selector, options=self.options
-            )
+            selector = label_selector if label_selector is not None else self.label_selectors.get(gvk)
+            inf = Informer(self.client, gvk, namespace=ns, label_selector=selector, options=self.options)
             self._informers[key] = inf
             if self._started:
                 inf.start_nowait()
@@ -104,9 +136,11 @@ class InformerCache:
         """A synced informer that can answer for ``namespace``, and whether the kind is
         cluster-scoped (then any unfiltered informer of the kind holds every object)."""
         cluster_scoped = self._cluster_scoped(gvk)
-        inf = self._informers.get((gvk, None, None))
+        inf = self._informers.get((gvk, self.namespace, None))
         if inf is not None and inf.has_synced:
-            return inf, cluster_scoped
+            if cluster_scoped or self.namespace is None or namespace in (None, self.namespace):
+                return inf, cluster_scoped
+            return None  # a namespace outside a restricted cache: the API must answer
         if cluster_scoped:
             for (g, _ns, selector), inf in self._informers.items():
                 if g == gvk and selector is None and inf.has_synced:

@@ -319,11 +319,13 @@ class Client:
         field_selector: str | None = None,
         limit: int | None = None,
         resource_version: str | None = None,
+        resource_version_match: str | None = None,
         request_timeout: aiohttp.ClientTimeout | float | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
-        """A LIST, paginated when ``limit`` is set. A continue token that expired mid-way
-        (etcd compacted past it) restarts as one unpaginated LIST, as client-go's pager does:
-        pages from two different revisions must never be stitched together."""
+        """A LIST, paginated when ``limit`` is set (each page is read and parsed on its own, so
+        the event loop runs between pages). A continue token that expired mid-way (etcd
+        compacted past it) restarts as one unpaginated LIST, as client-go's pager does: pages
+        from two different revisions must never be stitched together."""
         info = await self._info(gvk)
         if isinstance(label_selector, dict):
             label_selector = ",".join(f"{k}={v}" for k, v in label_selector.items())
@@ -332,6 +334,7 @@ class Client:
             "fieldSelector": field_selector,
             "limit": limit,
             "resourceVersion": resource_version,
+            "resourceVersionMatch": resource_version_match,
         }
         params = first
         items: builtins.list[dict[str, Any]] = []

@@ -1,9 +1,9 @@
 """Reflector + informer: keep a local Store in step with the apiserver via LIST + WATCH.
 
 What makes a reflector correct rather than merely working:
-- The first LIST uses resourceVersion "0" (served from the apiserver's watch cache, cheap);
-  every later re-watch starts from the last resourceVersion seen (events or bookmarks), so a
-  dropped connection costs one request, not a relist.
+- The first LIST is a consistent read (resourceVersion ""), in pages; every later re-watch
+  starts from the last resourceVersion seen (events or bookmarks), so a dropped connection
+  costs one request, not a relist. Why not client-go's "0": see ``_list``.
 - 410 Gone / "too old resource version" (as an HTTP status or as an ERROR event in the stream)
   means our watch position was compacted away. As client-go does, relist *from the last synced
   version* (the watch cache answers that without touching etcd, and the result is never older
@@ -11,11 +11,15 @@ What makes a reflector correct rather than merely working:
   Either way diff against the store, delivering deletes for objects that vanished while we were
   not watching. Repeated Gone backs off like any other failure instead of hammering etcd.
 - A LIST has no overall deadline (a big cache must be able to sync however long it takes),
-  only an inactivity timeout between bytes; quorum LISTs are paginated, and an expired continue
-  token falls back to one unpaginated LIST.
+  only an inactivity timeout between bytes. Every LIST asks for pages (500 objects) so the
+  event loop runs between them (see ``_list`` for why each resourceVersion stays correct), and
+  an expired continue token falls back to one unpaginated LIST.
 - Server-side watch timeouts are randomised (5 to 10 min) so thousands of informers do not
   reconnect in lockstep; a client-side inactivity timer catches half-open TCP connections.
-- Reconnects back off with jitter (0.8 s → 30 s) so an apiserver restart is not stampeded.
+- Reconnects back off with jitter (0.8 s → 30 s) so an apiserver restart is not stampeded. A
+  watch that ends within a second without a single event (even with a broken stream, as when
+  an apiserver terminates or an L7 proxy closes after the headers) counts as a failure
+  (``watch_errors``) and backs off too; a healthy watch resets the delay.
 - Watch lines are parsed with json.loads into plain dicts, never into generated models. Any
   error in the stream (an ERROR event, a line that is not JSON) ends that watch; the next one
   resumes from the last version applied, so nothing is lost or applied twice.
@@ -223,12 +227,12 @@ class Informer:
     # ----- reflector loop
 
     def _relist_version(self) -> str:
-        """client-go's relistResourceVersion: "0" before the first sync (the watch cache), the
-        last synced version after it (still the watch cache, never older than our store), ""
-        (a quorum read) once that version turned out to be unavailable."""
+        """client-go's relistResourceVersion, but "" (a consistent read) before the first sync
+        rather than "0" (see ``_list``): the last synced version after it (the watch cache,
+        never older than our store), "" again once that version turned out to be unavailable."""
         if self._rv_unavailable:
             return ""
-        return self.last_sync_resource_version or "0"
+        return self.last_sync_resource_version
 
     async def _run(self) -> None:
         # After stop()/start() a synced informer resumes its watch from the last version it saw
@@ -254,6 +258,8 @@ class Informer:
             try:
                 if self._info is None:
                     self._info = await self.client.mapper.resource_for(self.gvk)
+                    if not self._info.namespaced:
+                        self.namespace = None  # a restricted cache's scope: moot for this kind
                 if need_list:
                     await self._list(self._relist_version())
                     need_list = False
@@ -263,8 +269,14 @@ class Informer:
                 if got_events:
                     gone_streak = 0
                 if not got_events and not self._forced_reconnect and time.monotonic() - started < 1.0:
-                    # A watch that closes at once is a failure in disguise: do not spin.
-                    raise ConnectionError("watch closed immediately")
+                    # A watch that ends within a second having delivered nothing (cleanly or with
+                    # a broken stream: an apiserver shutting down, an L7 proxy closing after the
+                    # headers) is a failure in disguise, client-go's "very short watch": count it
+                    # and back off instead of spinning on reconnects.
+                    raise ConnectionError("very short watch: ended within 1s without any event")
+                # A healthy watch: the next failure starts again from backoff_initial, as
+                # client-go's backoff manager does once things work again.
+                delay = opts.backoff_initial
                 continue
             except asyncio.CancelledError:
                 raise
@@ -287,32 +299,60 @@ class Informer:
                 await back_off(f"{type(exc).__name__}: {exc}")
 
     async def _list(self, resource_version: str) -> None:
-        """LIST and reconcile the store with it, emitting add/update/delete for the differences."""
+        """LIST in pages and reconcile the store with it, emitting add/update/delete for the
+        differences.
+
+        Every LIST, first and relist alike, asks for pages of ``list_page_size``: a page is read
+        and parsed on its own, so the event loop (reconciles, probes, lease renewals) runs
+        between pages instead of stalling on one huge body (``json.loads`` holds the GIL even
+        in a worker thread). That decides which resourceVersion each LIST asks for:
+
+        - first LIST: ``""``, a consistent read. client-go asks for ``"0"`` (any version, from
+          the watch cache), but the watch cache ignores the limit for ``"0"``: measured on
+          kube-apiserver 1.37, ``resourceVersion=0&limit=500`` of 1,200 ConfigMaps is one page
+          of 1,200. A consistent read is paged, and since consistent reads from cache
+          (ConsistentListFromCache) the watch cache serves it too, after asking etcd only for
+          its current revision (on older apiservers it is a paged etcd read, as client-go's
+          own fallback is). It is also never older than what the caller just wrote.
+        - relist after 410: the last synced version with ``resourceVersionMatch=NotOlderThan``.
+          A version with a limit but no match means *exactly* that version, which apiservers
+          before cache snapshots serve from etcd only: the thundering herd client-go avoids by
+          not paging such relists. "Not
+          older than" is served by the watch cache, in pages (measured as above), and is never
+          older than our store.
+        - ``""`` again once that version was unavailable (client-go's fallback), in pages.
+
+        Pages after the first follow the continue token, which pins them to the first page's
+        revision, so the result is one consistent snapshot; an expired token restarts as one
+        unpaginated LIST (``Client.list_with_version``).
+        """
         self.stats.lists += 1
         opts = self.options
-        # An unpaginated LIST at a version is answered from the watch cache; rv="0" ignores the
-        # limit there and honours it where the watch cache is off; a quorum read pages.
-        from_cache = resource_version not in ("", "0")
+        match = "NotOlderThan" if resource_version else None
         items, rv = await self.client.list_with_version(
             self.gvk,
             self.namespace,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
-            limit=None if from_cache else opts.list_page_size,
+            limit=opts.list_page_size,
             resource_version=resource_version or None,
+            resource_version_match=match,
             request_timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.client.timeout, sock_read=opts.inactivity_timeout
             ),
         )
         self._rv_unavailable = False
         store = self.store
+        step = max(1, opts.list_page_size)
         if not self._synced.is_set() and len(store) == 0:
-            for obj in items:
+            for i, obj in enumerate(items, 1):
                 store.update(obj)
                 self._emit_add(obj)
+                if i % step == 0:
+                    await asyncio.sleep(0)  # a page's worth of handlers at a time
         else:
             seen: set[str] = set()
-            for obj in items:
+            for i, obj in enumerate(items, 1):
                 key = key_of(obj)
                 seen.add(key)
                 old = store.update(obj)
@@ -320,6 +360,8 @@ class Informer:
                     self._emit_add(obj)
                 elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
                     self._emit_update(old, obj)
+                if i % step == 0:
+                    await asyncio.sleep(0)
             for key in [k for k in store.keys() if k not in seen]:  # noqa: SIM118 (iter = values)
                 # Deleted while we were not watching: the last state we knew is all there is
                 # (client-go's DeletedFinalStateUnknown).
@@ -374,8 +416,11 @@ class Informer:
             if self._stopped:
                 return got
             # The stream broke (apiserver restart, forced reconnect): resume from the last RV.
+            # Whether anything arrived decides, in _run, whether this was a very short watch
+            # to back off from; claiming events here made a stream that breaks right after its
+            # headers reconnect at once, forever.
             self._log.info("watch stream ended", error=f"{type(exc).__name__}: {exc}")
-            return True
+            return got
         except TimeoutError:
             self._log.info("watch inactive, reconnecting", inactivity=self.options.inactivity_timeout)
             return True

@@ -29,7 +29,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -42,7 +42,7 @@ from kaito.runtime.leaderelection import LeaderElector
 from kaito.runtime.logging import get_logger
 from kaito.runtime.metrics import Metrics
 from kaito.runtime.options import LeaderElectionOptions, ManagerOptions
-from kaito.runtime.resources import RESTMapper
+from kaito.runtime.resources import GVK, RESTMapper
 
 _log = get_logger("kaito.runtime.manager")
 
@@ -97,6 +97,7 @@ class Manager:
         cache_sync_timeout: float | _Unset = _UNSET,
         graceful_shutdown_timeout: float | _Unset = _UNSET,
         namespace: str | _Unset | None = _UNSET,
+        label_selectors: Mapping[GVK, str] | _Unset = _UNSET,
         handle_signals: bool | _Unset = _UNSET,
         user_agent: str | _Unset = _UNSET,
         freeze_gc_after_sync: bool | _Unset = _UNSET,
@@ -112,6 +113,7 @@ class Manager:
             "cache_sync_timeout": cache_sync_timeout,
             "graceful_shutdown_timeout": graceful_shutdown_timeout,
             "namespace": namespace,
+            "label_selectors": label_selectors,
             "handle_signals": handle_signals,
             "user_agent": user_agent,
             "freeze_gc_after_sync": freeze_gc_after_sync,
@@ -139,7 +141,11 @@ class Manager:
         informer_opts = opts.informer
         if opts.sync_period is not None:
             informer_opts = informer_opts.replace(resync=opts.sync_period)
-        self.cache = InformerCache(self.client, options=informer_opts)
+        # The Manager's scope is the cache's: every informer, whoever asks for it, watches
+        # ``namespace`` only (cluster-scoped kinds excepted), as controller-runtime's cache does.
+        self.cache = InformerCache(
+            self.client, namespace=opts.namespace, label_selectors=opts.label_selectors, options=informer_opts
+        )
         self.client.cache = self.cache
         self.healthz = Checks("healthz")
         self.readyz = Checks("readyz")

@@ -14,11 +14,12 @@ import dataclasses
 import inspect
 import itertools
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Self
 
+from kaito.runtime.resources import GVK
 from kaito.runtime.workqueue import RateLimiter
 
 
@@ -83,8 +84,10 @@ class InformerOptions(_Replaceable):
     backoff_reset_after: float = 120.0
     """A failure this long after the previous one starts again from ``backoff_initial``."""
     list_page_size: int = 500
-    """Page size of LISTs that reach etcd; a LIST has no overall deadline (a big cache must be
-    able to sync), only ``inactivity_timeout`` between bytes."""
+    """Objects per LIST page (client-go's default), first LIST and relists alike: each page is
+    parsed on its own, so the event loop runs between pages of a big LIST. A LIST has no
+    overall deadline (a big cache must be able to sync), only ``inactivity_timeout`` between
+    bytes."""
 
 
 @dataclass
@@ -125,7 +128,14 @@ class ManagerOptions(_Replaceable):
     """The whole shutdown budget: draining reconciles, releasing the lease and stopping the
     rest all fit in it. Keep it below the pod's terminationGracePeriodSeconds."""
     namespace: str | None = None
-    """Restrict every informer (and so the cache) to one namespace; None: cluster-wide."""
+    """Restrict every informer (and so the cache) to one namespace; None: cluster-wide.
+    Cluster-scoped kinds (Nodes) are still watched cluster-wide."""
+    label_selectors: Mapping[GVK, str] = field(default_factory=dict)
+    """Per kind, a label selector its informer lists and watches with (``{POD:
+    "kaito.sh/workspace"}``), as controller-runtime's ``cache.Options.ByObject``: objects
+    without the labels are never transferred, parsed or cached, which matters for kinds a
+    cluster has many of (Pods). Cache reads of such a kind (``client.get``/``list``) see only
+    matching objects, so set one only for kinds the operator reads by those labels alone."""
     handle_signals: bool = True
     """Install SIGTERM/SIGINT handlers while ``start()`` runs; embedders with their own
     handling pass False and call ``stop()``."""

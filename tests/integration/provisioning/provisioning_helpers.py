@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,11 @@ from kaito.runtime import Client, Manager, NotFoundError
 ROOT = Path(__file__).resolve().parents[3]
 CRDS = ROOT / "config" / "crd"
 T = TypeVar("T")
+
+# The loopback fault proxy of the runtime tests (tests/integration/runtime/faultproxy.py): the
+# provisioning fault tests import it as ``faultproxy``.
+if str(ROOT / "tests" / "integration" / "runtime") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests" / "integration" / "runtime"))
 
 
 def crd_files(prefix: str = "") -> list[Path]:

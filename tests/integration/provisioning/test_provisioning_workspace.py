@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster]
 
 SEED = ROOT / "tests" / "unit" / "api" / "seed" / "phi3_inference.yaml"
 WORKSPACE = GVK("kaito.sh", "v1beta1", "Workspace")
+POD = GVK("", "v1", "Pod")
 
 
 @contextlib.asynccontextmanager
@@ -172,6 +173,11 @@ async def test_count_two_then_one(
         nodes = {c["status"]["nodeName"] for c in two}
         assert len(nodes) == 2
 
+        async def pod_zero_node() -> Any:
+            pod = await get_or_none(kclient, POD, f"{name}-0", namespace)
+            return ((pod or {}).get("spec") or {}).get("nodeName")
+
+        leader_node = await eventually(pod_zero_node, 60, "pod-0 scheduled")
         await kclient.patch(WORKSPACE, name, {"resource": {"count": 1}}, namespace)
 
         async def one_claim() -> Any:
@@ -179,7 +185,8 @@ async def test_count_two_then_one(
             return claims if len(claims) == 1 else None
 
         left = await eventually(one_claim, 120, "one claim after count 1")
-        assert left[0]["status"]["nodeName"] in nodes
+        # Scale-down removes pod-1's node; pod-0 (and its loaded model) keeps its own.
+        assert left[0]["status"]["nodeName"] == leader_node
         await eventually(
             lambda: workspace_ready(kclient, namespace, name), 120, "still WorkspaceReady"
         )

@@ -40,9 +40,10 @@ class Seen:
 
 
 class Cut(Exception):
-    """Raised by a ``fault`` hook: the client's connection is dropped with nothing sent, after
-    the apiserver has done the request. A write then took effect but its client never learns
-    that (a lost response), which no apiserver produces on demand."""
+    """Drops the client's TCP connection. Raised by a fault's chunk iterator: there, without
+    finishing the (chunked) body, as a terminating apiserver or an L7 proxy does. Raised by the
+    ``fault`` hook itself: before one byte of the answer is sent, after the apiserver did the
+    request, so a write took effect but its client never learns that (a lost response)."""
 
 
 # A fault gets the request and the upstream body as an async iterator of chunks; it returns the
@@ -137,6 +138,12 @@ class FaultProxy:
                 async for chunk in stream:
                     await resp.write(chunk)
                 await resp.write_eof()
+            except Cut:
+                # aiohttp holds the headers back until the first body bytes: send them, then
+                # close the socket with the chunked body unfinished.
+                await resp.write(b"")
+                if request.transport is not None:
+                    request.transport.close()
             except (ConnectionResetError, asyncio.CancelledError):
                 pass
             return resp

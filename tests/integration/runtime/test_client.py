@@ -331,9 +331,8 @@ async def test_reads_from_cache_make_zero_requests(
         assert await cache.wait_for_sync(10)
         assert cache.can_serve(CONFIGMAP, namespace)
         assert not cache.can_serve(CONFIGMAP, "other-namespace")
-        # The first LIST asks for resourceVersion 0, as client-go's reflector does, so the
-        # apiserver's watch cache answers it and may be a moment behind the last create; the watch
-        # brings the rest. Wait for all five in the store (no requests) before counting.
+        # Wait for all five in the store (no requests) before counting (the first LIST is a
+        # consistent read now; waiting keeps this test independent of that).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         while any(informer.store.get_by(namespace, f"c{i}") is None for i in range(5)):

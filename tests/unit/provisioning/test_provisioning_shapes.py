@@ -207,3 +207,44 @@ async def test_aks_agent_pool_body_from_a_claim() -> None:
     )
     assert props["tags"]["kaito-nodeclaim"] == claim["metadata"]["name"]
     await aks.close()
+
+
+def test_user_match_labels_never_override_kaito_labels_on_a_claim() -> None:
+    """issue 21 hole 1 (provisioner half): a matchLabels entry naming one of kaito's own keys
+    (another Workspace, another pool) loses to kaito's value, so the backend, the orphan sweep
+    and the node-provisioner still find the claim as this Workspace's."""
+    hostile = {
+        "matchLabels": {
+            "apps": "phi-3",
+            "kaito.sh/workspace": "someone-else",
+            "kaito.sh/workspacenamespace": "elsewhere",
+            "karpenter.sh/nodepool": "not-kaito",
+        }
+    }
+    labels = nodeclaim_manifest(request(label_selector=hostile))["metadata"]["labels"]
+    assert labels == {
+        "apps": "phi-3",
+        "kaito.sh/workspace": "workspace-phi-3-mini",
+        "kaito.sh/workspacenamespace": "default",
+        "karpenter.sh/nodepool": "kaito",
+    }
+
+
+def test_user_match_labels_never_override_kaito_labels_on_a_nodepool() -> None:
+    hostile = {
+        "matchLabels": {
+            "apps": "phi-3",
+            "kaito.sh/workspace": "someone-else",
+            "kaito.sh/workspacenamespace": "elsewhere",
+            "karpenter.sh/nodepool": "not-this-pool",
+            "karpenter.kaito.sh/managed-by": "me",
+        }
+    }
+    pool = nodepool_manifest(request(label_selector=hostile))
+    labels = pool["spec"]["template"]["metadata"]["labels"]
+    assert labels["apps"] == "phi-3"
+    assert labels["kaito.sh/workspace"] == "workspace-phi-3-mini"
+    assert labels["kaito.sh/workspacenamespace"] == "default"
+    assert labels["karpenter.kaito.sh/managed-by"] == "kaito"
+    # Karpenter writes karpenter.sh/nodepool (the pool's name, which the pods select on) itself.
+    assert "karpenter.sh/nodepool" not in labels

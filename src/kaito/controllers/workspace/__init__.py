@@ -9,12 +9,18 @@ only what changed), ``labels`` (names), ``options``. Tuning Workspaces are dispa
 """
 
 from kaito.controllers.workspace.options import DEFAULT_INFERENCE_IMAGE, WorkspaceControllerOptions
-from kaito.controllers.workspace.reconciler import WORKSPACE, WorkspaceReconciler, setup
+from kaito.controllers.workspace.reconciler import (
+    WORKSPACE,
+    WorkspaceReconciler,
+    cache_label_selectors,
+    setup,
+)
 
 __all__ = [
     "DEFAULT_INFERENCE_IMAGE",
     "WORKSPACE",
     "WorkspaceControllerOptions",
     "WorkspaceReconciler",
+    "cache_label_selectors",
     "setup",
 ]

@@ -105,6 +105,11 @@ class WorkspaceReconciler:
     async def reconcile(self, req: Request) -> Result | None:
         ws = self.recent.get(WORKSPACE, req.name, req.namespace)
         if ws is None:
+            # Nodes made for a Workspace the apiserver deleted before our finalizer could act
+            # (see GPUProvisioner.release_gone); a backend without the hook has none to release.
+            release = getattr(self.provisioner, "release_gone", None)
+            if release is not None and req.namespace:
+                await release(req.namespace, req.name)
             self.recent.forget(WORKSPACE, req.name, req.namespace)
             self._status_written.pop((req.namespace or "", req.name), None)
             for gvk, child in (
@@ -556,17 +561,25 @@ class WorkspaceReconciler:
                 plan: inference.Plan | None = inference.plan_for(model)
             except inference.PlanError:
                 plan = None
-            done = await self.provisioner.delete_nodes(self._request(ws, model, plan))
-            if not done:
-                await self._write_status(
+            request = self._request(ws, model, plan)
+        else:
+            # A Workspace that no longer parses may still have nodes: the backends find them by
+            # the Workspace's name and namespace, which is all this request carries.
+            request = NodeRequest(
+                workspace=name, namespace=ns, uid=meta.get("uid", ""), instance_type=None, count=0
+            )
+        # Decided by the backend from the server (not this cache): a claim or pool created a
+        # moment ago must not outlive the finalizer.
+        if not await self.provisioner.delete_nodes(request):
+            await self._write_status(
+                ws,
+                status.deleting_status(
                     ws,
-                    status.deleting_status(
-                        ws,
-                        f"waiting for the {self.provisioner.name} node provisioner "
-                        "to remove this Workspace's nodes",
-                    ),
-                )
-                return Result(requeue_after=10.0)
+                    f"waiting for the {self.provisioner.name} node provisioner "
+                    "to remove this Workspace's nodes",
+                ),
+            )
+            return Result(requeue_after=10.0)
         finalizers = [f for f in meta.get("finalizers") or [] if f != names.FINALIZER]
         patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "finalizers": finalizers or None}}
         with contextlib.suppress(NotFoundError):
@@ -709,6 +722,19 @@ def _node_facts(node: Obj) -> tuple[Any, ...]:
 def node_predicate() -> Predicate:
     """Heartbeats are dropped: only what decides whether a node is usable passes."""
     return Predicate(update=lambda old, new: _node_facts(old) != _node_facts(new))
+
+
+def cache_label_selectors() -> dict[GVK, str]:
+    """Label selectors for the Manager's cache (``ManagerOptions.label_selectors``).
+
+    Pods and Jobs are read only by the ``kaito.sh/workspace`` label that every pod template and
+    Job kaito writes carries (``labels.child_labels``/``selector_labels``), so their informers
+    need no other Pod or Job of the cluster: without the selector the operator would list,
+    parse and hold every Pod (a big cluster's Pod LIST is tens of MB). ConfigMaps are not
+    filtered: the controller also reads and watches users' ConfigMaps (``inference.config``,
+    ``tuning.config``) and the shared default one, which carry no kaito label.
+    """
+    return {POD: names.LABEL_WORKSPACE, tuning.JOB: names.LABEL_WORKSPACE}
 
 
 def setup(
