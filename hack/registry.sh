@@ -9,6 +9,9 @@
 # DIR receives ca.crt, server.{crt,key}, htpasswd, config.yml, registry.{pid,log} and
 # registry.env (REGISTRY_HOST=127.0.0.1:PORT, REGISTRY_USER, REGISTRY_PASSWORD, REGISTRY_CA).
 # Installs docker-registry and apache2-utils with apt-get when they are missing.
+# REGISTRY_REDIRECT_BASEURL=http://host:port makes blob downloads answer with a redirect there
+# (distribution's redirect storage middleware, as registries on object storage do), for tests of
+# the puller's redirect checks; the target must serve DIR/storage at the same paths.
 set -euo pipefail
 cmd=${1:-}
 dir=${2:-}
@@ -77,6 +80,15 @@ auth:
     realm: kaito-local
     path: $dir/htpasswd
 EOF
+  if [ -n "${REGISTRY_REDIRECT_BASEURL:-}" ]; then
+    cat >> "$dir/config.yml" <<EOF
+middleware:
+  storage:
+    - name: redirect
+      options:
+        baseurl: $REGISTRY_REDIRECT_BASEURL
+EOF
+  fi
   setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 < /dev/null &
   echo $! > "$dir/registry.pid"
   # Ready when /v2/ answers 401 (auth on) over TLS signed by our CA.

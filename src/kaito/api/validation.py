@@ -26,6 +26,7 @@ from kaito.api.inference_config import (
     tuning_config_map_problems,
 )
 from kaito.api.labels import key_problem, reserved_domain, value_problem
+from kaito.api.podpolicy import pod_policy_problems
 from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace, api_key_secret_of
 from kaito.contract.urls import image_host_problem, url_problem
 from kaito.presets import (
@@ -77,6 +78,11 @@ class ValidationOptions:
     cloud: str | None = "azure"
     #: Whether kaito provisions GPU nodes (then instanceType is required) or only selects them.
     auto_provisioning: bool = True
+    #: The Workspace pod policy (:mod:`kaito.api.podpolicy`): refuse templates and tuning volumes
+    #: that would give the pod the node (privileged, host namespaces, hostPath, added
+    #: capabilities) or another ServiceAccount. On by default because a Workspace author is not
+    #: necessarily a node admin; turn off only where every Workspace author is trusted with nodes.
+    refuse_privileged_pods: bool = True
 
 
 @dataclass
@@ -117,12 +123,14 @@ def validate_workspace(
         result.workspace = ws
         old_ws = _parse(old, ValidationResult()) if old is not None else None
         _Checker(ws, opts, result, config_maps, old=old_ws).run()
+        _check_pod_policy(ws, opts, result)
         if old_ws is not None:
             _check_update(ws, old_ws, result)
             # Rules that tighten later (a deprecated preset, a retired SKU) must not wedge
             # existing objects: their finalizers and labels still have to be writable.
             before = ValidationResult()
             _Checker(old_ws, opts, before, check_config=False).run()
+            _check_pod_policy(old_ws, opts, before)
             known = set(before.errors)
             result.errors = [e for e in result.errors if e not in known]
     except Exception as exc:  # the validator must answer, never crash
@@ -728,6 +736,13 @@ def _sources(src: DataSource) -> list[str]:
         for name, value in (("urls", src.urls), ("image", src.image), ("volumeSource", src.volume_source))
         if value is not None
     ]
+
+
+def _check_pod_policy(ws: Workspace, opts: ValidationOptions, result: ValidationResult) -> None:
+    """The operator's pod policy, when it is on (kept apart from _Checker: it is the operator's
+    choice, not a rule of the Workspace API)."""
+    if opts.refuse_privileged_pods:
+        result.errors += [FieldError(path, message) for path, message in pod_policy_problems(ws)]
 
 
 def _check_update(ws: Workspace, old: Workspace, result: ValidationResult) -> None:

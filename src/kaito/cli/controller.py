@@ -75,6 +75,15 @@ def controller(
     namespace: Annotated[str | None, typer.Option(help="watch only this namespace")] = None,
     webhook: Annotated[bool, typer.Option("--webhook", help="serve the admission webhook")] = False,
     webhook_port: Annotated[int, typer.Option(help="webhook TLS port")] = _DEFAULTS.webhook_port,
+    refuse_privileged_pods: Annotated[
+        bool,
+        typer.Option(
+            "--refuse-privileged-pods/--allow-privileged-pods",
+            help="Workspace pod policy of the webhook: refuse inference templates that are privileged, "
+            "use host namespaces or hostPath, add capabilities or name another ServiceAccount, and "
+            "hostPath tuning volumes",
+        ),
+    ] = _DEFAULTS.refuse_privileged_pods,
     webhook_cert_dir: Annotated[
         str | None, typer.Option(help="folder with the webhook's tls.crt and tls.key")
     ] = None,
@@ -193,6 +202,7 @@ def controller(
         namespace=namespace,
         webhook=webhook,
         webhook_port=webhook_port,
+        refuse_privileged_pods=refuse_privileged_pods,
         webhook_cert_dir=webhook_cert_dir,
         log_format=log_format,
         feature_gates=gates,

@@ -115,6 +115,11 @@ def validate(
     auto_provisioning: bool = typer.Option(
         True, "--auto-provisioning/--no-auto-provisioning", help="kaito provisions the GPU nodes"
     ),
+    refuse_privileged_pods: bool = typer.Option(
+        True,
+        "--refuse-privileged-pods/--allow-privileged-pods",
+        help="the operator's Workspace pod policy (as kaito controller's flag of the same name)",
+    ),
     strict: bool = typer.Option(False, help="treat warnings as rejections"),
     output: Format = typer.Option(
         Format.table, "--output", "-o", help="table/wide (lines for people), json or yaml (one document)"
@@ -129,7 +134,11 @@ def validate(
     if not paths:
         console.print("[red]error:[/] give at least one file with -f FILE")
         raise typer.Exit(2)
-    opts = ValidationOptions(cloud=None if cloud == "any" else cloud, auto_provisioning=auto_provisioning)
+    opts = ValidationOptions(
+        cloud=None if cloud == "any" else cloud,
+        auto_provisioning=auto_provisioning,
+        refuse_privileged_pods=refuse_privileged_pods,
+    )
     rejected = 0
     checked = 0
     loaded: list[tuple[str, Any]] = []

@@ -45,6 +45,12 @@ class OperatorOptions:
     revision_history_limit: int = 10
     #: Serve the Workspace admission webhook (validating + defaulting) in this process.
     webhook: bool = False
+    #: The Workspace pod policy the webhook enforces (``kaito.api.podpolicy``): refuse
+    #: ``inference.template`` pods that are privileged, use the node's network/PID/IPC, mount
+    #: hostPath, add capabilities or run as another ServiceAccount, and hostPath tuning volumes.
+    #: On by default: creating a Workspace must not mean owning a node. ``--allow-privileged-pods``
+    #: (chart value ``refusePrivilegedPods: false``) turns it off.
+    refuse_privileged_pods: bool = True
     #: Webhook HTTPS port.
     webhook_port: int = 9443
     #: Folder holding the webhook's ``tls.crt`` / ``tls.key`` (required with ``webhook``;

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaito.controllers.workspace import (
     WorkspaceControllerOptions,
@@ -22,6 +22,9 @@ from kaito.controllers.workspace import (
 from kaito.nodes import NodeProvisioner
 from kaito.operator.options import OperatorOptions
 from kaito.runtime import LeaderElectionOptions, Manager, get_logger
+
+if TYPE_CHECKING:
+    from kaito.api.validation import ValidationOptions
 
 log = get_logger("kaito.operator")
 
@@ -119,6 +122,14 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
     return Operator(manager, provisioner, workspace)
 
 
+def webhook_validation_options(options: OperatorOptions) -> ValidationOptions:
+    """What the operator's webhook judges Workspaces by: the API's defaults plus the operator's
+    pod policy, so that ``--allow-privileged-pods`` reaches admission."""
+    from kaito.api.validation import ValidationOptions
+
+    return ValidationOptions(refuse_privileged_pods=options.refuse_privileged_pods)
+
+
 def _add_webhook(manager: Manager, options: OperatorOptions) -> None:
     from kaito.api.webhook import new_webhook_server
     from kaito.runtime import WebhookServerOptions
@@ -149,7 +160,12 @@ def _add_webhook(manager: Manager, options: OperatorOptions) -> None:
             ),
         )
         manager.add(certs)
-    server = new_webhook_server(server_options, metrics=manager.metrics, client=manager.client)
+    server = new_webhook_server(
+        server_options,
+        webhook_validation_options(options),
+        metrics=manager.metrics,
+        client=manager.client,
+    )
     manager.add(server)
     # Not Ready until the server completes a TLS handshake: the Service must not send admission
     # calls to a replica still waiting for its certificate.

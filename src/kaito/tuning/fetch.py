@@ -30,6 +30,7 @@ from kaito.tuning.errors import TuningError
 
 DEFAULT_MAX_BYTES = 20 * 1024**3
 MAX_REDIRECTS = 5
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 CHUNK = 1 << 20
 #: Content types a dataset file may be served as. Missing or generic binary types are accepted
 #: (object stores and hubs serve parquet as octet-stream); markup is refused.
@@ -143,8 +144,14 @@ def _file_name(url: str, index: int, used: set[str]) -> str:
     return name
 
 
-def fetch_one(url: str, dest: Path, opts: FetchOptions) -> int:
-    """Download ``url`` to ``dest``; returns the bytes written. Raises TuningError."""
+def open_url(url: str, opts: FetchOptions) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """GET ``url``, following redirects by hand with every hop checked (scheme, name, each resolved
+    address, the connection pinned to the checked address); returns the open connection and its
+    200 response, which the caller reads and then closes. Raises TuningError.
+
+    The OCI puller sends registry blob redirects here too, so a registry cannot aim the pull at
+    the cluster's inside any more than a dataset URL can.
+    """
     ctx = ssl.create_default_context(cafile=opts.ca_file)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
@@ -154,10 +161,11 @@ def fetch_one(url: str, dest: Path, opts: FetchOptions) -> int:
             if https
             else _PinnedHTTP(host, port, addr, opts.timeout_s)
         )
+        keep = False
         try:
             conn.request("GET", target, headers={"User-Agent": "kaito-tuning", "Accept": "*/*"})
             resp = conn.getresponse()
-            if resp.status in (301, 302, 303, 307, 308):
+            if resp.status in REDIRECT_CODES:
                 location = resp.getheader("Location")
                 if not location:
                     raise TuningError(f"{url}: redirect {resp.status} without a Location")
@@ -165,14 +173,31 @@ def fetch_one(url: str, dest: Path, opts: FetchOptions) -> int:
                 continue
             if resp.status != 200:
                 raise TuningError(f"{url}: HTTP {resp.status} {resp.reason}")
-            return _save(url, resp, dest, opts)
+            keep = True
+            return conn, resp
         except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, ssl.SSLCertVerificationError):
-                raise TuningError(f"{url}: TLS certificate not trusted ({exc.verify_message})") from None
-            raise TuningError(f"{url}: download failed ({type(exc).__name__}: {exc})") from None
+            raise _download_error(url, exc) from None
         finally:
-            conn.close()
+            if not keep:
+                conn.close()
     raise TuningError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _download_error(url: str, exc: OSError | http.client.HTTPException) -> TuningError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TuningError(f"{url}: TLS certificate not trusted ({exc.verify_message})")
+    return TuningError(f"{url}: download failed ({type(exc).__name__}: {exc})")
+
+
+def fetch_one(url: str, dest: Path, opts: FetchOptions) -> int:
+    """Download ``url`` to ``dest``; returns the bytes written. Raises TuningError."""
+    conn, resp = open_url(url, opts)
+    try:
+        return _save(url, resp, dest, opts)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _download_error(url, exc) from None
+    finally:
+        conn.close()
 
 
 def _save(url: str, resp: http.client.HTTPResponse, dest: Path, opts: FetchOptions) -> int:

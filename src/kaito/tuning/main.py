@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--docker-config", type=Path, default=None)
     pl.add_argument("--ca-file", default=None)
     pl.add_argument("--plain-http", action="store_true")
+    pl.add_argument("--max-layer-bytes", type=int, default=None, help="download cap per layer")
+    pl.add_argument("--max-data-bytes", type=int, default=None, help="cap of the unpacked data, in all")
+    pl.add_argument(
+        "--insecure-allow-address",
+        action="append",
+        default=[],
+        help="let blob redirects reach this private IP (tests only; never set by the operator)",
+    )
 
     t = sub.add_parser("train", help="LoRA/QLoRA training; the adapter goes to --output")
     t.add_argument("--model", type=Path, required=True, help="folder of the base model (weights + tokenizer)")
@@ -72,13 +80,9 @@ def _fetch(ns: argparse.Namespace) -> None:
     urls = list(ns.url) or os.environ.get(ENV_DATA_URLS, "").split()
     if not urls:
         raise TuningError(f"no URLs: pass --url or set {ENV_DATA_URLS}")
-    try:
-        allow = frozenset(ipaddress.ip_address(a) for a in ns.insecure_allow_address)
-    except ValueError as exc:
-        raise TuningError(f"--insecure-allow-address: {exc}") from None
     opts = FetchOptions(
         max_bytes=ns.max_bytes or DEFAULT_MAX_BYTES,
-        allow_addresses=allow,
+        allow_addresses=_allowed(ns.insecure_allow_address),
         ca_file=ns.ca_file,
         progress=lambda line: print(redact_urls(line), flush=True),
     )
@@ -128,11 +132,29 @@ def _push(ns: argparse.Namespace) -> None:
     print(f"pushed {ns.image}@{digest}", flush=True)
 
 
-def _pull(ns: argparse.Namespace) -> None:
-    from kaito.tuning.oci import Registry, pull_data
+def _allowed(addresses: list[str]) -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return frozenset(ipaddress.ip_address(a) for a in addresses)
+    except ValueError as exc:
+        raise TuningError(f"--insecure-allow-address: {exc}") from None
 
+
+def _pull(ns: argparse.Namespace) -> None:
+    from kaito.tuning.oci import (
+        DEFAULT_MAX_DATA_BYTES,
+        DEFAULT_MAX_LAYER_BYTES,
+        PullLimits,
+        Registry,
+        pull_data,
+    )
+
+    limits = PullLimits(
+        max_layer_bytes=ns.max_layer_bytes or DEFAULT_MAX_LAYER_BYTES,
+        max_data_bytes=ns.max_data_bytes or DEFAULT_MAX_DATA_BYTES,
+        allow_addresses=_allowed(ns.insecure_allow_address),
+    )
     registry = Registry.for_image(ns.image, ns.docker_config, ca_file=ns.ca_file, plain_http=ns.plain_http)
-    files = pull_data(registry, ns.image, ns.dest)
+    files = pull_data(registry, ns.image, ns.dest, limits)
     print(f"pulled {ns.image}: {len(files)} files into {ns.dest}", flush=True)
 
 

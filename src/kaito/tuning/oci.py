@@ -23,9 +23,11 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urljoin
 
 from kaito.contract import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, IMAGE_ADAPTER_DIR
 from kaito.contract.tuning import (
@@ -35,9 +37,15 @@ from kaito.contract.tuning import (
     LAYER_MEDIA_TYPE,
     MODEL_ANNOTATION,
 )
+from kaito.contract.urls import IPAddress
 from kaito.tuning.errors import TuningError
+from kaito.tuning.fetch import REDIRECT_CODES, FetchOptions, open_url
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+#: Default download cap of one input-image layer (``pull --max-layer-bytes``).
+DEFAULT_MAX_LAYER_BYTES = 10 * 1024**3
+#: Default cap of an input image's unpacked data, all layers together (``pull --max-data-bytes``).
+DEFAULT_MAX_DATA_BYTES = 20 * 1024**3
 DATA_PREFIX = IMAGE_ADAPTER_DIR.strip("/")
 ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE)
 
@@ -242,8 +250,29 @@ def _safe_member(name: str) -> PurePosixPath | None:
     return rel if rel.parts else None
 
 
-def pull_data(registry: Registry, image: str, dest: Path) -> list[Path]:
-    """Unpack the image's ``data/`` folder (image layers) or its titled files (artifacts) into dest."""
+@dataclass(frozen=True)
+class PullLimits:
+    """Caps of ``pull`` (issue 21): an input image is the Workspace author's, so its size is not
+    trusted. Without them a 255 KB gzip'd layer unpacked to 256 MiB, and any layer size could fill
+    the node's disk before the data emptyDir's ``sizeLimit`` evicted the pod."""
+
+    #: Bytes one layer may have as downloaded (compressed): the manifest's size is checked before
+    #: the download, and the bytes while it runs (``pull --max-layer-bytes``).
+    max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
+    #: Bytes the unpacked data folder may hold in all: a gzip bomb stops here, before the bytes
+    #: are written (``pull --max-data-bytes``).
+    max_data_bytes: int = DEFAULT_MAX_DATA_BYTES
+    #: Addresses a blob redirect may go to despite the private-address rules. Only tests set this
+    #: (``pull --insecure-allow-address``); the Job builder never does.
+    allow_addresses: frozenset[IPAddress] = frozenset()
+    #: Seconds a blob redirect's connection may stay silent.
+    timeout_s: float = 60.0
+
+
+def pull_data(registry: Registry, image: str, dest: Path, limits: PullLimits | None = None) -> list[Path]:
+    """Unpack the image's ``data/`` folder (image layers) or its titled files (artifacts) into dest,
+    within ``limits``; on any error the files it wrote are removed again."""
+    limits = limits or PullLimits()
     _, repo, ref = split_image(image)
     container = registry.client.get_container(f"{registry.host}/{repo}:{ref}")
     try:
@@ -252,37 +281,146 @@ def pull_data(registry: Registry, image: str, dest: Path) -> list[Path]:
         raise TuningError(f"image {image}: cannot read its manifest ({_first(exc)})") from None
     dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, layer in enumerate(manifest.get("layers") or []):
-            blob = Path(tmp) / f"layer-{i}"
-            with registry.client.get_blob(container, layer["digest"], stream=True) as resp:
-                registry.ok(resp, f"download of {layer['digest']}")
-                h = hashlib.sha256()
-                with blob.open("wb") as out:
-                    for chunk in resp.iter_content(1 << 20):
-                        h.update(chunk)
-                        out.write(chunk)
-            if "sha256:" + h.hexdigest() != layer["digest"]:
-                raise TuningError(f"image {image}: layer {layer['digest']} does not match its digest")
-            media = str(layer.get("mediaType", ""))
-            if "tar" in media:
-                written += _untar(blob, dest, image)
-            else:
-                title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
-                if not title or "/" in title or title.startswith("."):
-                    continue
-                shutil.copyfile(blob, dest / title)
-                written.append(dest / title)
+    budget = _DataBudget(limits.max_data_bytes, image)
+    try:
+        # The layer files live in dest's volume (the data emptyDir, whose sizeLimit counts them),
+        # not in the container's own filesystem on the node's disk.
+        with tempfile.TemporaryDirectory(dir=dest, prefix=".kaito-pull-") as tmp:
+            for i, layer in enumerate(manifest.get("layers") or []):
+                blob = Path(tmp) / f"layer-{i}"
+                _download_layer(registry, repo, image, layer, blob, limits)
+                media = str(layer.get("mediaType", ""))
+                if "tar" in media:
+                    written += _untar(blob, dest, image, budget)
+                else:
+                    title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
+                    if not title or "/" in title or title.startswith("."):
+                        continue
+                    budget.take(blob.stat().st_size, title)
+                    shutil.copyfile(blob, dest / title)
+                    written.append(dest / title)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     if not written:
         raise TuningError(f"image {image} has no files under /{DATA_PREFIX}")
     return written
 
 
-def _untar(blob: Path, dest: Path, image: str) -> list[Path]:
+class _DataBudget:
+    """The bytes the unpacked data may still take."""
+
+    def __init__(self, limit: int, image: str) -> None:
+        self.limit, self.used, self.image = limit, 0, image
+
+    def take(self, size: int, name: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise TuningError(
+                f"image {self.image}: unpacking {name} takes the data past the {self.limit}-byte cap "
+                f"(pull --max-data-bytes); stopped. Ship less data, or raise the cap"
+            )
+
+
+def _download_layer(
+    registry: Registry, repo: str, image: str, layer: dict[str, Any], out: Path, limits: PullLimits
+) -> None:
+    """One layer blob into ``out``: at most its declared size and the download cap, redirects
+    checked like a dataset URL, and the bytes checked against the digest."""
+    digest = str(layer.get("digest", ""))
+    declared = layer.get("size")
+    cap = limits.max_layer_bytes
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        if declared > cap:
+            raise TuningError(
+                f"image {image}: layer {digest} is {declared} bytes, over the {cap}-byte download cap "
+                "(pull --max-layer-bytes); ship less data, or raise the cap"
+            )
+        cap = max(declared, 0)
+    url = f"{registry.base}/v2/{repo}/blobs/{digest}"
+    resp = _registry_get(registry, url)
+    h = hashlib.sha256()
+    total = 0
+    with out.open("wb") as f:
+
+        def write(chunk: bytes) -> None:
+            nonlocal total
+            total += len(chunk)
+            if total > cap:
+                raise TuningError(
+                    f"image {image}: layer {digest} sent more than {cap} bytes (its declared size or "
+                    "the pull --max-layer-bytes cap); stopped"
+                )
+            h.update(chunk)
+            f.write(chunk)
+
+        with resp:
+            if resp.status_code in REDIRECT_CODES:
+                location = resp.headers.get("Location")
+                if not location:
+                    raise TuningError(f"image {image}: redirect {resp.status_code} without a Location")
+                _follow_blob_redirect(urljoin(url, location), image, digest, limits, write)
+            else:
+                registry.ok(resp, f"download of {digest}")
+                for chunk in resp.iter_content(1 << 20):
+                    write(chunk)
+    if "sha256:" + h.hexdigest() != digest:
+        raise TuningError(f"image {image}: layer {digest} does not match its digest")
+
+
+def _registry_get(registry: Registry, url: str) -> Any:
+    """GET a blob from the registry without following redirects (they are checked by hand); as
+    oras does it, credentials are sent when the registry asks for them."""
+    import requests
+
+    def get(headers: dict[str, str]) -> Any:
+        try:
+            return registry.client.session.get(
+                url, headers=headers, stream=True, verify=registry.verify, allow_redirects=False, timeout=60
+            )
+        except requests.exceptions.RequestException as exc:
+            raise TuningError(f"registry {registry.host}: download failed ({_first(exc)})") from None
+
+    resp = get({})
+    if resp.status_code in (401, 403):
+        resp.close()
+        resp = get(registry.client.auth.get_auth_header())
+    return resp
+
+
+def _follow_blob_redirect(
+    target: str, image: str, digest: str, limits: PullLimits, write: Callable[[bytes], None]
+) -> None:
+    """Registries redirect blob downloads to their storage. The target is the registry's to choose,
+    so it goes through the dataset downloader's rules (kaito.tuning.fetch): no private, loopback,
+    link-local or metadata address, on any hop or any resolved address. The registry's credentials
+    are not sent along."""
+    opts = FetchOptions(
+        max_bytes=limits.max_layer_bytes, timeout_s=limits.timeout_s, allow_addresses=limits.allow_addresses
+    )
+    try:
+        conn, resp = open_url(target, opts)
+    except TuningError as exc:
+        raise TuningError(
+            f"image {image}: the registry redirected layer {digest} to a refused place: {exc}"
+        ) from None
+    try:
+        while chunk := resp.read(1 << 20):
+            write(chunk)
+    except OSError as exc:
+        raise TuningError(f"image {image}: layer {digest} download failed ({_first(exc)})") from None
+    finally:
+        conn.close()
+
+
+def _untar(blob: Path, dest: Path, image: str, budget: _DataBudget) -> list[Path]:
     out: list[Path] = []
     try:
+        # Streamed member by member: a member over the cap is refused from its header, before
+        # any of its bytes are decompressed or written.
         with tarfile.open(blob, mode="r:*") as tar:
-            for member in tar.getmembers():
+            for member in tar:
                 rel = _safe_member(member.name)
                 if rel is None or not (member.isfile() or member.isdir()):
                     continue
@@ -290,14 +428,21 @@ def _untar(blob: Path, dest: Path, image: str) -> list[Path]:
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
+                budget.take(member.size, str(rel))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None
+                out.append(target)
                 with src, target.open("wb") as f:
                     shutil.copyfileobj(src, f)
-                out.append(target)
     except tarfile.TarError as exc:
+        for path in out:
+            path.unlink(missing_ok=True)
         raise TuningError(f"image {image}: a layer is not a readable tar ({exc})") from None
+    except BaseException:
+        for path in out:
+            path.unlink(missing_ok=True)
+        raise
     return out
 
 

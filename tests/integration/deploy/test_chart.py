@@ -44,6 +44,18 @@ def normalized(objs: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
     return out
 
 
+def test_pod_policy_value_reaches_the_controller(helm: str) -> None:
+    """Issue 21: refusePrivilegedPods is on unless set to false, and false reaches the flag."""
+
+    def args(*sets: str) -> list[str]:
+        dep = normalized(helm_render(helm, *sets))[("Deployment", "kaito-system", "kaito-controller")]
+        return list(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--allow-privileged-pods" not in args()
+    assert "--allow-privileged-pods" not in args("refusePrivilegedPods=true")
+    assert "--allow-privileged-pods" in args("refusePrivilegedPods=false")
+
+
 @pytest.mark.parametrize("sets", [[], ALL_ON], ids=["defaults", "all-options"])
 def test_helm_lint_is_clean(helm: str, sets: list[str]) -> None:
     args = [a for s in sets for a in ("--set", s)]

@@ -21,6 +21,7 @@ from kaito.api import names
 from kaito.contract.tuning import DEFAULT_TEMPLATES, ENV_DATA_URLS
 from kaito.controllers.workspace.status import Check
 from kaito.controllers.workspace.tuning import (
+    DEFAULT_DATA_SIZE_LIMIT,
     DOWNLOADER,
     PULLER,
     PUSHER,
@@ -117,7 +118,7 @@ def test_seed_workspace_becomes_upstreams_job_shape() -> None:
     vols = volumes(job)
     assert vols["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
     assert vols["results"] == {"name": "results", "emptyDir": {}}
-    assert vols["data"] == {"name": "data", "emptyDir": {}}
+    assert vols["data"] == {"name": "data", "emptyDir": {"sizeLimit": DEFAULT_DATA_SIZE_LIMIT}}
     assert vols["config"]["configMap"]["name"] == "workspace-phi-3-mini-tuning-config"
     assert vols["push-secret"]["secret"] == {
         "secretName": "push-secret",
@@ -348,3 +349,19 @@ def test_presigned_url_reaches_the_downloader_but_not_its_output_or_the_workspac
     assert "Pl4nted" not in text and "sv=2024" not in text, text
     assert f"container {DOWNLOADER}: kaito-tuning: {refused}" in text
     assert status["state"] == names.STATE_FAILED
+
+
+def test_pull_caps_and_data_size_limit_reach_the_job() -> None:
+    """Issue 21: the input image's caps go to the puller and the data emptyDir is bounded."""
+    ws = seed_ws(input={"image": "registry.local:5000/data/dolly:1"})
+    job, _ = build_tuning_job(ws)
+    assert volumes(job)["data"]["emptyDir"] == {"sizeLimit": DEFAULT_DATA_SIZE_LIMIT}
+    pull = runtime_args(containers(job)[PULLER]["command"])
+    assert pull.max_layer_bytes is None and pull.max_data_bytes is None  # the runtime's defaults
+    options = TuningJobOptions(
+        pull_max_layer_bytes=1 << 20, pull_max_data_bytes=1 << 30, data_size_limit="2Gi"
+    )
+    job, _ = build_tuning_job(ws, options)
+    assert volumes(job)["data"]["emptyDir"] == {"sizeLimit": "2Gi"}
+    pull = runtime_args(containers(job)[PULLER]["command"])
+    assert (pull.max_layer_bytes, pull.max_data_bytes) == (1 << 20, 1 << 30)

@@ -36,6 +36,7 @@ from kaito.contract import (
 from kaito.controllers.workspace.configmap import DEFAULT_CONFIG_NAME
 from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
+from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.services import POD_INDEX_LABEL
 from kaito.presets import PresetError, estimate, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
@@ -337,7 +338,8 @@ def _pod_spec(
                 }
             ]
         }
-    return spec
+    # No API token, no capabilities, seccomp on: see kaito.controllers.workspace.podsecurity.
+    return restrict_pod(spec)
 
 
 def template_gpus(template: Obj) -> int:

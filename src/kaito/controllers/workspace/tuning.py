@@ -43,6 +43,7 @@ from kaito.contract.tuning import (
 )
 from kaito.controllers.workspace.labels import child_labels
 from kaito.controllers.workspace.options import DEFAULT_INFERENCE_IMAGE
+from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.status import Check, pod_failure
 from kaito.presets import get_sku
 from kaito.runtime import GVK, AlreadyExistsError, Result, set_condition, set_controller_reference
@@ -56,6 +57,9 @@ CONFIGMAP = GVK("", "v1", "ConfigMap")
 POD = GVK("", "v1", "Pod")
 GPU = "nvidia.com/gpu"
 DEFAULT_TUNING_IMAGE = DEFAULT_INFERENCE_IMAGE.replace("/inference:", "/tuning:")
+#: Default ``sizeLimit`` of the data emptyDir: room for three dataset files at the downloader's
+#: 20 GiB cap, or an input image's 20 GiB of data plus a 10 GiB layer being unpacked.
+DEFAULT_DATA_SIZE_LIMIT = "64Gi"
 DOWNLOADER = "data-downloader"
 PULLER = "data-puller"
 PUSHER = "pusher"
@@ -75,6 +79,17 @@ class TuningJobOptions:
     active_deadline_seconds: int | None = None
     #: Size cap per downloaded dataset file (None: the runtime's default).
     fetch_max_bytes: int | None = None
+    #: Download cap per input-image layer, ``pull --max-layer-bytes`` (None: the runtime's
+    #: default, kaito.tuning.oci.DEFAULT_MAX_LAYER_BYTES, 10 GiB).
+    pull_max_layer_bytes: int | None = None
+    #: Cap of an input image's unpacked data, ``pull --max-data-bytes`` (None: the runtime's
+    #: default, kaito.tuning.oci.DEFAULT_MAX_DATA_BYTES, 20 GiB).
+    pull_max_data_bytes: int | None = None
+    #: ``sizeLimit`` of the data emptyDir (the downloaded or unpacked dataset): past it the kubelet
+    #: evicts the pod instead of letting one Workspace fill the node's disk. The runtime's caps
+    #: stop first with a clearer message; this is the backstop for what they do not count (many
+    #: files, several URLs). A user volumeSource is the user's and gets no limit.
+    data_size_limit: str = DEFAULT_DATA_SIZE_LIMIT
 
 
 def tuning_config_name(ws_name: str) -> str:
@@ -174,7 +189,7 @@ def build_tuning_job(
     if src.volume_source is not None:
         volumes.append({"name": "data", **copy.deepcopy(src.volume_source)})
     else:
-        volumes.append({"name": "data", "emptyDir": {}})
+        volumes.append({"name": "data", "emptyDir": {"sizeLimit": options.data_size_limit}})
     if src.urls:
         args: dict[str, str | int | bool | list[str]] = {"dest": DATA_DIR}
         if options.fetch_max_bytes:
@@ -184,6 +199,10 @@ def build_tuning_job(
         inits.append(init)
     elif src.image:
         pargs: dict[str, str | int | bool | list[str]] = {"image": src.image, "dest": DATA_DIR}
+        if options.pull_max_layer_bytes:
+            pargs["max_layer_bytes"] = options.pull_max_layer_bytes
+        if options.pull_max_data_bytes:
+            pargs["max_data_bytes"] = options.pull_max_data_bytes
         mounts: list[Obj] = [data_mount]
         if src.image_pull_secrets:
             pull_secrets += src.image_pull_secrets
@@ -251,6 +270,7 @@ def build_tuning_job(
         pod_spec["initContainers"] = inits
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(pull_secrets)]
+    restrict_pod(pod_spec)  # no API token, no capabilities, seccomp on (issue 21)
     job: Obj = {
         "apiVersion": "batch/v1",
         "kind": "Job",

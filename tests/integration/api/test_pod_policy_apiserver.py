@@ -1,0 +1,123 @@
+"""The Workspace pod policy (issue 21, hole 7) as a kubectl user meets it: the real kube-apiserver
+calls kaito's webhook, which refuses a privileged inference template by default, names the field
+and the way to allow it, and admits the same Workspace when the operator's policy allows it.
+
+The webhook's options come from ``OperatorOptions`` through the operator's own wiring function, so
+the test also proves that ``--allow-privileged-pods`` reaches admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workspace_webhooks import workspace_webhooks
+
+from kaito.api.webhook import new_webhook_server
+from kaito.envtest import Cluster
+from kaito.operator import OperatorOptions
+from kaito.operator.wiring import webhook_validation_options
+from kaito.runtime import WebhookServerOptions
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[3]
+
+PRIVILEGED: dict[str, Any] = {
+    "apiVersion": "kaito.sh/v1beta1",
+    "kind": "Workspace",
+    "metadata": {"name": "privileged"},
+    "resource": {"instanceType": "Standard_NC6s_v3", "labelSelector": {"matchLabels": {"apps": "x"}}},
+    "inference": {
+        "template": {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": "mcr.microsoft.com/aks/kaito/server:0.1",
+                        "securityContext": {"privileged": True},
+                    }
+                ]
+            }
+        }
+    },
+}
+
+
+@pytest.fixture
+async def crds(kube_cluster: Cluster) -> None:
+    for f in sorted((ROOT / "config" / "crd").glob("*.yaml")):
+        if "kind: CustomResourceDefinition" in f.read_text():
+            kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh")
+
+
+@asynccontextmanager
+async def hooked(
+    kube_cluster: Cluster, namespace: str, tmp_path: Path, operator: OperatorOptions
+) -> AsyncIterator[None]:
+    """kaito's validating webhook, with the operator's options, registered for ``namespace``."""
+    cert, key = kube_cluster.serving_cert("kaito-webhook")
+    cert_dir = tmp_path / "certs"
+    cert_dir.mkdir(exist_ok=True)
+    shutil.copyfile(cert, cert_dir / "tls.crt")
+    shutil.copyfile(key, cert_dir / "tls.key")
+    server = new_webhook_server(
+        WebhookServerOptions(host="127.0.0.1", port=0, cert_dir=str(cert_dir)),
+        webhook_validation_options(operator),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.start(stop))
+    async with asyncio.timeout(30):
+        await server.wait_started()
+    assert kube_cluster.pki is not None
+    ca_bundle = base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode()
+    name = f"kaito-podpolicy-{namespace}"
+    config = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": workspace_webhooks("validate", server.bound_port, ca_bundle, namespace),
+    }
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+    try:
+        yield
+    finally:
+        kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _create(kube_cluster: Cluster, namespace: str, obj: dict[str, Any]) -> Any:
+    # The webhook answers in this event loop, so kubectl runs in a thread.
+    return await asyncio.to_thread(
+        kube_cluster.kubectl, "create", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False
+    )
+
+
+async def test_privileged_template_is_refused_by_default_and_admitted_when_allowed(
+    kube_cluster: Cluster, namespace: str, tmp_path: Path, crds: None
+) -> None:
+    async with hooked(kube_cluster, namespace, tmp_path, OperatorOptions()):
+        refused = await _create(kube_cluster, namespace, PRIVILEGED)
+    assert refused.returncode != 0
+    assert "inference.template.spec.containers[0].securityContext.privileged" in refused.stderr
+    assert "--allow-privileged-pods" in refused.stderr and "refusePrivilegedPods=false" in refused.stderr
+
+    async with hooked(kube_cluster, namespace, tmp_path, OperatorOptions(refuse_privileged_pods=False)):
+        admitted = await _create(kube_cluster, namespace, PRIVILEGED)
+    assert admitted.returncode == 0, admitted.stderr
+    stored = json.loads(
+        kube_cluster.kubectl("get", "workspace", "privileged", "-n", namespace, "-o", "json").stdout
+    )
+    # Gone before the namespace is: no later test's operator should find (and finalize) it.
+    kube_cluster.kubectl("delete", "workspace", "privileged", "-n", namespace, "--wait=true")
+    container = stored["inference"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"] == {"privileged": True}
