@@ -560,6 +560,10 @@ class ClaimLedger:
         self.allowed: Counter[str] = Counter()
         self.created: dict[str, list[str]] = defaultdict(list)
         self.creators: Counter[str] = Counter()
+        #: Per Workspace, its own writes and its claims' creates and deletes, as the audit log
+        #: has them (time UTC, verb, name, user): the timeline a duplicate is reported with.
+        self.history: dict[str, list[str]] = defaultdict(list)
+        self._claim_of: dict[str, str] = {}
 
     def grant(self, workspace: str, slots: int) -> None:
         """Call before the write that asks for ``slots`` more nodes."""
@@ -567,19 +571,29 @@ class ClaimLedger:
 
     def check(self) -> None:
         for w in self.audit.poll():
+            stamp = datetime.datetime.fromtimestamp(w.at, datetime.UTC).strftime("%H:%M:%S.%f")[:-3]
+            line = f"{stamp} {w.verb} {w.resource}/{w.name} {w.code} by {w.user}"
+            if w.resource == "workspaces" and w.namespace == self.namespace and w.name:
+                self.history[w.name].append(line)
+            if w.resource == "nodeclaims" and w.verb == "delete" and w.name in self._claim_of:
+                self.history[self._claim_of[w.name]].append(line)
             if w.resource != "nodeclaims" or w.verb != "create" or w.code != 201:
                 continue
             if w.labels.get(NS_LABEL) != self.namespace:
                 continue
             ws = w.labels.get(WS_LABEL, "?")
-            stamp = datetime.datetime.fromtimestamp(w.at, datetime.UTC).strftime("%H:%M:%S.%f")[:-3]
             self.created[ws].append(f"{w.name or '?'}@{stamp}")
             self.creators[w.user] += 1
+            self._claim_of[w.name or "?"] = ws
+            self.history[ws].append(line)
         over = {
             ws: (len(c), self.allowed[ws], c) for ws, c in self.created.items() if len(c) > self.allowed[ws]
         }
         if over:
-            raise AssertionError(f"duplicate NodeClaims (created, slots granted, names@UTC): {over}")
+            timeline = "\n".join(f"  {ws}:\n    " + "\n    ".join(self.history[ws]) for ws in over)
+            raise AssertionError(
+                f"duplicate NodeClaims (created, slots granted, names@UTC): {over}\n{timeline}"
+            )
 
     @property
     def total(self) -> int:

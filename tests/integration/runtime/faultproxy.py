@@ -133,8 +133,8 @@ class FaultProxy:
             for k, v in upstream.headers.items():
                 if k.lower() not in _HOP:
                     resp.headers[k] = v
-            await resp.prepare(request)
             try:
+                await resp.prepare(request)  # the client may be gone already (a killed process)
                 async for chunk in stream:
                     await resp.write(chunk)
                 await resp.write_eof()
