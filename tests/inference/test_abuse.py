@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,7 @@ async def test_abuse_never_gets_a_5xx_and_memory_returns(server: Server) -> None
                 "flood_body_mib": 31,
                 "flood_codes": sorted(map(str, flood["codes"])),
                 "flood_rss_growth_mib": round(flood["growth"]),
+                "flood_slowest_health_s": round(flood["slowest_health_s"], 3),
                 "body_budget_mib": BODY_BUDGET_MIB,
                 "seconds": round(time.monotonic() - start, 1),
                 "load": os.getloadavg()[0],
@@ -351,6 +353,8 @@ async def large_bodies_at_once(server: Server, count: int, size: int) -> dict[st
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
+    prober = HealthProber(server.url)
+    prober.start()
     try:
         results = await asyncio.gather(
             *(
@@ -361,6 +365,12 @@ async def large_bodies_at_once(server: Server, count: int, size: int) -> dict[st
     finally:
         stop.set()
         await sampler
+        prober.stop()
+    # The front's event loop kept answering while it read a dozen large bodies: the slowest
+    # /health answer (a new connection every 100 ms, from a thread of its own) bounds how long
+    # the loop was ever stalled, black-box.
+    assert prober.answered >= 5 and prober.failures == 0, (prober.answered, prober.failures)
+    assert prober.slowest <= HEALTH_STALL_S, f"/health took {prober.slowest:.2f} s during the flood"
     growth = peak - before
     codes = [code for code, _, _ in results]
     # a connection cut before its whole body was sent, with no answer read: refused early, its
@@ -373,7 +383,46 @@ async def large_bodies_at_once(server: Server, count: int, size: int) -> dict[st
     assert all(b"retry-after: 3" in raw.lower() for code, raw, _ in results if code == 503)
     # the budget, plus the joined copy of a body being handed over and allocator slack
     assert growth <= BODY_BUDGET_MIB + 96, f"RSS grew {growth:.0f} MiB during the flood ({before:.0f} before)"
-    return {"codes": outcome, "growth": growth}
+    return {"codes": outcome, "growth": growth, "slowest_health_s": prober.slowest}
+
+
+#: The longest a /health answer may take while the flood is read (a loaded 2-core machine's
+#: scheduling noise included); a loop blocked by parsing or copying bodies would exceed it.
+HEALTH_STALL_S = 2.0
+
+
+class HealthProber:
+    """GET /health every 100 ms on a fresh connection from its own thread, keeping the slowest
+    answer: a stall of the server's event loop shows up as a slow answer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.slowest = 0.0
+        self.answered = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                ok = httpx.get(f"{self.url}/health", timeout=30).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            self.slowest = max(self.slowest, time.monotonic() - t0)
+            if ok:
+                self.answered += 1
+            else:
+                self.failures += 1
+            self._stop.wait(0.1)
 
 
 async def held_body(

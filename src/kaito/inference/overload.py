@@ -15,6 +15,24 @@ from dataclasses import dataclass
 
 from kaito.inference import metrics
 
+#: An ASGI answer: status, headers, body.
+Rejection = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+def overloaded(status: int, message: str, retry_after: int, *, close: bool = False) -> Rejection:
+    """The JSON error a refused request gets, in OpenAI's error shape, with Retry-After so a load
+    balancer or client backs off instead of retrying at once."""
+    error = {"message": f"{message}; retry after {retry_after}s", "type": "overloaded_error", "code": status}
+    body = json.dumps({"error": error}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", str(retry_after).encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    return status, headers, body
+
 
 @dataclass
 class OverloadGuard:
@@ -39,23 +57,9 @@ class OverloadGuard:
         self.in_flight -= 1
         metrics.IN_FLIGHT.set(self.in_flight)
 
-    def rejection(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"server overloaded: {self.in_flight} requests in flight "
-                    f"(limit {self.limit}); retry after {self.retry_after}s",
-                    "type": "overloaded_error",
-                    "code": 429,
-                }
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        return 429, headers, body
+    def rejection(self) -> Rejection:
+        message = f"server overloaded: {self.in_flight} requests in flight (limit {self.limit})"
+        return overloaded(429, message, self.retry_after)
 
 
 @dataclass
@@ -89,21 +93,9 @@ class BodyBudget:
         self.used -= n
         metrics.BUFFERED_BODY_BYTES.set(self.used)
 
-    def rejection(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"server busy: request bodies in memory are at their limit ({self.used} of "
-                    f"{self.limit} bytes); retry after {self.retry_after}s",
-                    "type": "overloaded_error",
-                    "code": 503,
-                }
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        return 503, headers, body
+    def rejection(self) -> Rejection:
+        message = (
+            f"server busy: request bodies in memory are at their limit ({self.used} of {self.limit} bytes)"
+        )
+        # the body may still be arriving: close, so the client stops sending it
+        return overloaded(503, message, self.retry_after, close=True)

@@ -46,6 +46,7 @@ from kaito.provisioners.options import Cloud, GPUProvisionerOptions, resolve_clo
 from kaito.runtime import (
     GVK,
     AlreadyExistsError,
+    Client,
     Manager,
     NotFoundError,
     get_condition,
@@ -154,6 +155,16 @@ def claim_failure(claim: dict[str, Any]) -> str:
         if cond is not None and cond.get("status") == "False" and cond.get("message"):
             return f"{cond.get('reason', '')}: {cond['message']}"
     return ""
+
+
+async def workspace_gone(client: Client, namespace: str, name: str) -> bool:
+    """Whether the apiserver (not the cache, which may trail a creation) says the Workspace does
+    not exist: asked before deleting nodes on the cache's word that their Workspace is gone."""
+    try:
+        await client.get(WORKSPACE, name, namespace, cached=False)
+    except NotFoundError:
+        return True
+    return False
 
 
 def is_node_ready(node: dict[str, Any]) -> bool:
@@ -468,11 +479,8 @@ class GPUProvisioner:
         """
         if not self._unseen.get((namespace, workspace)):
             return
-        try:
-            await self.client.get(WORKSPACE, workspace, namespace, cached=False)
+        if not await workspace_gone(self.client, namespace, workspace):
             return  # there after all: the cache trails its creation
-        except NotFoundError:
-            pass
         log.info(
             "deleting the NodeClaims of a Workspace deleted without its finalizer",
             workspace=f"{namespace}/{workspace}",
@@ -566,11 +574,8 @@ class OrphanClaimSweeper:
     async def sweep_once(self) -> list[str]:
         gone: list[str] = []
         for claim, ns, ws in list(self._candidates(time.time())):
-            try:
-                await self.client.get(WORKSPACE, ws, ns, cached=False)
+            if not await workspace_gone(self.client, ns, ws):
                 continue  # exists: the cache was behind
-            except NotFoundError:
-                pass
             meta = claim["metadata"]
             log.info("deleting orphan NodeClaim", nodeclaim=meta["name"], workspace=f"{ns}/{ws}")
             try:

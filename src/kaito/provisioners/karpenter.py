@@ -20,9 +20,9 @@ from kaito.provisioners.gpu_provisioner import (
     NODE,
     NODECLAIM,
     NODEPOOL,
-    WORKSPACE,
     claim_failure,
     is_node_ready,
+    workspace_gone,
 )
 from kaito.provisioners.options import KarpenterOptions
 from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, is_true
@@ -207,13 +207,8 @@ class KarpenterProvisioner:
         although our finalizer was just added; see ``GPUProvisioner.release_gone``). Free
         unless there is such a pool; then an uncached GET must confirm the Workspace is gone."""
         name = nodepool_name(namespace, workspace)
-        if name not in self._unseen:
-            return
-        try:
-            await self.client.get(WORKSPACE, workspace, namespace, cached=False)
-            return  # there after all: the cache trails its creation
-        except NotFoundError:
-            pass
+        if name not in self._unseen or not await workspace_gone(self.client, namespace, workspace):
+            return  # nothing of ours unseen, or there after all: the cache trails its creation
         await self.client.delete(NODEPOOL, name, ignore_not_found=True)
         self._unseen.discard(name)
 
