@@ -28,6 +28,10 @@ from typing import IO, Any
 
 from kaito.envtest import Cluster
 
+# The fault proxy of the informer tests is reused, not repeated.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "integration" / "runtime"))
+from faultproxy import Chunks, Cut, FaultProxy, Seen  # isort: skip
+
 WS_LABEL = "kaito.sh/workspace"
 NS_LABEL = "kaito.sh/workspacenamespace"
 KWOK_CLOUD_LABEL = "kaito.sh/kwok-cloud"
@@ -286,6 +290,133 @@ class AksInThread:
         return list(self._call(names()))
 
 
+NODECLAIMS_PATH = "/apis/karpenter.sh/v1/nodeclaims"
+
+
+class ClaimFaults:
+    """What the proxy in front of the controller does to its NodeClaim traffic, armed from the
+    suite's thread (every field is only changed under ``lock``).
+
+    lost response: the next NodeClaim create the apiserver accepts (201) has its connection
+    dropped before one byte of the answer is sent: the claim exists, the controller saw an error.
+    lagging informer: the bytes of every NodeClaim watch stream are held until ``hold_until``,
+    then released in order, so the controller's NodeClaim cache trails the server meanwhile."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lose_creates = 0  # armed, not yet fired
+        self.lost: list[str] = []  # names of the claims whose create answer was dropped
+        self.hold_until = 0.0  # time.monotonic()
+        self.held_chunks = 0  # watch chunks that were held back
+        self.lags = 0
+        #: When each fault was armed or fired (UTC, as the audit log and the process logs say).
+        self.log: list[str] = []
+
+    def _note(self, what: str) -> None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%H:%M:%S.%f")[:-3]
+        self.log.append(f"{stamp} {what}")
+
+    def arm_lost_create(self) -> None:
+        with self.lock:
+            self.lose_creates += 1
+            self._note("lost response armed")
+
+    def lag_watch(self, seconds: float) -> None:
+        with self.lock:
+            self.hold_until = max(self.hold_until, time.monotonic() + seconds)
+            self.lags += 1
+            self._note(f"NodeClaim watch held for {seconds:.1f}s")
+
+    def armed(self) -> int:
+        with self.lock:
+            return self.lose_creates
+
+    async def fault(self, seen: Seen, chunks: Chunks) -> Chunks | None:
+        if seen.path != NODECLAIMS_PATH:
+            return None
+        if seen.is_watch:
+            return self._held(chunks)
+        if seen.method == "POST" and seen.status == 201:
+            with self.lock:
+                fire = self.lose_creates > 0
+                if fire:
+                    self.lose_creates -= 1
+            if fire:
+                body = b"".join([c async for c in chunks])
+                meta = json.loads(body)["metadata"]
+                with self.lock:
+                    self.lost.append(str(meta["name"]))
+                    ws = (meta.get("labels") or {}).get(WS_LABEL)
+                    self._note(f"lost response: NodeClaim {meta['name']} of {ws} created, answer dropped")
+                raise Cut
+        return None
+
+    async def _held(self, chunks: Chunks) -> Chunks:
+        async for chunk in chunks:
+            held = False
+            while (wait := self.hold_until - time.monotonic()) > 0:
+                held = True
+                await asyncio.sleep(min(wait, 0.5))  # a later lag_watch may extend the hold
+            if held:
+                with self.lock:
+                    self.held_chunks += 1
+            yield chunk
+
+
+class ApiProxyInThread:
+    """The loopback fault proxy (tests/integration/runtime/faultproxy.py) on an event loop of its
+    own thread, in front of the apiserver for one process. It forwards with that process's own
+    client certificate, so the audit log still names the process; the process gets a kubeconfig
+    for the proxy (plain HTTP on loopback) instead of its own."""
+
+    def __init__(self, upstream_kubeconfig: Path, faults: ClaimFaults) -> None:
+        from kaito.runtime._internal.kubeconfig import load_kubeconfig
+
+        self.upstream_kubeconfig = upstream_kubeconfig
+        self.faults = faults
+        self.proxy = FaultProxy(load_kubeconfig([upstream_kubeconfig]), fault=faults.fault)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="api-proxy", daemon=True)
+
+    def _call(self, coro: Any, timeout: float = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> ApiProxyInThread:
+        self.thread.start()
+        self._call(self.proxy.__aenter__())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call(self._shutdown())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(30)
+
+    async def _shutdown(self) -> None:
+        """Stop the proxy, then end whatever it still serves (a held watch) before the loop goes."""
+        self.faults.hold_until = 0.0
+        await self.proxy.__aexit__()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def kubeconfig(self) -> Path:
+        """A kubeconfig for the proxy, next to the upstream one."""
+        path = self.upstream_kubeconfig.with_name(self.upstream_kubeconfig.name + "-proxied")
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{self.proxy.port}"}}],
+            "users": [{"name": "proxy", "user": {}}],
+            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+            "current-context": "proxy",
+        }
+        path.write_text(json.dumps(doc))
+        return path
+
+
 # ---------------------------------------------------------------------------- kubectl reads
 
 
@@ -429,6 +560,10 @@ class ClaimLedger:
         self.allowed: Counter[str] = Counter()
         self.created: dict[str, list[str]] = defaultdict(list)
         self.creators: Counter[str] = Counter()
+        #: Per Workspace, its own writes and its claims' creates and deletes, as the audit log
+        #: has them (time UTC, verb, name, user): the timeline a duplicate is reported with.
+        self.history: dict[str, list[str]] = defaultdict(list)
+        self._claim_of: dict[str, str] = {}
 
     def grant(self, workspace: str, slots: int) -> None:
         """Call before the write that asks for ``slots`` more nodes."""
@@ -436,18 +571,29 @@ class ClaimLedger:
 
     def check(self) -> None:
         for w in self.audit.poll():
+            stamp = datetime.datetime.fromtimestamp(w.at, datetime.UTC).strftime("%H:%M:%S.%f")[:-3]
+            line = f"{stamp} {w.verb} {w.resource}/{w.name} {w.code} by {w.user}"
+            if w.resource == "workspaces" and w.namespace == self.namespace and w.name:
+                self.history[w.name].append(line)
+            if w.resource == "nodeclaims" and w.verb == "delete" and w.name in self._claim_of:
+                self.history[self._claim_of[w.name]].append(line)
             if w.resource != "nodeclaims" or w.verb != "create" or w.code != 201:
                 continue
             if w.labels.get(NS_LABEL) != self.namespace:
                 continue
             ws = w.labels.get(WS_LABEL, "?")
-            self.created[ws].append(w.name or "?")
+            self.created[ws].append(f"{w.name or '?'}@{stamp}")
             self.creators[w.user] += 1
+            self._claim_of[w.name or "?"] = ws
+            self.history[ws].append(line)
         over = {
             ws: (len(c), self.allowed[ws], c) for ws, c in self.created.items() if len(c) > self.allowed[ws]
         }
         if over:
-            raise AssertionError(f"duplicate NodeClaims (created, slots granted, names): {over}")
+            timeline = "\n".join(f"  {ws}:\n    " + "\n    ".join(self.history[ws]) for ws in over)
+            raise AssertionError(
+                f"duplicate NodeClaims (created, slots granted, names@UTC): {over}\n{timeline}"
+            )
 
     @property
     def total(self) -> int:

@@ -1,10 +1,21 @@
 """Suite 1 of issue #14, chaos rollout: Workspaces are created, resized and deleted in a seeded
-random sequence while ``kaito controller`` and ``kaito node-provisioner`` (real processes, kwok
-cloud) are SIGKILLed at random points and restarted. Whatever died when, at the end every live
-Workspace is Ready with exactly its nodes, every deleted one is fully gone, and nothing leaked,
-was provisioned twice or is stuck on a finalizer.
+random sequence while faults land at random points:
 
-Size: ``KAITO_CHAOS_WORKSPACES`` (default 50) and ``KAITO_CHAOS_KILLS`` (default 24);
+  sigkill        ``kaito controller`` or ``kaito node-provisioner`` (real processes, kwok cloud)
+                 is SIGKILLed and restarted;
+  lost response  the controller talks to the apiserver through the loopback fault proxy
+                 (tests/integration/runtime/faultproxy.py); armed, it lets the next NodeClaim
+                 create reach the apiserver (201) and drops the connection before the answer
+                 reaches the controller: the claim exists, the controller saw an error;
+  watch lag      the proxy holds the bytes of the controller's NodeClaim watch for a few
+                 seconds, then releases them: its NodeClaim cache trails the server while
+                 Workspaces are created and deleted (issue 20).
+
+Whatever happened when, at the end every live Workspace is Ready with exactly its nodes, every
+deleted one is fully gone, and nothing leaked, was provisioned twice or is stuck on a finalizer.
+
+Size: ``KAITO_CHAOS_WORKSPACES`` (default 50), ``KAITO_CHAOS_KILLS`` (default 24),
+``KAITO_CHAOS_LOST_RESPONSES`` (default 8) and ``KAITO_CHAOS_WATCH_LAGS`` (default 8);
 ``KAITO_RELIABILITY_SEED`` replays a sequence.
 """
 
@@ -22,7 +33,9 @@ from pathlib import Path
 import pytest
 from reliability_stack import (
     AksInThread,
+    ApiProxyInThread,
     AuditTail,
+    ClaimFaults,
     ClaimLedger,
     KaitoProcess,
     controller,
@@ -44,6 +57,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster, pytest.mark.timeout
 
 WORKSPACES = int(os.environ.get("KAITO_CHAOS_WORKSPACES", "50"))
 KILLS = int(os.environ.get("KAITO_CHAOS_KILLS", "24"))
+LOST_RESPONSES = int(os.environ.get("KAITO_CHAOS_LOST_RESPONSES", "8"))
+WATCH_LAGS = int(os.environ.get("KAITO_CHAOS_WATCH_LAGS", "8"))
+#: How long one watch lag holds the controller's NodeClaim events back (seconds, uniform).
+LAG_S = (2.0, 8.0)
 #: After the last fault, how long the operator may take to converge (2-core machine under load).
 CONVERGE_S = float(os.environ.get("KAITO_CHAOS_CONVERGE_S", "420"))
 #: Where nodes come from: kwok (make test) and/or aks (the AKS emulator: agent pools over ARM).
@@ -91,6 +108,21 @@ def plan_kills(rng: random.Random, k: int) -> dict[str, list[float]]:
     }
 
 
+def plan_api_faults(
+    rng: random.Random, ops: list[Op], lost: int, lags: int
+) -> dict[int, list[tuple[str, float]]]:
+    """Op index -> the proxy faults armed just before that op: ("lost", 0) or ("lag", seconds).
+    Both go before creates (a claim POST follows, and its watch event is the one held back), in
+    the first 80% of the sequence, so an armed lost response always meets a create to drop."""
+    creates = [i for i, op in enumerate(ops) if op.verb == "create" and i < 0.8 * len(ops)]
+    plan: dict[int, list[tuple[str, float]]] = {}
+    for _ in range(lost):
+        plan.setdefault(rng.choice(creates), []).append(("lost", 0.0))
+    for _ in range(lags):
+        plan.setdefault(rng.choice(creates), []).append(("lag", round(rng.uniform(*LAG_S), 1)))
+    return plan
+
+
 @pytest.mark.parametrize("cloud", CLOUDS)
 def test_chaos_rollout_survives_sigkills(
     reliability_cluster: Cluster, seed: int, tmp_path: Path, cloud: str
@@ -99,16 +131,24 @@ def test_chaos_rollout_survives_sigkills(
         raise ValueError(f"KAITO_CHAOS_CLOUDS: {cloud!r} is not kwok or aks")
     with contextlib.ExitStack() as stack:
         aks = stack.enter_context(AksInThread(reliability_cluster)) if cloud == "aks" else None
-        run_chaos(reliability_cluster, seed, tmp_path, cloud, aks)
+        run_chaos(reliability_cluster, seed, tmp_path, cloud, aks, stack)
 
 
-def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksInThread | None) -> None:
+def run_chaos(
+    cluster: Cluster,
+    seed: int,
+    tmp_path: Path,
+    cloud: str,
+    aks: AksInThread | None,
+    stack: contextlib.ExitStack,
+) -> None:
     rng = random.Random(seed)
     ns = f"chaos-{cloud}-{seed % 100000}"
     cluster.kubectl("create", "namespace", ns)
     ops = plan_ops(rng, WORKSPACES)
     kills = plan_kills(rng, KILLS)
     pace = [rng.uniform(0.05, 0.5) for _ in ops]
+    api_faults = plan_api_faults(rng, ops, LOST_RESPONSES, WATCH_LAGS)
 
     audit = AuditTail(cluster.audit_log)
     audit.poll()  # earlier suites' writes are not ours
@@ -117,6 +157,10 @@ def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksI
         "controller": controller(cluster, tmp_path, f"chaos-{cloud}-controller"),
         "node-provisioner": node_provisioner(cluster, tmp_path, f"chaos-{cloud}-node-provisioner", aks),
     }
+    # The controller reaches the apiserver only through the proxy (as its own user still).
+    faults = ClaimFaults()
+    proxy = stack.enter_context(ApiProxyInThread(procs["controller"].kubeconfig, faults))
+    procs["controller"].kubeconfig = proxy.kubeconfig()
     failure: list[BaseException] = []
     kill_log: list[tuple[str, float]] = []
     stop = threading.Event()
@@ -148,6 +192,11 @@ def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksI
         for i, op in enumerate(ops):
             if failure:
                 raise failure[0]
+            for kind, seconds in api_faults.get(i, ()):
+                if kind == "lost":
+                    faults.arm_lost_create()
+                else:
+                    faults.lag_watch(seconds)
             if op.verb == "create":
                 ledger.grant(op.name, op.count)
                 create_workspace(cluster, op.name, ns, op.count)
@@ -168,6 +217,8 @@ def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksI
         wait_for(lambda: failure or not any(t.is_alive() for t in threads), "all kills done", 600, 0.5)
         if failure:
             raise failure[0]
+        # ... and every armed lost response met its create.
+        wait_for(lambda: faults.armed() == 0, "every armed lost response fired", 300, 0.5)
         faults_s = time.monotonic() - t0
         converge_s = wait_converged(
             cluster, ns, live, deleted, CONVERGE_S, procs=procs.values(), ledger=ledger, aks=aks
@@ -194,6 +245,14 @@ def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksI
             "live_at_end": len(survivors),
             "nodes_at_end": sum(survivors.values()),
             "sigkills": {t: sum(k == t for k, _ in kill_log) for t in procs},
+            "faults_fired": {
+                "sigkill_controller": sum(k == "controller" for k, _ in kill_log),
+                "sigkill_node_provisioner": sum(k == "node-provisioner" for k, _ in kill_log),
+                "lost_response": len(faults.lost),
+                "watch_lag": faults.lags,
+            },
+            "lost_response_claims": faults.lost,
+            "watch_chunks_held": faults.held_chunks,
             "claims_created": ledger.total,
             "duplicate_claims": 0,
             "leaked_nodeclaims": 0,
@@ -211,8 +270,11 @@ def run_chaos(cluster: Cluster, seed: int, tmp_path: Path, cloud: str, aks: AksI
         }
         emit(figures)
         assert len(kill_log) == KILLS
+        assert (len(faults.lost), faults.lags) == (LOST_RESPONSES, WATCH_LAGS)
     finally:
         stop.set()
+        # The proxy faults' timeline, to set beside the ledger and the logs when this fails.
+        print("\nproxy faults:\n  " + "\n  ".join(faults.log))
         for t in threads:
             t.join(60)
         # After a failure, start the deletions (nothing waits: the failure is reported at once).

@@ -1,7 +1,8 @@
 """A loopback HTTP proxy in front of the real apiserver, for faults the apiserver itself will not
 produce on demand: a watch stream cut or corrupted mid-way, a connection gone silent, a slow
-network, a 5xx with Retry-After. Every answer it forwards is the real apiserver's; a ``fault``
-hook may delay, cut, rewrite or replace one. It is not a model of Kubernetes.
+network, a 5xx with Retry-After, an answer lost after the write was made. Every answer it
+forwards is the real apiserver's; a ``fault`` hook may delay, cut, rewrite, replace or drop one.
+It is not a model of Kubernetes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class Seen:
     method: str
     path: str
     query: dict[str, str]
+    #: The apiserver's status code, set once its answer has come (before ``fault`` runs).
+    status: int = 0
 
     @property
     def is_watch(self) -> bool:
@@ -37,12 +40,15 @@ class Seen:
 
 
 class Cut(Exception):
-    """Raised by a fault's chunk iterator: the proxy drops the TCP connection there, without
-    finishing the (chunked) body, as a terminating apiserver or an L7 proxy does."""
+    """Drops the client's TCP connection. Raised by a fault's chunk iterator: there, without
+    finishing the (chunked) body, as a terminating apiserver or an L7 proxy does. Raised by the
+    ``fault`` hook itself: before one byte of the answer is sent, after the apiserver did the
+    request, so a write took effect but its client never learns that (a lost response)."""
 
 
 # A fault gets the request and the upstream body as an async iterator of chunks; it returns the
-# chunks to send on (possibly rewritten), or a complete web.Response to answer with instead.
+# chunks to send on (possibly rewritten), or a complete web.Response to answer with instead, or
+# raises Cut to drop the connection.
 Chunks = AsyncIterator[bytes]
 Fault = Callable[[Seen, Chunks], Awaitable[Chunks | web.StreamResponse | None]]
 
@@ -110,8 +116,15 @@ class FaultProxy:
                     yield chunk
 
             stream: Any = chunks()
+            seen.status = upstream.status
             if self.fault is not None:
-                result = await self.fault(seen, stream)
+                try:
+                    result = await self.fault(seen, stream)
+                except Cut:
+                    if request.transport is not None:
+                        request.transport.abort()
+                    # Nothing reaches the client: its connection is gone before any byte of this.
+                    return web.Response(status=502)
                 if isinstance(result, web.StreamResponse):
                     return result
                 if result is not None:
@@ -120,8 +133,8 @@ class FaultProxy:
             for k, v in upstream.headers.items():
                 if k.lower() not in _HOP:
                     resp.headers[k] = v
-            await resp.prepare(request)
             try:
+                await resp.prepare(request)  # the client may be gone already (a killed process)
                 async for chunk in stream:
                     await resp.write(chunk)
                 await resp.write_eof()
