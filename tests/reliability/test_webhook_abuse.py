@@ -342,12 +342,13 @@ def test_slowloris_request_heads_are_cut_at_the_header_deadline(served: Served) 
     each is closed by the header deadline or evicted for a newer one, never held."""
 
     def run() -> dict[str, Any]:
-        socks = [
-            (s, time.monotonic()) for s in (tls_connect(served.port) for _ in range(300)) if s is not None
-        ]
-        for sock, _ in socks:
+        opened = [s for s in (tls_connect(served.port) for _ in range(300)) if s is not None]
+        socks = []
+        # the header deadline runs from a head's first byte (an unused new connection is idle)
+        for sock in opened:
             with contextlib.suppress(OSError, ssl.SSLError):
                 sock.send(f"POST {VALIDATE} HTTP/1.1\r\nHost: webhook\r\n".encode())
+            socks.append((sock, time.monotonic()))
         trickler = Trickler(socks, b"X")
         trickler.run(limit=HEADER_TIMEOUT + 20)
         statuses = sorted({str(st) for _t, st in trickler.ended.values()})
@@ -488,6 +489,38 @@ def test_json_nested_200000_deep_is_a_400(served: Served) -> None:
     f = attack(served, "deep_nesting", run)
     assert f["deep_status"] == 400
     assert f["nested_900_status"] in (200, 400) and f["nested_900_allowed"] is False
+
+
+def test_an_unused_new_connection_stays_usable_past_the_header_deadline(served: Served) -> None:
+    """Go's HTTP client (the apiserver's) pools a connection it dialed but did not need and may
+    send its next admission POST on it much later. Cutting such a connection at the header
+    deadline raced that POST, which Go does not retry: the fuzz suite once saw a create refused
+    with "failed calling webhook ... write: broken pipe". A new connection is idle until its first
+    byte, like a kept-alive one: still usable after the header deadline, closed at the keep-alive
+    deadline."""
+    keepalive = 5.0  # as webhook_abuse_server.OPTIONS
+    ctx = ssl.create_default_context(cafile=served.ca)
+    conn = http.client.HTTPSConnection("127.0.0.1", served.port, context=ctx, timeout=10)
+    conn.connect()
+    try:
+        time.sleep(HEADER_TIMEOUT + SLACK)
+        conn.request("POST", VALIDATE, review_body("pooled"), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.status
+        assert json.loads(resp.read())["response"]["uid"] == "pooled"
+    finally:
+        conn.close()
+    idle = tls_connect(served.port)
+    assert idle is not None
+    with idle:
+        idle.settimeout(keepalive + 10)
+        start = time.monotonic()
+        try:
+            got = idle.recv(1)  # b"": closed by the server (an abort may reset instead)
+        except (ConnectionError, ssl.SSLError):
+            got = b""
+        assert got == b""
+        assert keepalive - 0.5 <= time.monotonic() - start <= keepalive + SLACK
 
 
 def test_a_thousand_connections_are_capped_and_do_not_exhaust_memory(served: Served) -> None:

@@ -216,9 +216,9 @@ class WebhookMetrics:
 
 # ----------------------------------------------------------------------------- connections
 
-_HANDSHAKE, _IDLE, _BODY, _BUSY = "handshake", "idle", "body", "busy"
+_HANDSHAKE, _IDLE, _HEAD, _BODY, _BUSY = "handshake", "idle", "head", "body", "busy"
 #: States in which a connection waits on its client: evictable when the server is full.
-_WAITING = (_HANDSHAKE, _IDLE, _BODY)
+_WAITING = (_HANDSHAKE, _IDLE, _HEAD, _BODY)
 #: Seconds a connection closed after a refusal has to read the answer before it is cut.
 _CLOSE_GRACE = 1.0
 #: Bodies up to this size are read without a large-body slot (an AdmissionReview is a few KiB).
@@ -266,10 +266,15 @@ class _AppProtocol(asyncio.Protocol):
             self._inner.eof_received()
 
     def data_received(self, data: bytes) -> None:
+        self._guard.head_started(self._conn)
         if self._attached:
             self._inner.data_received(data)
         else:
             self._early.append(data)
+
+    @property
+    def has_early_data(self) -> bool:
+        return bool(self._early)
 
     def eof_received(self) -> bool | None:
         if self._attached:
@@ -323,9 +328,10 @@ class _ConnectionGuard:
     """Caps and times every connection from accept to close, so no client can hold the server.
 
     Counted from the TCP accept (before TLS: a pending handshake holds a 256 KiB TLS buffer), a
-    connection must complete its TLS handshake and first request head within ``header_timeout``,
-    a body within ``body_timeout`` (enforced by the server), and after a response the next request
-    head within ``keepalive_timeout``; one that misses its deadline is aborted. At
+    connection must complete its TLS handshake within ``header_timeout``; an idle connection (new,
+    or after a response) must start a request within ``keepalive_timeout``; a request head, from
+    its first byte, must be complete within ``header_timeout``, and a body within ``body_timeout``
+    (enforced by the server); one that misses its deadline is aborted. At
     ``max_connections``, a new connection evicts the connection that has waited longest on its
     client (handshaking, idle or sending a body); only when every connection is busy in a handler
     is the new one refused. A slow client therefore loses its slot to the apiserver, not the
@@ -394,7 +400,14 @@ class _ConnectionGuard:
             return
         conn.tls = tls
         self._by_transport[tls] = conn
-        self._enter(conn, _IDLE, None)  # the header deadline set at accept keeps running
+        if app.has_early_data:
+            self._enter(conn, _HEAD, None)  # a head is arriving: the deadline set at accept runs on
+        else:
+            # Idle like a kept-alive connection until its first byte: Go's HTTP client (the
+            # apiserver's) pools a connection it dialed but did not need and may send its next
+            # request on it much later; cutting it at the header deadline races that request,
+            # which Go does not retry ("write: broken pipe", a failed admission call).
+            self._enter(conn, _IDLE, self._opts.keepalive_timeout)
         app.attach(tls)
 
     def _arm(self, conn: _Connection, seconds: float) -> None:
@@ -417,6 +430,12 @@ class _ConnectionGuard:
 
     def for_transport(self, transport: asyncio.BaseTransport | None) -> _Connection | None:
         return self._by_transport.get(transport) if transport is not None else None
+
+    def head_started(self, conn: _Connection) -> None:
+        """The first bytes of a request head arrived on an idle connection: from now on the whole
+        head must arrive within ``header_timeout`` (a slowloris head is cut there)."""
+        if conn.state == _IDLE and conn in self._conns:
+            self._enter(conn, _HEAD, self._opts.header_timeout)
 
     def request_started(self, conn: _Connection) -> None:
         """The request head is in: the body deadline is the handler's (it answers 408)."""
@@ -502,14 +521,14 @@ class WebhookServerOptions:
     shutdown_timeout: float = 30.0
     """On stop, how long in-flight admission requests may take to finish before being cut."""
     keepalive_timeout: float = 120.0
-    """Seconds after a response within which the next request head must arrive, else the
-    connection is closed. Longer than Go clients' 90 s idle timeout on purpose: the apiserver
+    """Seconds an idle connection (new after its handshake, or after a response) may wait for
+    its next request, else it is closed. Longer than Go clients' 90 s idle timeout on purpose: the apiserver
     should be the side that closes idle connections, as a server-side close can race its next POST
     on it, which is then not retried. An idle connection also gives way to a new one when the
     server is full (``max_connections``), so this bounds a client's hold, not the server's load."""
     header_timeout: float = 10.0
-    """Seconds from the TCP accept to a complete request head, TLS handshake included (the
-    apiserver sends both at once; a slowloris client is cut here)."""
+    """Seconds for the TLS handshake (from the TCP accept), and for a request head from its
+    first byte to its end (a slowloris client is cut here)."""
     body_timeout: float = 10.0
     """Seconds from the request head to the whole body (answered 408 and closed past it). The
     apiserver gives the whole call 10 s by default (``timeoutSeconds``)."""
