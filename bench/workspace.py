@@ -50,7 +50,8 @@ and per side:
   requests_per_converged_reconcile
                           all API requests (reads too) the controller made per reconcile while
                           every Workspace was converged; reconciles are provoked by relabelling
-                          every node (a label no selector uses), counted from its /metrics
+                          every node and annotating every Workspace (a label and an annotation
+                          neither controller reads), counted from its /metrics
                           (controller-runtime's and kaito's share the metric names)
   rss_mb / cpu_s          the controller process at the end (VmRSS; user+system CPU seconds)
   kcm_statefulset_controller
@@ -540,15 +541,17 @@ async def run_side(
             t_all = max(ready_at.values()) - t0
             per_ws = [ready_at[nm] - created[nm] for nm in names]
 
-            # Converged window: provoke one reconcile per Workspace (relabel its node), then idle.
+            # Converged window: provoke reconciles with nothing to change, then idle. Each side
+            # is poked the same two ways, since each reacts to a different one: every node is
+            # relabelled (kaito watches the nodes a Workspace selects) and every Workspace gets an
+            # annotation (upstream reconciles on any Workspace event); neither label nor
+            # annotation is read by either controller.
             await asyncio.sleep(2.0)
             before = _metrics(port)
-            await asyncio.gather(
-                *(
-                    client.patch(NODE, f"node-{nm}", {"metadata": {"labels": {"bench/poke": "1"}}})
-                    for nm in names
-                )
-            )
+            poke = {"metadata": {"labels": {"bench/poke": "1"}}}
+            await asyncio.gather(*(client.patch(NODE, f"node-{nm}", poke) for nm in names))
+            poke = {"metadata": {"annotations": {"bench/poke": "1"}}}
+            await asyncio.gather(*(client.patch(WORKSPACE, nm, poke, NS) for nm in names))
             await asyncio.sleep(window)
             after = _metrics(port)
             rss_mb, cpu_s = _proc_figures(proc.pid)
