@@ -667,6 +667,12 @@ async def compare(
     }
 
 
+def _home(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (the JSON goes into docs, read elsewhere)."""
+    home = str(Path.home())
+    return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -729,7 +735,7 @@ def main() -> None:
                 "workspaces": n,
                 "rounds": args.rounds,
                 "converged_window_s": window,
-                "peer": f"upstream Kaito v{UPSTREAM_VERSION} cmd/workspace ({binary}), same run",
+                "peer": f"upstream Kaito v{UPSTREAM_VERSION} cmd/workspace ({_home(binary)}), same run",
                 "kcm_service_account_credentials": True,
                 "seconds_to_all_ready": default["kaito"]["seconds_to_all_ready"],
                 "ratio_seconds_to_all_ready": default["ratio_seconds_to_all_ready"],
