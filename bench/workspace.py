@@ -1,32 +1,66 @@
-"""The workspace controller at scale: N inference Workspaces applied at once on the local cluster.
+"""The workspace controller at scale: kaito's against upstream Kaito's Go controller, live.
 
-    python bench/workspace.py            # 100 Workspaces, 30 s converged window
-    python bench/workspace.py --small    # 10 Workspaces, 10 s window (run by `make test`)
+    python bench/workspace.py            # 100 Workspaces, 2 rounds, 30 s window, both kcm modes
+    python bench/workspace.py --small    # 10 Workspaces, kaito only, 10 s window (`make test`)
 
-A real control plane (apiserver + kcm + scheduler + kwok) with an audit log; one BYO kwok GPU
-node per Workspace is created and Ready before the clock starts (provisioning is excluded).
-``kaito controller --node-provisioner byo`` runs as its own process. Then N Workspaces are
-created concurrently and the clock runs until every one has WorkspaceReady=True.
+One side = a real control plane (apiserver + kcm + scheduler + kwok) with an audit log, one BYO
+kwok GPU node per Workspace created and Ready before the clock starts (provisioning excluded),
+the side's workspace controller started as its own process, then N inference Workspaces created
+concurrently; the clock runs until every one is ready.
 
-Reported (JSON on the last line):
-  seconds_to_all_ready    first create -> last Workspace Ready
-  p50_s / p99_s           per Workspace, from its own create to its Ready
-  writes_per_workspace    the controller's write requests (audit log, by user agent) per
-                          Workspace, from start until the end of the converged window; events
-                          included; ``writes_by_resource`` breaks them down
+- kaito: ``kaito controller --node-provisioner byo``; ready = ``WorkspaceReady`` True.
+- upstream: Kaito v0.12.0's ``cmd/workspace`` (Go), built from the source tarball in
+  ``../shared/peers/kaito-v0.12.0/`` (``--upstream-tarball`` / ``KAITO_UPSTREAM_TARBALL``) into
+  ``~/.cache/kaito/assets/upstream-kaito-0.12.0/kaito-workspace`` on first use (``go build``,
+  Go modules from the proxy, minutes cold), or taken ready from ``KAITO_UPSTREAM_WORKSPACE_BIN``.
+  Its CRDs and ``inference-params`` / ``lora-params`` / ``qlora-params`` ConfigMaps come from the
+  same tarball's chart. It runs out of cluster in BYO mode as its README describes
+  (``CLOUD_PROVIDER=azure``, ``--node-provisioner=byo --webhook=false``), the nodes carry
+  ``nvidia.com/gpu.{product,count,memory}`` (both sides get the same nodes), and the Workspaces
+  are annotated ``kaito.sh/disable-benchmark`` (its post-load benchmark reads pod logs through a
+  kubelet that kwok nodes do not have). Ready = its ``WorkspaceSucceeded`` True.
+
+Why one fresh cluster per side and round, started identically, rather than both controllers on
+fresh namespaces of one cluster: the two CRD sets both define ``workspaces.kaito.sh`` with
+different schemas, so one cluster would have to swap CRDs between rounds, and deleting a CRD
+deletes every Workspace, which hangs on the finalizers of whichever controller was just stopped;
+and every GPU of the N nodes is taken by the previous round's pods, so the next side would wait on
+kwok tearing N pods down or need N more nodes (a larger cluster for whoever runs second). A fresh
+cluster per side per round gives each controller the same empty etcd, the same N nodes, the same
+kcm/scheduler/kwok and its own audit log; the order alternates (kaito first in odd rounds,
+upstream first in even ones) so the machine's drift does not favour one side; medians over rounds.
+
+kcm, the floor both controllers share, runs as real clusters run it
+(``--use-service-account-credentials=true``, the envtest default: each kcm controller is its own
+ServiceAccount with its own client). The whole comparison runs twice in one run: kcm at its
+default client limits (20 requests/s, burst 30 per controller) and with
+``--kube-api-qps=200 --kube-api-burst=300``.
+
+Reported (one JSON line, the last): per kcm mode (``comparisons``), both sides' medians and
+  ratio_seconds_to_all_ready   upstream's seconds ÷ kaito's (> 1: kaito faster)
+  ratio_writes_per_workspace   upstream's writes ÷ kaito's, Events included (> 1: kaito fewer);
+                               ``ratio_writes_per_workspace_no_events`` without Events
+and per side:
+  seconds_to_all_ready    first create -> last Workspace ready
+  p50_s / p99_s           per Workspace, from its own create to its ready
+  writes_per_workspace    the controller's write requests per Workspace (audit log, by the
+                          controller's own client-certificate user; both sides get one), from
+                          start to the end of the converged window; ``..._no_events`` without
+                          Events; ``writes_by_resource`` breaks them down
   requests_per_converged_reconcile
                           all API requests (reads too) the controller made per reconcile while
                           every Workspace was converged; reconciles are provoked by relabelling
-                          every node (a label no selector uses), counted from its /metrics
+                          every node and annotating every Workspace (a label and an annotation
+                          neither controller reads), counted from its /metrics
+                          (controller-runtime's and kaito's share the metric names)
   rss_mb / cpu_s          the controller process at the end (VmRSS; user+system CPU seconds)
   kcm_statefulset_controller
                           kcm's StatefulSet controller's writes (audit log): it creates every
-                          pod through one client limited to 20 requests/s, burst 30, shared with
-                          its status updates; ``floor_s`` is the earliest its last pod create
+                          pod through one client (20 requests/s, burst 30 by default), shared
+                          with its status updates; ``floor_s`` is the earliest its last pod create
                           could have been given the writes before it
-
-No upstream Go controller can run here; ``upstream_reference`` repeats the figures measured
-the same way on this kind of cluster (../shared/UPSTREAM.md), labelled as a reference.
+The top-level ``seconds_to_all_ready`` is kaito's median at kcm's default limits. ``--small``
+runs kaito only (one round, default kcm; no Go build, no tarball) and says so in ``peer``.
 """
 
 from __future__ import annotations
@@ -35,15 +69,19 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +89,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from kaito.envtest import Cluster, ClusterOptions  # noqa: E402
+from kaito.envtest.assets import cache_root  # noqa: E402
 from kaito.provisioners.byo import gpu_node_manifest  # noqa: E402
 from kaito.runtime import GVK, Client  # noqa: E402
 
 WORKSPACE = GVK("kaito.sh", "v1beta1", "Workspace")
 NODE = GVK("", "v1", "Node")
-UA = "kaito-controller"
 NS = "bench"
-UPSTREAM = {
-    "label": "upstream Kaito v0.12 Go controller, 100 Workspaces, measured the same way on this kind of "
-    "cluster (../shared/UPSTREAM.md); not re-run here",
-    "seconds_to_all_ready": 35.9,
-    "p50_s": 32.0,
-    "writes_per_workspace": 11.5,
-    "writes_per_converged_reconcile": 1,
-    "rss_mb": 75,
-    "cpu_s": 3.2,
-}
+UPSTREAM_VERSION = "0.12.0"
+TARBALL_ENV = "KAITO_UPSTREAM_TARBALL"
+BINARY_ENV = "KAITO_UPSTREAM_WORKSPACE_BIN"
+DEFAULT_TARBALL = (
+    REPO.parent / "shared" / "peers" / f"kaito-v{UPSTREAM_VERSION}" / f"kaito-{UPSTREAM_VERSION}-src.tar.gz"
+)
+#: kcm's client limits in the second comparison (the first runs kcm at its defaults).
+KCM_FAST = ("--kube-api-qps=200", "--kube-api-burst=300")
 TARGETS = {
     "seconds_to_all_ready": 10.0,
     "writes_per_workspace": 8,
@@ -83,6 +119,25 @@ rules:
     verbs: ["get", "list", "watch"]
   - level: Metadata
 """
+
+
+@dataclass(frozen=True)
+class Side:
+    """One controller under test: how to install its API, start it and read its readiness."""
+
+    name: str
+    #: the client-certificate user the controller runs as (its writes are counted by it)
+    user: str
+    ready_condition: str
+    api_version: str
+    annotations: dict[str, str]
+
+
+KAITO = Side("kaito", "kaito-controller", "WorkspaceReady", "kaito.sh/v1alpha1", {})
+UPSTREAM = Side(
+    "upstream", "upstream-kaito-controller", "WorkspaceSucceeded", "kaito.sh/v1beta1",
+    {"kaito.sh/disable-benchmark": "true"},
+)  # fmt: skip
 
 
 def _free_port() -> int:
@@ -131,49 +186,56 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _first_writes(path: Path, resource: str) -> dict[str, float]:
-    """Wall-clock time of the controller's first write of each object of ``resource``."""
-    out: dict[str, float] = {}
+def _audit_events(path: Path) -> list[dict[str, Any]]:
+    events = []
     for file in sorted(path.parent.glob(path.name + "*")):
         for line in file.read_text().splitlines():
             try:
-                ev = json.loads(line)
+                events.append(json.loads(line))
             except ValueError:
                 continue
-            ref = ev.get("objectRef") or {}
-            if (
-                str(ev.get("userAgent", "")).startswith(UA)
-                and ref.get("resource") == resource
-                and not ref.get("subresource")
-                and ev.get("verb") in ("create", "patch")
-            ):
-                name, at = ref.get("name", ""), _ts(ev["requestReceivedTimestamp"])
-                out[name] = min(out.get(name, at), at)
+    return events
+
+
+def _by(ev: dict[str, Any], user: str) -> bool:
+    return bool((ev.get("user") or {}).get("username") == user)
+
+
+def _first_writes(events: list[dict[str, Any]], user: str, resource: str) -> dict[str, float]:
+    """Wall-clock time of ``user``'s first write of each object of ``resource``."""
+    out: dict[str, float] = {}
+    for ev in events:
+        ref = ev.get("objectRef") or {}
+        if (
+            _by(ev, user)
+            and ref.get("resource") == resource
+            and not ref.get("subresource")
+            and ev.get("verb") in ("create", "patch", "update")
+        ):
+            name, at = ref.get("name", ""), _ts(ev["requestReceivedTimestamp"])
+            out[name] = min(out.get(name, at), at)
     return out
 
 
-def _audit_writes(path: Path) -> tuple[Counter[str], dict[str, dict[str, float]]]:
-    """The controller's writes by verb and resource, and how long the apiserver took for each
-    kind of write (received -> response complete; p50/p90/max ms): where the time goes."""
+def _audit_writes(
+    events: list[dict[str, Any]], user: str
+) -> tuple[Counter[str], dict[str, dict[str, float]]]:
+    """``user``'s writes by verb and resource, and how long the apiserver took for each kind of
+    write (received -> response complete; p50/p90/max ms): where the time goes."""
     by_resource: Counter[str] = Counter()
     took: dict[str, list[float]] = {}
-    for file in sorted(path.parent.glob(path.name + "*")):
-        for line in file.read_text().splitlines():
+    for ev in events:
+        if not _by(ev, user):
+            continue
+        if ev.get("verb") in ("create", "update", "patch", "delete", "deletecollection"):
+            ref = ev.get("objectRef") or {}
+            key = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            by_resource[f"{ev['verb']} {key}"] += 1
             try:
-                ev = json.loads(line)
-            except ValueError:
+                ms = (_ts(ev["stageTimestamp"]) - _ts(ev["requestReceivedTimestamp"])) * 1000
+            except (KeyError, ValueError):
                 continue
-            if not str(ev.get("userAgent", "")).startswith(UA):
-                continue
-            if ev.get("verb") in ("create", "update", "patch", "delete", "deletecollection"):
-                ref = ev.get("objectRef") or {}
-                key = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-                by_resource[f"{ev['verb']} {key}"] += 1
-                try:
-                    ms = (_ts(ev["stageTimestamp"]) - _ts(ev["requestReceivedTimestamp"])) * 1000
-                except (KeyError, ValueError):
-                    continue
-                took.setdefault(f"{ev['verb']} {key}", []).append(ms)
+            took.setdefault(f"{ev['verb']} {key}", []).append(ms)
     latency = {
         k: {
             "p50": round(_percentile(v, 0.5), 1),
@@ -190,25 +252,33 @@ def _audit_writes(path: Path) -> tuple[Counter[str], dict[str, dict[str, float]]
 KCM_QPS, KCM_BURST = 20.0, 30
 
 
-def _kcm_statefulset_writes(path: Path, t0: float) -> dict[str, Any]:
+def _kcm_limits(kcm_args: tuple[str, ...]) -> tuple[float, int]:
+    qps, burst = KCM_QPS, KCM_BURST
+    for arg in kcm_args:
+        if arg.startswith("--kube-api-qps="):
+            qps = float(arg.split("=", 1)[1])
+        elif arg.startswith("--kube-api-burst="):
+            burst = int(arg.split("=", 1)[1])
+    return qps, burst
+
+
+def _kcm_statefulset_writes(
+    events: list[dict[str, Any]], t0: float, qps: float, burst: int
+) -> dict[str, Any]:
     """What kcm's StatefulSet controller wrote after the first create: every pod of the run is
-    created by it, through one client limited to 20 requests/s (burst 30), which also carries its
-    StatefulSet status updates. ``floor_s`` is when that bucket allows its last pod create at the
-    earliest, given the writes it made before it: the time no Workspace controller can beat."""
+    created by it, through one client limited to ``qps`` requests/s (burst ``burst``), which also
+    carries its StatefulSet status updates. ``floor_s`` is when that bucket allows its last pod
+    create at the earliest, given the writes it made before it: the time no Workspace controller
+    can beat."""
     at: list[tuple[float, str]] = []
-    for file in sorted(path.parent.glob(path.name + "*")):
-        for line in file.read_text().splitlines():
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if "statefulset-controller" not in str(ev.get("userAgent", "")):
-                continue
-            if ev.get("verb") not in ("create", "update", "patch", "delete"):
-                continue
-            ref = ev.get("objectRef") or {}
-            kind = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            at.append((_ts(ev["requestReceivedTimestamp"]) - t0, f"{ev['verb']} {kind}"))
+    for ev in events:
+        if "statefulset-controller" not in str(ev.get("userAgent", "")):
+            continue
+        if ev.get("verb") not in ("create", "update", "patch", "delete"):
+            continue
+        ref = ev.get("objectRef") or {}
+        kind = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        at.append((_ts(ev["requestReceivedTimestamp"]) - t0, f"{ev['verb']} {kind}"))
     at.sort()
     if not at:
         return {"writes": 0}
@@ -221,7 +291,8 @@ def _kcm_statefulset_writes(path: Path, t0: float) -> dict[str, Any]:
         "last_pod_created_s": round(pod_creates[-1], 2) if pod_creates else None,
         "writes_until_last_pod_create": upto_last,
         "peak_writes_per_s": max(per_second.values()) if per_second else 0,
-        "floor_s": round(max(0.0, upto_last - KCM_BURST) / KCM_QPS, 2),
+        "client_limits": {"qps": qps, "burst": burst},
+        "floor_s": round(max(0.0, upto_last - burst) / qps, 2),
     }
 
 
@@ -233,14 +304,138 @@ async def _wait(check: Any, what: str, timeout: float, interval: float = 0.1) ->
         await asyncio.sleep(interval)
 
 
-def _ready(ws: dict[str, Any]) -> bool:
+def _ready(ws: dict[str, Any], condition: str) -> bool:
     return any(
-        c.get("type") == "WorkspaceReady" and c.get("status") == "True"
+        c.get("type") == condition and c.get("status") == "True"
         for c in (ws.get("status") or {}).get("conditions") or ()
     )
 
 
-async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+# -- upstream Kaito ------------------------------------------------------------------------------
+
+
+class PeerMissing(RuntimeError):
+    """Upstream's source tarball is not there; the message names the path and how to set it."""
+
+
+def upstream_tarball(flag: Path | None) -> Path:
+    path = flag or (Path(os.environ[TARBALL_ENV]) if os.environ.get(TARBALL_ENV) else DEFAULT_TARBALL)
+    if not path.is_file():
+        raise PeerMissing(
+            f"bench/workspace.py: upstream Kaito v{UPSTREAM_VERSION}'s source tarball not found at {path}; "
+            f"set {TARBALL_ENV} or --upstream-tarball (or run --small, kaito only)"
+        )
+    return path
+
+
+def upstream_source(tarball: Path, into: Path) -> Path:
+    """The tarball unpacked under ``into`` (its top folder, ``kaito-<version>``)."""
+    with tarfile.open(tarball) as tar:
+        tar.extractall(into, filter="data")
+    return into / f"kaito-{UPSTREAM_VERSION}"
+
+
+def upstream_binary(source: Path, log: Callable[[str], None]) -> Path:
+    """Upstream's workspace controller: ``KAITO_UPSTREAM_WORKSPACE_BIN``, else the cached build,
+    else ``go build ./cmd/workspace`` from ``source`` into the asset cache (kept for next runs)."""
+    ready = os.environ.get(BINARY_ENV)
+    if ready:
+        path = Path(ready).expanduser()
+        if not os.access(path, os.X_OK):
+            raise PeerMissing(f"bench/workspace.py: {BINARY_ENV}={path} is not an executable file")
+        return path
+    target = cache_root() / f"upstream-kaito-{UPSTREAM_VERSION}" / "kaito-workspace"
+    if os.access(target, os.X_OK):
+        return target
+    if shutil.which("go") is None:
+        raise PeerMissing(
+            f"bench/workspace.py: no Go toolchain to build upstream Kaito into {target}; "
+            f"install Go or set {BINARY_ENV} to a built cmd/workspace"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    log(f"building upstream Kaito v{UPSTREAM_VERSION} cmd/workspace into {target} (minutes cold)")
+    proc = subprocess.run(
+        ["go", "build", "-o", str(partial), "./cmd/workspace"], cwd=source, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise PeerMissing(f"bench/workspace.py: go build of upstream Kaito failed: {tail}")
+    partial.replace(target)
+    return target
+
+
+def _install_upstream_api(cluster: Cluster, source: Path) -> None:
+    """Upstream's CRDs and the ConfigMaps its controller reads, from its own chart."""
+    chart = source / "charts" / "kaito" / "workspace"
+    crds = sorted((chart / "crds").glob("*.yaml")) + [
+        chart / "templates" / f"kaito.sh_{name}.yaml"
+        for name in ("workspaces", "inferencesets", "modelmirrors")
+    ]
+    for crd in crds:
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.kubectl("create", "namespace", "kaito-system")
+    for name in ("inference-params", "lora-params", "qlora-params"):
+        text = (
+            (chart / "templates" / f"{name}.yaml")
+            .read_text()
+            .replace("{{ .Release.Namespace }}", "kaito-system")
+        )
+        cluster.kubectl("apply", "-f", "-", input=text)
+
+
+def _install_kaito_api(cluster: Cluster) -> None:
+    for crd in sorted((REPO / "config" / "crd").glob("*.yaml")):
+        if crd.name != "kustomization.yaml":
+            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=60s")
+
+
+def _controller_command(
+    side: Side, kubeconfig: Path, port: int, upstream_bin: Path | None, extra: tuple[str, ...]
+) -> tuple[list[str], dict[str, str]]:
+    if side is KAITO:
+        return [
+            sys.executable, "-m", "kaito.cli.main", "controller",
+            "--kubeconfig", str(kubeconfig),
+            "--metrics-bind-address", f"127.0.0.1:{port}",
+            "--health-probe-bind-address", "0",
+            "--log-format", "json",
+            *extra,
+        ], {**os.environ, "PYTHONPATH": str(REPO / "src")}  # fmt: skip
+    assert upstream_bin is not None
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "CLOUD_PROVIDER": "azure",
+        "RELEASE_NAMESPACE": "kaito-system",
+        "PRESET_REGISTRY_NAME": "mcr.microsoft.com/aks/kaito",
+        "CLUSTER_NAME": "kaito",
+    }
+    return [
+        str(upstream_bin),
+        "--node-provisioner=byo",
+        "--webhook=false",
+        "--leader-elect=false",
+        f"--metrics-bind-address=127.0.0.1:{port}",
+        f"--health-probe-bind-address=127.0.0.1:{_free_port()}",
+    ], env
+
+
+async def run_side(
+    side: Side,
+    n: int,
+    window: float,
+    workdir: Path,
+    *,
+    kcm_args: tuple[str, ...] = (),
+    extra_args: tuple[str, ...] = (),
+    upstream_src: Path | None = None,
+    upstream_bin: Path | None = None,
+) -> dict[str, Any]:
+    """One side on a fresh cluster: N nodes Ready, the controller up, N Workspaces, clock."""
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the cluster starts
     audit_log = workdir / "audit.log"
     policy = workdir / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
@@ -256,16 +451,19 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
                 "--audit-log-format=json",
                 "--audit-log-maxsize=500",
             ],
+            extra_controller_manager_args=list(kcm_args),
         )
     )
     cluster.start()
     proc: subprocess.Popen[bytes] | None = None
     try:
-        for crd in sorted((REPO / "config" / "crd").glob("*.yaml")):
-            if crd.name != "kustomization.yaml":
-                cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-        cluster.kubectl("wait", "--for=condition=Established", "crd/workspaces.kaito.sh", "--timeout=60s")
+        if side is KAITO:
+            _install_kaito_api(cluster)
+        else:
+            assert upstream_src is not None
+            _install_upstream_api(cluster, upstream_src)
         cluster.kubectl("create", "namespace", NS)
+        controller_kubeconfig = cluster.user_kubeconfig(side.user, ["system:masters"])
         async with Client(cluster.client_configuration(), user_agent="kaito-bench") as client:
             names = [f"bench-{i:03d}" for i in range(n)]
             await asyncio.gather(
@@ -290,36 +488,31 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
             await _wait(nodes_ready, "the GPU nodes Ready", 120)
             port = _free_port()
             log = (workdir / "controller.log").open("wb")
-            proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock
-                [
-                    sys.executable, "-m", "kaito.cli.main", "controller",
-                    "--kubeconfig", str(cluster.kubeconfig),
-                    "--metrics-bind-address", f"127.0.0.1:{port}",
-                    "--health-probe-bind-address", "0",
-                    "--log-format", "json",
-                    *extra_args,
-                ],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-            )  # fmt: skip
+            argv, env = _controller_command(side, controller_kubeconfig, port, upstream_bin, extra_args)
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: ASYNC220 - before the clock
 
             async def started() -> bool:
                 if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"controller exited; see {workdir / 'controller.log'}")
+                    raise RuntimeError(f"{side.name} controller exited; see {workdir / 'controller.log'}")
                 try:
                     return _metrics(port)["started"] > 0
                 except OSError:
                     return False
 
-            await _wait(started, "the controller", 60)
+            await _wait(started, f"the {side.name} controller", 60)
             created: dict[str, float] = {}
             created_wall: dict[str, float] = {}
             ready_at: dict[str, float] = {}
 
             async def create(nm: str) -> None:
                 body = {
-                    "apiVersion": "kaito.sh/v1alpha1",
+                    "apiVersion": side.api_version,
                     "kind": "Workspace",
-                    "metadata": {"name": nm, "namespace": NS},
+                    "metadata": {
+                        "name": nm,
+                        "namespace": NS,
+                        **({"annotations": side.annotations} if side.annotations else {}),
+                    },
                     "resource": {
                         "instanceType": "Standard_NC6s_v3",
                         "labelSelector": {"matchLabels": {"apps": nm}},
@@ -339,29 +532,30 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
                 now = time.monotonic()
                 for ws in await client.list(WORKSPACE, NS, cached=False):
                     nm = ws["metadata"]["name"]
-                    if nm not in ready_at and _ready(ws):
+                    if nm not in ready_at and _ready(ws, side.ready_condition):
                         ready_at[nm] = now
                 return len(ready_at) == n
 
             # Polled every 0.5 s (a LIST of N Workspaces is not free for a 2-core apiserver).
-            await _wait(all_ready, "every Workspace Ready", 300, interval=0.5)
+            await _wait(all_ready, f"every Workspace {side.ready_condition}", 300, interval=0.5)
             t_all = max(ready_at.values()) - t0
             per_ws = [ready_at[nm] - created[nm] for nm in names]
 
-            # Converged window: provoke one reconcile per Workspace (relabel its node), then idle.
+            # Converged window: provoke reconciles with nothing to change, then idle. Each side
+            # is poked the same two ways, since each reacts to a different one: every node is
+            # relabelled (kaito watches the nodes a Workspace selects) and every Workspace gets an
+            # annotation (upstream reconciles on any Workspace event); neither label nor
+            # annotation is read by either controller.
             await asyncio.sleep(2.0)
             before = _metrics(port)
-            await asyncio.gather(
-                *(
-                    client.patch(NODE, f"node-{nm}", {"metadata": {"labels": {"bench/poke": "1"}}})
-                    for nm in names
-                )
-            )
+            poke = {"metadata": {"labels": {"bench/poke": "1"}}}
+            await asyncio.gather(*(client.patch(NODE, f"node-{nm}", poke) for nm in names))
+            poke = {"metadata": {"annotations": {"bench/poke": "1"}}}
+            await asyncio.gather(*(client.patch(WORKSPACE, nm, poke, NS) for nm in names))
             await asyncio.sleep(window)
             after = _metrics(port)
             rss_mb, cpu_s = _proc_figures(proc.pid)
             components = {name: round(_proc_figures(pid)[1], 1) for name, pid in cluster.pids().items()}
-            components["bench (this process)"] = round(time.process_time(), 1)
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -369,21 +563,26 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)
         cluster.stop()
     await asyncio.sleep(0)
-    writes, latency = _audit_writes(audit_log)
+    events = _audit_events(audit_log)
+    writes, latency = _audit_writes(events, side.user)
+    event_writes = sum(v for k, v in writes.items() if k.split(" ", 1)[1].split("/")[0] == "events")
     # How long each Workspace waited for its StatefulSet (the controller's share of the time;
-    # the rest is kcm, scheduler and kwok bringing the pod up, then the Ready status write).
-    sts_at = _first_writes(audit_log, "statefulsets")
+    # the rest is kcm, scheduler and kwok bringing the pod up, then the ready status write).
+    sts_at = _first_writes(events, side.user, "statefulsets")
     to_sts = [sts_at[nm] - created_wall[nm] for nm in created_wall if nm in sts_at]
-    kcm = _kcm_statefulset_writes(audit_log, min(created_wall.values()))
+    kcm = _kcm_statefulset_writes(events, min(created_wall.values()), *_kcm_limits(kcm_args))
     reconciles = after["reconciles"] - before["reconciles"]
     return {
+        "side": side.name,
         "workspaces": n,
         "seconds_to_all_ready": round(t_all, 2),
         "p50_s": round(statistics.median(per_ws), 2),
         "p99_s": round(_percentile(per_ws, 0.99), 2),
         "writes_per_workspace": round(sum(writes.values()) / n, 2),
+        "writes_per_workspace_no_events": round((sum(writes.values()) - event_writes) / n, 2),
         "statefulset_written_s": {
             "p50": round(statistics.median(to_sts), 2) if to_sts else None,
             "max": round(max(to_sts), 2) if to_sts else None,
@@ -400,28 +599,154 @@ async def run(n: int, window: float, workdir: Path, extra_args: tuple[str, ...] 
         "rss_mb": round(rss_mb, 1),
         "cpu_s": round(cpu_s, 2),
         "cluster_cpu_s": components,
-        "targets": TARGETS,
-        "upstream_reference": UPSTREAM,
     }
+
+
+#: Figures summarised as medians over rounds, per side.
+MEDIAN_KEYS = (
+    "seconds_to_all_ready", "p50_s", "p99_s", "writes_per_workspace", "writes_per_workspace_no_events",
+    "requests_per_converged_reconcile", "rss_mb", "cpu_s",
+)  # fmt: skip
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rounds if isinstance(r.get(key), int | float)]
+    return round(statistics.median(values), 3) if values else None
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {key: _median(rounds, key) for key in MEDIAN_KEYS}
+    out["kcm_floor_s"] = round(
+        statistics.median(r["kcm_statefulset_controller"].get("floor_s", 0) for r in rounds), 2
+    )
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+async def compare(
+    n: int,
+    window: float,
+    rounds: int,
+    workdir: Path,
+    kcm_args: tuple[str, ...],
+    extra_args: tuple[str, ...],
+    upstream_src: Path,
+    upstream_bin: Path,
+) -> dict[str, Any]:
+    """Alternating rounds (kaito, upstream; upstream, kaito; ...), each side on a fresh cluster."""
+    per_side: dict[str, list[dict[str, Any]]] = {"kaito": [], "upstream": []}
+    for i in range(rounds):
+        order = (KAITO, UPSTREAM) if i % 2 == 0 else (UPSTREAM, KAITO)
+        for side in order:
+            result = await run_side(
+                side, n, window, workdir / f"round{i + 1}-{side.name}",
+                kcm_args=kcm_args, extra_args=extra_args if side is KAITO else (),
+                upstream_src=upstream_src, upstream_bin=upstream_bin,
+            )  # fmt: skip
+            print(json.dumps({"round": i + 1, **{k: result[k] for k in ("side", *MEDIAN_KEYS)}}), flush=True)
+            per_side[side.name].append(result)
+    kaito, upstream = _summary(per_side["kaito"]), _summary(per_side["upstream"])
+    ratios = [
+        u["seconds_to_all_ready"] / k["seconds_to_all_ready"]
+        for k, u in zip(per_side["kaito"], per_side["upstream"], strict=True)
+    ]
+    return {
+        "kcm_args": list(kcm_args) or ["(defaults: --kube-api-qps=20 --kube-api-burst=30)"],
+        "ratio_seconds_to_all_ready": _ratio(upstream["seconds_to_all_ready"], kaito["seconds_to_all_ready"]),
+        "ratio_seconds_per_round": [round(r, 3) for r in ratios],
+        "ratio_writes_per_workspace": _ratio(upstream["writes_per_workspace"], kaito["writes_per_workspace"]),
+        "ratio_writes_per_workspace_no_events": _ratio(
+            upstream["writes_per_workspace_no_events"], kaito["writes_per_workspace_no_events"]
+        ),
+        "kaito": kaito,
+        "upstream": upstream,
+        "rounds": per_side,
+    }
+
+
+def _home(path: Path) -> str:
+    """``path`` with the home folder written ``~`` (the JSON goes into docs, read elsewhere)."""
+    home = str(Path.home())
+    return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--small", action="store_true", help="10 Workspaces, 10 s window (make test)")
+    parser.add_argument(
+        "--small", action="store_true", help="10 Workspaces, kaito only, 10 s window (make test)"
+    )
     parser.add_argument("--workspaces", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per side and kcm mode (full mode)")
     parser.add_argument("--window", type=float, default=None, help="converged window in seconds")
     parser.add_argument("--keep", type=Path, default=None, help="keep the audit and controller logs here")
     parser.add_argument("--controller-arg", action="append", default=[], help="extra `kaito controller` flag")
+    parser.add_argument(
+        "--upstream-tarball", type=Path, default=None,
+        help=f"upstream Kaito's source tarball (env {TARBALL_ENV}; default {DEFAULT_TARBALL})",
+    )  # fmt: skip
     args = parser.parse_args()
     n = args.workspaces or (10 if args.small else 100)
     window = args.window if args.window is not None else (10.0 if args.small else 30.0)
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        result = asyncio.run(run(n, window, args.keep, tuple(args.controller_arg)))
-    else:
-        with tempfile.TemporaryDirectory(prefix="kaito-bench-ws-") as tmp:
-            result = asyncio.run(run(n, window, Path(tmp), tuple(args.controller_arg)))
-    print(json.dumps(result))
+    if not args.small:
+        try:
+            tarball = upstream_tarball(args.upstream_tarball)
+        except PeerMissing as exc:
+            raise SystemExit(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="kaito-bench-ws-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        load_start = os.getloadavg()
+        started = time.monotonic()
+        if args.small:
+            result = asyncio.run(
+                run_side(KAITO, n, window, workdir / "kaito", extra_args=tuple(args.controller_arg))
+            )
+            out = {
+                **result,
+                "peer": f"upstream Kaito v{UPSTREAM_VERSION}'s controller runs in full mode only "
+                "(it needs the Go build and its source tarball); --small runs kaito only",
+                "targets": TARGETS,
+            }
+        else:
+            try:
+                source = upstream_source(tarball, Path(tmp) / "upstream")
+                binary = upstream_binary(source, lambda msg: print(msg, file=sys.stderr, flush=True))
+            except PeerMissing as exc:
+                raise SystemExit(str(exc)) from None
+            comparisons = {}
+            for mode, kcm_args in (("kcm_default", ()), ("kcm_qps200_burst300", KCM_FAST)):
+                comparisons[mode] = asyncio.run(
+                    compare(
+                        n,
+                        window,
+                        args.rounds,
+                        workdir / mode,
+                        kcm_args,
+                        tuple(args.controller_arg),
+                        source,
+                        binary,
+                    )
+                )
+            default = comparisons["kcm_default"]
+            out = {
+                "workspaces": n,
+                "rounds": args.rounds,
+                "converged_window_s": window,
+                "peer": f"upstream Kaito v{UPSTREAM_VERSION} cmd/workspace ({_home(binary)}), same run",
+                "kcm_service_account_credentials": True,
+                "seconds_to_all_ready": default["kaito"]["seconds_to_all_ready"],
+                "ratio_seconds_to_all_ready": default["ratio_seconds_to_all_ready"],
+                "ratio_writes_per_workspace": default["ratio_writes_per_workspace"],
+                "comparisons": comparisons,
+                "targets": TARGETS,
+            }
+        out["load_average_start"] = [round(x, 2) for x in load_start]
+        out["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        out["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ class ClusterOptions:
     #: real "410 Gone" on a watch turn it off.
     watch_cache: bool = True
     extra_apiserver_args: list[str] = field(default_factory=list)
+    #: kube-controller-manager runs each of its controllers as its own ServiceAccount in
+    #: kube-system (``--use-service-account-credentials=true``), as kubeadm, AKS and every real
+    #: cluster do: each controller is then held to its bootstrap RBAC role and shows in the audit
+    #: log as ``system:serviceaccount:kube-system:<controller>``. The apiserver's service-account
+    #: signing key and issuer and kcm's private key and root CA (set below) make the tokens.
+    #: False runs every controller as the admin user of the kubeconfig (the older envtest mode).
+    kcm_service_account_credentials: bool = True
+    #: Extra kube-controller-manager flags, appended last (a later flag wins), e.g. its client
+    #: limits ``["--kube-api-qps=200", "--kube-api-burst=300"]`` (defaults: 20/s, burst 30).
+    extra_controller_manager_args: list[str] = field(default_factory=list)
     #: An audit Policy (YAML text); when set, the apiserver writes JSON audit events to
     #: ``Cluster.audit_log`` (blocking mode: an event is on disk before the response is sent).
     audit_policy: str | None = None
@@ -454,8 +464,9 @@ class Cluster:
             f"--root-ca-file={self.pki.ca_cert}",
             f"--cluster-signing-cert-file={self.pki.ca_cert}",
             f"--cluster-signing-key-file={self.pki.ca_key}",
-            "--use-service-account-credentials=false",
+            f"--use-service-account-credentials={str(self.options.kcm_service_account_credentials).lower()}",
             "--controllers=*",
+            *self.options.extra_controller_manager_args,
         ]
 
     def _scheduler_args(self, port: int) -> list[str]:

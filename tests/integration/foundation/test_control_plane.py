@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kaito.envtest import Cluster
+from kaito.envtest import Cluster, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -200,6 +200,29 @@ async def test_fake_gpu_node_runs_gpu_deployment(api_client: Any, namespace: str
         assert [p.spec.node_name for p in pods.items] == [node_name]
     finally:
         await core.delete_node(node_name)
+
+
+async def test_kcm_controllers_run_as_their_own_serviceaccounts(api_client: Any) -> None:
+    """kcm runs as real clusters run it (``--use-service-account-credentials=true``): every
+    controller it starts gets a ServiceAccount in kube-system, its token from the apiserver's
+    signing key, and acts under its bootstrap RBAC role (the Deployment test above shows the
+    ReplicaSet and Deployment controllers still get their pods made that way)."""
+    core = client.CoreV1Api(api_client)
+    wanted = {
+        "deployment-controller",
+        "replicaset-controller",
+        "statefulset-controller",
+        "namespace-controller",
+    }
+
+    async def controller_accounts() -> set[str]:
+        accounts = await core.list_namespaced_service_account("kube-system")
+        return wanted & {sa.metadata.name for sa in accounts.items}
+
+    async def all_there() -> bool:
+        return await controller_accounts() == wanted
+
+    await eventually(all_there, "kcm's controller ServiceAccounts in kube-system", timeout=60)
 
 
 async def test_rbac_denies_serviceaccount_without_permissions(
