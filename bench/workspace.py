@@ -452,6 +452,7 @@ async def run_side(
                 "--audit-log-maxsize=500",
             ],
             extra_controller_manager_args=list(kcm_args),
+            kcm_service_account_credentials=True,  # as real clusters: kcm's writes per controller
         )
     )
     cluster.start()

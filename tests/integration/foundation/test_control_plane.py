@@ -202,12 +202,41 @@ async def test_fake_gpu_node_runs_gpu_deployment(api_client: Any, namespace: str
         await core.delete_node(node_name)
 
 
-async def test_kcm_controllers_run_as_their_own_serviceaccounts(api_client: Any) -> None:
-    """kcm runs as real clusters run it (``--use-service-account-credentials=true``): every
-    controller it starts gets a ServiceAccount in kube-system, its token from the apiserver's
-    signing key, and acts under its bootstrap RBAC role (the Deployment test above shows the
-    ReplicaSet and Deployment controllers still get their pods made that way)."""
+async def test_kcm_controllers_run_as_their_own_serviceaccounts() -> None:
+    """kcm run as real clusters run it (``ClusterOptions.kcm_service_account_credentials``, i.e.
+    ``--use-service-account-credentials=true``): every controller it starts gets a ServiceAccount
+    in kube-system, its token from the apiserver's signing key, and acts under its bootstrap RBAC
+    role; a Deployment still gets its pod made that way (by two controllers in turn)."""
+    from kaito.envtest import ClusterOptions
+
+    with Cluster(ClusterOptions(controller_manager=True, kcm_service_account_credentials=True)) as cluster:
+        async with client.ApiClient(cluster.client_configuration()) as api:
+            await _controllers_have_their_accounts(api)
+
+
+async def _controllers_have_their_accounts(api_client: Any) -> None:
     core = client.CoreV1Api(api_client)
+    apps = client.AppsV1Api(api_client)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sa-mode"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "sa-mode"}},
+            "template": {
+                "metadata": {"labels": {"app": "sa-mode"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+    await apps.create_namespaced_deployment("default", deployment)
+
+    async def pod_made() -> bool:
+        pods = await core.list_namespaced_pod("default", label_selector="app=sa-mode")
+        return len(pods.items) == 1
+
+    await eventually(pod_made, "the Deployment's pod made by kcm's controllers", timeout=60)
     wanted = {
         "deployment-controller",
         "replicaset-controller",
