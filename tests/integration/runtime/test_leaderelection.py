@@ -19,6 +19,7 @@ from kaito.runtime import (
     CONFIGMAP,
     LEASE,
     Client,
+    ConflictError,
     LeaderElectionOptions,
     LeaderElector,
     Manager,
@@ -593,12 +594,19 @@ async def test_lease_lost_during_the_drain_abandons_leader_work_at_once(
         mgr.stop()  # the drain waits for the reconcile, for up to `grace` seconds
         await asyncio.sleep(2 * timings["retry_period"])  # (renewals go on during the drain)
         assert not task.done() and outcome == []
-        lease = await clients[1].get(LEASE, "drain", namespace, cached=False)
-        assert lease["spec"]["holderIdentity"] == "old"
-        lease["spec"].update(
-            holderIdentity="new", renewTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        )
-        await clients[1].update(lease)
+        # Take the lease as another process would: read, write, and read again on a conflict
+        # (the old leader keeps renewing during the drain, so a write can meet a newer version).
+        while True:
+            lease = await clients[1].get(LEASE, "drain", namespace, cached=False)
+            assert lease["spec"]["holderIdentity"] == "old"
+            lease["spec"].update(
+                holderIdentity="new", renewTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            )
+            try:
+                await clients[1].update(lease)
+                break
+            except ConflictError:
+                continue
         taken = loop.time()
         tnew = asyncio.create_task(new.run())  # it holds the lease now and keeps renewing
         # The old leader sees the new holder at its next renewal (one retry period) and cancels
