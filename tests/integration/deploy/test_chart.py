@@ -178,38 +178,15 @@ def test_chart_settings_reach_the_backends(helm: str, monkeypatch: pytest.Monkey
     """The rendered container's args and env, given to the real ``kaito controller`` command
     line: the chart's cloudProvider=aws (env CLOUD_PROVIDER) reaches the gpu-provisioner backend,
     karpenterNodeClass reaches the karpenter backend (issue 20, bug 10)."""
-    import asyncio
-
-    from kubernetes_asyncio.client import Configuration
-    from typer.testing import CliRunner
-
-    import kaito.cli.controller as controller_cli
-    from kaito.cli.main import app
-    from kaito.operator import OperatorOptions, make_provisioner
-    from kaito.runtime import Manager
+    from controller_backend import build, start_controller
 
     def backend_for(*sets: str) -> Any:
         objs = normalized(helm_render(helm, *sets))
         c = objs[("Deployment", "kaito-system", "kaito-controller")]["spec"]["template"]["spec"][
             "containers"
         ][0]
-        env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-        captured: list[OperatorOptions] = []
-
-        async def capture(options: OperatorOptions) -> None:
-            captured.append(options)
-
-        monkeypatch.setattr(controller_cli, "run", capture)
-        monkeypatch.setattr(controller_cli, "configure_logging", lambda *a, **k: None)
-        result = CliRunner().invoke(app, ["controller", *c["args"]], env=env)
-        assert result.exit_code == 0, result.output
-
-        async def make() -> Any:
-            cfg = Configuration()
-            cfg.host = "https://127.0.0.1:1"  # never connected: nothing is started
-            return make_provisioner(Manager(cfg, handle_signals=False), captured[0])
-
-        return asyncio.run(make())
+        env: dict[str, str | None] = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+        return build(start_controller(monkeypatch, c["args"], env))
 
     assert backend_for("nodeProvisioner=gpu-provisioner", "cloudProvider=aws").cloud == "aws"
     assert backend_for("nodeProvisioner=gpu-provisioner").cloud == "azure"

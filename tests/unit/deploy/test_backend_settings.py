@@ -9,19 +9,15 @@ the final "connect and run" step is replaced by capturing the options it would r
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio.client import Configuration
 from typer.testing import CliRunner
 
-import kaito.cli.controller as controller_cli
+from controller_backend import build, start_controller
 from kaito.cli.main import app
-from kaito.operator import OperatorOptions, make_provisioner
-from kaito.runtime import Manager
 
 MANAGER_YAML = Path(__file__).resolve().parents[3] / "config" / "manager" / "manager.yaml"
 
@@ -45,34 +41,6 @@ def deployed_env(cloud_provider: str) -> dict[str, str]:
     assert "CLOUD_PROVIDER" in env, "the deployment no longer sets CLOUD_PROVIDER"
     env["CLOUD_PROVIDER"] = cloud_provider
     return env
-
-
-def start_controller(
-    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str | None]
-) -> OperatorOptions:
-    """``kaito controller ARGS`` with ENV; returns the options it would run with."""
-    captured: list[OperatorOptions] = []
-
-    async def capture(options: OperatorOptions) -> None:
-        captured.append(options)
-
-    monkeypatch.setattr(controller_cli, "run", capture)
-    monkeypatch.setattr(controller_cli, "configure_logging", lambda *a, **k: None)
-    result = CliRunner().invoke(app, ["controller", *args], env=env)
-    assert result.exit_code == 0, result.output
-    (options,) = captured
-    return options
-
-
-def build(options: OperatorOptions) -> Any:
-    """The backend the operator would build (a Manager that never connects: nothing starts)."""
-
-    async def make() -> Any:
-        cfg = Configuration()
-        cfg.host = "https://127.0.0.1:1"
-        return make_provisioner(Manager(cfg, handle_signals=False), options)
-
-    return asyncio.run(make())
 
 
 def test_chart_cloud_provider_aws_reaches_the_gpu_provisioner(monkeypatch: pytest.MonkeyPatch) -> None:
