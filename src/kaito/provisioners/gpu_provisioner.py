@@ -496,11 +496,14 @@ class GPUProvisioner:
         outright although our finalizer was just added: a DELETE that read it before the
         finalizer patch removes it without looking again (a client that deletes a Workspace
         milliseconds after creating it hits this), while the reconcile that added the finalizer
-        goes on to create a claim, which then stays in ``_unseen``. Free when this backend has
-        no such claim; otherwise an uncached GET must confirm the Workspace is gone first.
-        Claims made by anyone else are the OrphanClaimSweeper's, after its grace period.
+        goes on to create a claim. That claim may still be in ``_unseen``, or the cache may
+        already list it (a later reconcile saw it and dropped the name), so both are asked:
+        free when neither holds a claim of the Workspace; otherwise an uncached GET must confirm
+        the Workspace is gone first. Claims the cache never showed and this process did not
+        create are the OrphanClaimSweeper's, after its grace period.
         """
-        if not self._unseen.get((namespace, workspace)):
+        request = NodeRequest(workspace=workspace, namespace=namespace, uid="", instance_type=None, count=0)
+        if not self._unseen.get((namespace, workspace)) and not await self._claims(request):
             return
         if not await workspace_gone(self.client, namespace, workspace):
             return  # there after all: the cache trails its creation
@@ -508,9 +511,7 @@ class GPUProvisioner:
             "deleting the NodeClaims of a Workspace deleted without its finalizer",
             workspace=f"{namespace}/{workspace}",
         )
-        await self.delete_nodes(
-            NodeRequest(workspace=workspace, namespace=namespace, uid="", instance_type=None, count=0)
-        )
+        await self.delete_nodes(request)
 
     def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
         terms: list[dict[str, Any]] = [

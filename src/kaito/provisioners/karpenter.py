@@ -202,13 +202,14 @@ class KarpenterProvisioner:
         return not claims
 
     async def release_gone(self, namespace: str, workspace: str) -> None:
-        """The Workspace is gone from the cache: delete the pool this backend created for it
-        and the cache never showed, if any (the apiserver may delete a Workspace outright
+        """The Workspace is gone from the cache: delete the pool this backend created for it,
+        whether the cache shows it yet or not (the apiserver may delete a Workspace outright
         although our finalizer was just added; see ``GPUProvisioner.release_gone``). Free
         unless there is such a pool; then an uncached GET must confirm the Workspace is gone."""
         name = nodepool_name(namespace, workspace)
-        if name not in self._unseen or not await workspace_gone(self.client, namespace, workspace):
-            return  # nothing of ours unseen, or there after all: the cache trails its creation
+        ours = name in self._unseen or self.manager.cache.get(NODEPOOL, name) is not None
+        if not ours or not await workspace_gone(self.client, namespace, workspace):
+            return  # no pool of ours, or the Workspace is there after all: the cache trails it
         await self.client.delete(NODEPOOL, name, ignore_not_found=True)
         self._unseen.discard(name)
 

@@ -594,8 +594,9 @@ async def test_orphan_sweep_deletes_claims_of_missing_workspaces_only(
                     return await get_or_none(kclient, NODECLAIM, orphan["metadata"]["name"]) is None
 
                 await eventually(orphan_gone, "the orphan claim deleted", timeout=30)
-                # The sweep that took the orphan also saw the other claim past its grace.
-                assert time.time() - _created(kept) > 1.0
+                # The sweep that took the orphan also saw the other claim past its grace: it was
+                # made first (creation stamps have whole seconds, so the wall clock cannot tell).
+                assert _created(kept) <= _created(orphan)
                 assert await get_or_none(kclient, NODECLAIM, kept["metadata"]["name"]) is not None
                 faults.release()
                 await delete_workspace(kclient, namespace, live)
@@ -655,6 +656,40 @@ async def test_workspaces_deleted_right_after_creation_leave_no_claims(
             await eventually(none_left, "no NodeClaim left", timeout=30)
         left = await claims_left()
         assert left == [], f"{len(left)} NodeClaims outlived their Workspaces: {left}"
+
+
+async def test_a_workspace_gone_without_its_finalizer_releases_what_the_cache_already_shows(
+    crds: Any, kclient: Client, namespace: str
+) -> None:
+    """The leak a CI run of the burst test above met (2 of 30 claims left): the reconcile that
+    created the claim was followed by another that saw the claim in the cache and so stopped
+    remembering its name; then the Workspace went without its finalizer. No fault: each backend
+    creates for a Workspace that does not exist, waits until its cache shows what it made,
+    provisions again (the name leaves its memory), and is told the Workspace is gone. The claim
+    and the pool must go (before the fix both stayed: only names still unseen were released)."""
+    mgr = new_manager(crds)
+    gpu = GPUProvisioner(mgr)
+    karpenter = KarpenterProvisioner(mgr)
+    async with running(mgr):
+        req = request(f"gone-{uuid.uuid4().hex[:5]}", namespace)
+        for backend, gvk in ((gpu, NODECLAIM), (karpenter, NODEPOOL)):
+            await backend.provision_nodes(req)
+
+            def shown(gvk: GVK = gvk) -> bool:
+                if gvk == NODEPOOL:
+                    return mgr.cache.get(NODEPOOL, nodepool_name(namespace, req.workspace)) is not None
+                return bool(mgr.cache.list(NODECLAIM, label_selector={"kaito.sh/workspace": req.workspace}))
+
+            await eventually(shown, f"the cache shows the {gvk.kind}", timeout=30)
+            await backend.provision_nodes(req)  # sees it cached: nothing more to remember
+            await backend.release_gone(namespace, req.workspace)
+
+        async def nothing_left() -> bool:
+            return not await claims_of(kclient, namespace, req.workspace) and (
+                await get_or_none(kclient, NODEPOOL, nodepool_name(namespace, req.workspace)) is None
+            )
+
+        await eventually(nothing_left, "the claim and the pool released", timeout=30)
 
 
 async def test_karpenter_releases_the_pool_of_a_workspace_gone_without_its_finalizer(
