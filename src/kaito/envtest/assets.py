@@ -45,6 +45,10 @@ ALL_BINARIES = (
     "kwok",
 )
 
+#: A real node's programs (``kaito local up --node real``): built on demand only, so a machine
+#: that never runs a real node never pays their build (about 13 minutes of CPU cold).
+NODE_BINARIES = ("kubelet", "kube-proxy")
+
 Progress = Callable[[str], None]
 
 
@@ -194,6 +198,8 @@ def _components() -> list[_Component]:
                 "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
                 "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
                 "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
             },
             _version_ldflags(),
         ),
