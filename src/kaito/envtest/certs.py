@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def issue_serving_cert(pki: Pki, folder: Path, name: str, hosts: list[str]) -> t
     return cert_path, key_path
 
 
-def create_pki(folder: Path, service_ip: str) -> Pki:
+def create_pki(folder: Path, service_ip: str, extra_ips: Sequence[str] = ()) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("kaito-local-ca")
@@ -163,6 +164,7 @@ def create_pki(folder: Path, service_ip: str) -> Pki:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(service_ip)),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips if ip != "127.0.0.1"),
     ]
     serving = _cert(_name("kube-apiserver"), serving_key, ca_name, ca_key, server=True, sans=sans)
 

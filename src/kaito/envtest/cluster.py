@@ -62,6 +62,11 @@ class ClusterOptions:
     kwok: bool = False
     #: Fixed loopback port for the apiserver (None: any free port). A busy port fails fast.
     apiserver_port: int | None = None
+    #: The address the apiserver binds and advertises, an address of this host. Loopback by
+    #: default; a real node in a network namespace (``kaito.envtest.realnode``) needs the host's
+    #: end of its link instead, so that its kubelet and its pods (through the ``kubernetes``
+    #: Service, whose endpoint is then maintained) reach the apiserver.
+    apiserver_address: str = LOOPBACK
     #: Keep state (PKI, etcd data) here instead of a temp dir that is removed on stop.
     workdir: Path | None = None
     #: The apiserver's watch cache hides etcd compaction from watchers; tests that need a
@@ -229,7 +234,9 @@ class Cluster:
         (self.workdir / "logs").mkdir(exist_ok=True)
         pki_dir = self.workdir / "pki"
         self.pki = (
-            Pki.in_folder(pki_dir) if (pki_dir / "ca.crt").exists() else create_pki(pki_dir, SERVICE_IP)
+            Pki.in_folder(pki_dir)
+            if (pki_dir / "ca.crt").exists()
+            else create_pki(pki_dir, SERVICE_IP, [opts.apiserver_address])
         )
         self.apiserver_port = opts.apiserver_port or _free_port()
         self.etcd_port = _free_port()
@@ -266,7 +273,7 @@ class Cluster:
     # -- public properties -----------------------------------------------------------------
     @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.apiserver_port}"
+        return f"https://{self.options.apiserver_address}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -415,25 +422,35 @@ class Cluster:
         admission_off = (
             [] if self.options.controller_manager else ["--disable-admission-plugins=ServiceAccount"]
         )
+        address = self.options.apiserver_address
         args = [
             str(self.assets / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
             f"--secure-port={self.apiserver_port}",
             f"--tls-cert-file={p.serving_cert}",
             f"--tls-private-key-file={p.serving_key}",
             f"--client-ca-file={p.ca_cert}",
-            "--authorization-mode=RBAC",
+            # Node: a real kubelet (system:node:<name>) gets exactly its node's objects.
+            "--authorization-mode=Node,RBAC",
+            # Logs, exec and port-forward reach a real kubelet as a system:masters client.
+            f"--kubelet-client-certificate={p.admin_cert}",
+            f"--kubelet-client-key={p.admin_key}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cert-dir={self.workdir / 'pki'}",
             "--allow-privileged=true",
-            # The endpoint reconciler refuses a loopback advertise address; nothing here needs the
-            # in-cluster `kubernetes` Service to have endpoints (pods are kwok fakes).
-            "--endpoint-reconciler-type=none",
+            # The endpoint reconciler refuses a loopback advertise address, and with only kwok's
+            # fake pods nothing needs the `kubernetes` Service to have endpoints; a real node's
+            # pods do (the advertise address is then the host's end of the node's link).
+            f"--endpoint-reconciler-type={'none' if address == LOOPBACK else 'lease'}",
+            # Webhooks and aggregated APIs are dialled at a pod's address, not a ClusterIP (only a
+            # real node's kube-proxy knows ClusterIPs; the host has a route to its pods).
+            "--enable-aggregator-routing=true",
             "--profiling=false",
             f"--watch-cache={'true' if self.options.watch_cache else 'false'}",
             *admission_off,

@@ -1,0 +1,715 @@
+"""A real Kubernetes node beside the local control plane: containerd, kubelet, kube-proxy, CNI.
+
+kwok fakes nodes and kaito's process agent runs pods as host processes; neither is what a user's
+cluster does. This module runs the real thing on one machine, without Docker and without touching
+the host's network:
+
+* **Its own network namespace.** ``NodeNetwork`` makes a namespace ``kaito-node<N>`` joined to the
+  host by one veth pair (host ``10.77.N.1``, node ``10.77.N.2``), with no default route: the node
+  reaches the host's end and nothing else. The host learns one route, to the node's pod range
+  (``10.244.N.0/24``), so that the apiserver can dial webhooks at a pod's address. The apiserver
+  binds the host's end (``ClusterOptions.apiserver_address``), so the kubelet, kube-proxy and every
+  pod (through the ``kubernetes`` Service) reach it.
+* **containerd, kube-proxy and the CNI bridge run inside that namespace**, entered with
+  ``nsenter --net`` only: they share the host's mount namespace, so what the kubelet mounts for a
+  pod (secrets, projected tokens) is what containerd hands the container.
+* **The kubelet's kernel tunables stay the host's.** The kubelet sets ``vm.overcommit_memory``,
+  ``kernel.panic`` and ``kernel.panic_on_oops`` (and two key quotas) to its liking; those are not
+  per network namespace, and a test machine that panics on an oops is not what a test should
+  leave behind. The kubelet therefore runs in a private mount namespace where each such file is a
+  bind-mounted copy already holding the value it wants; it reads that and writes nothing. Its
+  root directory is a shared mount, so its pod mounts still reach containerd.
+* **cgroup v1 with cgroupfs**, under a cgroup root of its own; ``restrict_oom_score_adj`` because
+  a VM without CAP_SYS_RESOURCE otherwise fails every sandbox ("can't get final child's PID from
+  pipe"). The sandbox image is a static ``pause`` built here (``kaito.envtest.oci``).
+
+``stop()`` leaves nothing: pods' processes killed by cgroup, their mounts and network namespaces
+removed, containerd's shims gone, the node namespace and its veth deleted, the host route with it.
+
+Requirements: root, Debian's ``containerd``, ``runc``, ``containernetworking-plugins``,
+``iptables`` and ``conntrack`` (``ensure_packages`` installs them with apt-get), ``gcc`` for the
+static images, and the kubelet and kube-proxy binaries (``assets.NODE_BINARIES``, built from the
+Kubernetes Go module like the control plane).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from kaito.envtest.assets import NODE_BINARIES, ensure_assets
+from kaito.envtest.certs import issue_client_cert
+from kaito.envtest.cluster import SERVICE_CIDR, Cluster, ClusterError, _Process
+from kaito.envtest.oci import program_image
+
+if TYPE_CHECKING:
+    from kaito.envtest.cluster import ClusterOptions
+
+PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack")
+CNI_BIN = Path("/usr/lib/cni")
+PAUSE_IMAGE = "kaito.local/pause:1.0"
+HELLO_IMAGE = "kaito.local/hello:1.0"
+NETNS_DIR = Path("/run/netns")
+
+#: Kernel tunables the kubelet insists on, and the values it wants (see the module docstring).
+KUBELET_SYSCTLS = {
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000",
+    "kernel/keys/root_maxbytes": "25000000",
+}
+
+
+class NodeError(ClusterError):
+    """The real node could not be set up; the message says what is missing and what to do."""
+
+
+def _run(*argv: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise NodeError(f"`{' '.join(argv)}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks for a real node, each as an instruction; empty when it can run one."""
+    out: list[str] = []
+    if os.geteuid() != 0:
+        out.append("run as root (a node needs network namespaces, mounts and cgroups)")
+    for tool, package in (
+        ("containerd", "containerd"),
+        ("runc", "runc"),
+        ("iptables", "iptables"),
+        ("conntrack", "conntrack"),
+        ("nsenter", "util-linux"),
+        ("ip", "iproute2"),
+    ):
+        if shutil.which(tool) is None:
+            out.append(f"install {package} ({tool} is missing)")
+    if not (CNI_BIN / "bridge").exists():
+        out.append("install containernetworking-plugins (/usr/lib/cni/bridge is missing)")
+    if shutil.which("gcc") is None:
+        out.append("install gcc and libc6-dev (the node's pause image is compiled here)")
+    return out
+
+
+def ensure_packages() -> None:
+    """Install the node's Debian packages with apt-get when some are missing (root only)."""
+    if not [r for r in missing_requirements() if r.startswith("install")]:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise NodeError("a real node needs: " + "; ".join(missing_requirements()))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    wanted = [*PACKAGES, "gcc", "libc6-dev", "util-linux", "iproute2"]
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NodeError(f"apt-get could not install {' '.join(wanted)}: {proc.stderr.strip()[-300:]}")
+    left = missing_requirements()
+    if left:
+        raise NodeError("a real node still needs: " + "; ".join(left))
+
+
+# -- the network --------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeNetwork:
+    """One node's network namespace and its link to the host (see the module docstring)."""
+
+    index: int
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def netns(self) -> str:
+        return f"kaito-node{self.index}"
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.77.{self.index}.1"
+
+    @property
+    def node_ip(self) -> str:
+        return f"10.77.{self.index}.2"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+    @property
+    def host_link(self) -> str:
+        return f"ktn{self.index}h"
+
+    def ns(self, *argv: str) -> list[str]:
+        """``argv`` run inside the node's network namespace (and nothing else of it)."""
+        return ["nsenter", f"--net={self.netns_path}", "--", *argv]
+
+    @classmethod
+    def create(cls) -> NodeNetwork:
+        """Claim the first free index (a lock file per index, held while the node lives) and build
+        the namespace; a namespace left by a killed run under a free lock is removed first."""
+        lock_dir = Path("/run/lock/kaito-node")
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(1, 250):
+            handle = open(lock_dir / f"{index}.lock", "wb")  # noqa: SIM115 - held for the node's life
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            net = cls(index, handle)
+            net.delete(keep_lock=True)  # leftovers of a run that was killed
+            try:
+                net._build()
+            except BaseException:
+                net.delete()
+                raise
+            return net
+        raise NodeError("no free node network index (1-249); stop other kaito nodes (`kaito local down`)")
+
+    def _build(self) -> None:
+        peer = f"ktn{self.index}n"
+        _run("ip", "netns", "add", self.netns)
+        _run("ip", "link", "add", self.host_link, "type", "veth", "peer", "name", peer)
+        _run("ip", "link", "set", peer, "netns", self.netns)
+        _run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_link)
+        _run("ip", "link", "set", self.host_link, "up")
+        inside = ["ip", "-n", self.netns]
+        _run(*inside, "link", "set", peer, "name", "eth0")
+        _run(*inside, "addr", "add", f"{self.node_ip}/24", "dev", "eth0")
+        _run(*inside, "link", "set", "eth0", "up")
+        _run(*inside, "link", "set", "lo", "up")
+        # Node-originated traffic to a ClusterIP needs a route before kube-proxy's DNAT picks the
+        # endpoint; nothing else leaves the node.
+        _run(*inside, "route", "add", SERVICE_CIDR, "dev", "eth0")
+        _run("ip", "route", "replace", self.pod_cidr, "via", self.node_ip, "dev", self.host_link)
+        for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
+            # Per network namespace: written from inside it, the host's stay as they are.
+            _run(*self.ns("sh", "-c", f"[ ! -e /proc/sys/{key} ] || echo 1 > /proc/sys/{key}"))
+
+    def delete(self, keep_lock: bool = False) -> None:
+        """Remove the namespace (its end of the veth goes with it, the host's end and route too)."""
+        with contextlib.suppress(NodeError):
+            _run("ip", "link", "del", self.host_link, check=False)
+        if self.netns_path.exists():
+            _run("ip", "netns", "del", self.netns, check=False)
+        if not keep_lock and self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def cluster_options(network: NodeNetwork, options: ClusterOptions) -> ClusterOptions:
+    """``options`` for a control plane a real node on ``network`` can join: the apiserver on the
+    host's end of the link, and the scheduler and controller-manager a real node needs."""
+    options.apiserver_address = network.host_ip
+    options.scheduler = True
+    options.controller_manager = True
+    return options
+
+
+# -- the node -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RealNodeOptions:
+    """What kind of node to run."""
+
+    #: The Node's name (also its hostname as the kubelet reports it).
+    name: str = "kaito-node"
+    #: Labels the kubelet registers the Node with.
+    labels: dict[str, str] = field(default_factory=dict)
+    #: Taints the kubelet registers the Node with (``key=value:Effect``).
+    taints: list[str] = field(default_factory=list)
+    #: Where the node keeps its state (containerd's root, the kubelet's, logs); a fresh temporary
+    #: folder under /var/tmp when None (overlayfs needs a real filesystem, not tmpfs).
+    workdir: Path | None = None
+    #: Seconds to wait for the Node to turn Ready.
+    ready_timeout: float = 120.0
+    #: Registries containerd may pull from over plain HTTP or with the given CA:
+    #: ``{"10.77.1.1:5000": "/path/ca.crt" | None}``.
+    registries: dict[str, str | None] = field(default_factory=dict)
+
+
+class RealNode:
+    """containerd + kubelet + kube-proxy + CNI for ``cluster`` on ``network``; a context manager."""
+
+    def __init__(
+        self, cluster: Cluster, network: NodeNetwork, options: RealNodeOptions | None = None
+    ) -> None:
+        self.cluster = cluster
+        self.network = network
+        self.options = options or RealNodeOptions()
+        self.workdir = Path()
+        self._tmp: str | None = None
+        self._procs: dict[str, _Process] = {}
+        self.assets = Path()
+
+    def __enter__(self) -> RealNode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.workdir / "containerd" / "containerd.sock"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/kaito-node{self.network.index}"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        left = missing_requirements()
+        if left:
+            raise NodeError("a real node needs: " + "; ".join(left))
+        self.assets = ensure_assets(NODE_BINARIES, build=True)
+        if self.options.workdir is not None:
+            self.workdir = Path(self.options.workdir)
+        else:
+            import tempfile
+
+            self._tmp = tempfile.mkdtemp(prefix="kaito-node-", dir="/var/tmp")
+            self.workdir = Path(self._tmp)
+        for sub in ("logs", "containerd", "kubelet", "cni/net.d", "cni/ipam", "pki", "images", "sysctl"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            self._write_files()
+            self._start_containerd()
+            self._import_images()
+            self._start_kubelet()
+            self._start_kube_proxy()
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop everything and leave nothing behind; idempotent."""
+        pod_netns = self._pod_netns_inodes()
+        for name in ("kube-proxy", "kubelet"):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop()
+        self._kill_cgroup_tree()
+        proc = self._procs.pop("containerd", None)
+        if proc is not None:
+            proc.stop()
+        self._kill_shims()
+        self._unmount_under(self.workdir)
+        self._remove_pod_netns(pod_netns)
+        self._remove_cgroups()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout
+        while time.monotonic() < deadline:
+            for proc in self._procs.values():
+                if not proc.running():
+                    raise NodeError(f"{proc.name} exited (log {proc.log_path}): {proc.log_tail(5)}")
+            got = self.cluster.kubectl(
+                "get",
+                "node",
+                self.name,
+                "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                check=False,
+            )
+            if got.returncode == 0 and got.stdout.strip() == "True":
+                return
+            time.sleep(0.5)
+        raise NodeError(
+            f"node {self.name} not Ready within {self.options.ready_timeout:.0f}s; "
+            f"kubelet log {self.workdir / 'logs' / 'kubelet.log'}: "
+            + (self._procs["kubelet"].log_tail(5) if "kubelet" in self._procs else "")
+        )
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """containerd's own CLI against this node's containerd, in the CRI's namespace."""
+        return _run(
+            "ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args, check=check, timeout=300
+        )
+
+    def import_image(self, archive: Path) -> None:
+        """Load an OCI archive into the node's containerd (no registry involved)."""
+        self.ctr("images", "import", "--no-unpack", str(archive))
+
+    # -- configuration --------------------------------------------------------------------------
+    def _write_files(self) -> None:
+        net, wd = self.network, self.workdir
+        assert self.cluster.pki is not None
+        pki = self.cluster.pki
+        kubelet_cert, kubelet_key = issue_client_cert(
+            pki, wd / "pki", f"system:node:{self.name}", ["system:nodes"]
+        )
+        proxy_cert, proxy_key = issue_client_cert(pki, wd / "pki", "system:kube-proxy", [])
+        for who, cert, key in (("kubelet", kubelet_cert, kubelet_key), ("kube-proxy", proxy_cert, proxy_key)):
+            self._kubeconfig(wd / f"{who}.kubeconfig", cert, key)
+        registries = ""
+        certs_d = wd / "containerd" / "certs.d"
+        for host, ca in self.options.registries.items():
+            folder = certs_d / host
+            folder.mkdir(parents=True, exist_ok=True)
+            scheme = "https" if ca else "http"
+            lines = [f'server = "{scheme}://{host}"', "", f'[host."{scheme}://{host}"]']
+            lines.append('  capabilities = ["pull", "resolve"]')
+            if ca:
+                lines.append(f'  ca = "{ca}"')
+            (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
+        registries = f'config_path = "{certs_d}"'
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        (wd / "containerd" / "config.toml").write_text(
+            f"""version = 2
+root = "{wd / "containerd" / "root"}"
+state = "{wd / "containerd" / "state"}"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{self.containerd_socket}"
+
+[ttrpc]
+  address = "{wd / "containerd" / "containerd.sock.ttrpc"}"
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  [{cri}.containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [{cri}.cni]
+    bin_dir = "{CNI_BIN}"
+    conf_dir = "{wd / "cni" / "net.d"}"
+  [{cri}.registry]
+    {registries}
+"""
+        )
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": "kaito",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": f"kcni{net.index}",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": net.pod_cidr}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(wd / "cni" / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        }
+        (wd / "cni" / "net.d" / "10-kaito.conflist").write_text(json.dumps(conflist, indent=2))
+        kubelet_config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": net.node_ip,
+            "port": 10250,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": 10248,
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(pki.ca_cert)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": self.cgroup_root,
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "podCIDR": net.pod_cidr,
+            "resolvConf": "/etc/resolv.conf",
+            "registerNode": True,
+            "serializeImagePulls": False,
+            "maxPods": 60,
+            # The machine's disk is shared with everything else: never evict for it here.
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "registerWithTaints": [_taint(t) for t in self.options.taints],
+            "staticPodPath": "",
+            "nodeStatusReportFrequency": "10s",
+            "nodeStatusUpdateFrequency": "5s",
+        }
+        (wd / "kubelet-config.json").write_text(json.dumps(kubelet_config, indent=2))
+        proxy_config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(wd / "kube-proxy.kubeconfig")},
+            "mode": "iptables",
+            "clusterCIDR": net.pod_cidr,
+            "hostnameOverride": self.name,
+            "bindAddress": net.node_ip,
+            "metricsBindAddress": "127.0.0.1:10249",
+            "healthzBindAddress": "127.0.0.1:10256",
+            # Conntrack limits are the host's (not per namespace): leave them alone.
+            "conntrack": {
+                "maxPerCore": 0,
+                "min": 0,
+                "tcpEstablishedTimeout": "0s",
+                "tcpCloseWaitTimeout": "0s",
+            },
+        }
+        (wd / "kube-proxy-config.json").write_text(json.dumps(proxy_config, indent=2))
+        for tunable, value in KUBELET_SYSCTLS.items():
+            (wd / "sysctl" / tunable.replace("/", "_")).write_text(value + "\n")
+
+    def _kubeconfig(self, path: Path, cert: Path, key: Path) -> None:
+        assert self.cluster.pki is not None
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.cluster.server,
+                        "certificate-authority": str(self.cluster.pki.ca_cert),
+                    },
+                }
+            ],
+            "users": [{"name": "node", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
+            "current-context": "local",
+        }
+        path.write_text(json.dumps(doc, indent=2))
+        path.chmod(0o600)
+
+    # -- processes ------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> _Process:
+        # Node programs are not killed with this process: stop() must tear pods down in order.
+        proc = _Process(name, argv, self.workdir / "logs" / f"{name}.log", die_with_parent=False)
+        proc.start()
+        self._procs[name] = proc
+        return proc
+
+    def _start_containerd(self) -> None:
+        config = self.workdir / "containerd" / "config.toml"
+        proc = self._spawn("containerd", self.network.ns("containerd", "--config", str(config)))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not proc.running():
+                raise NodeError(f"containerd exited (log {proc.log_path}): {proc.log_tail(5)}")
+            if self.containerd_socket.exists() and self.ctr("version", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise NodeError(f"containerd did not answer within 30s (log {proc.log_path}): {proc.log_tail(5)}")
+
+    def _import_images(self) -> None:
+        for source, name in (("pause", PAUSE_IMAGE), ("hello", HELLO_IMAGE)):
+            self.import_image(program_image(source, name, self.workdir.parent / "kaito-node-images"))
+
+    def _make_cgroups(self) -> None:
+        """The kubelet's cgroup root must exist in every hierarchy; cgroup v1's cpuset starts
+        with no CPUs and no memory nodes, so they are copied from the parent."""
+        base = Path("/sys/fs/cgroup")
+        for hierarchy in base.iterdir():
+            if not hierarchy.is_dir() or hierarchy.name == "unified":
+                continue
+            root = hierarchy / self.cgroup_root.lstrip("/")
+            root.mkdir(exist_ok=True)
+            for key in ("cpuset.cpus", "cpuset.mems"):
+                if (root / key).exists() and not (root / key).read_text().strip():
+                    (root / key).write_text((hierarchy / key).read_text())
+
+    def _start_kubelet(self) -> None:
+        self._make_cgroups()
+        root = self.workdir / "kubelet"
+        # A shared mount: the kubelet's own (private) mount namespace propagates pod mounts here.
+        _run("mount", "--bind", str(root), str(root))
+        _run("mount", "--make-shared", str(root))
+        masks = " && ".join(
+            f"mount --bind {self.workdir / 'sysctl' / key.replace('/', '_')} /proc/sys/{key}"
+            for key in KUBELET_SYSCTLS
+            if Path(f"/proc/sys/{key}").exists()
+        )
+        labels = ",".join(f"{k}={v}" for k, v in sorted(self.options.labels.items()))
+        kubelet = [
+            str(self.assets / "kubelet"),
+            f"--config={self.workdir / 'kubelet-config.json'}",
+            f"--kubeconfig={self.workdir / 'kubelet.kubeconfig'}",
+            f"--hostname-override={self.name}",
+            f"--node-ip={self.network.node_ip}",
+            f"--root-dir={root}",
+            f"--cert-dir={self.workdir / 'pki' / 'kubelet'}",
+            *([f"--node-labels={labels}"] if labels else []),
+            "--v=1",
+        ]
+        script = f"{masks} && exec {' '.join(kubelet)}"
+        self._spawn(
+            "kubelet",
+            self.network.ns("unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c", script),
+        )
+
+    def _start_kube_proxy(self) -> None:
+        self._spawn(
+            "kube-proxy",
+            self.network.ns(
+                str(self.assets / "kube-proxy"), f"--config={self.workdir / 'kube-proxy-config.json'}"
+            ),
+        )
+
+    # -- teardown -------------------------------------------------------------------------------
+    def _cgroup_dirs(self) -> Iterator[Path]:
+        base = Path("/sys/fs/cgroup")
+        if not base.is_dir():
+            return
+        for hierarchy in base.iterdir():
+            root = hierarchy / self.cgroup_root.lstrip("/")
+            if root.is_dir():
+                yield root
+
+    def _cgroup_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for root in self._cgroup_dirs():
+            for procs in root.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in procs.read_text().split())
+        return pids
+
+    def _pod_netns_inodes(self) -> set[int]:
+        inodes: set[int] = set()
+        for pid in self._cgroup_pids():
+            with contextlib.suppress(OSError):
+                inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+        return inodes
+
+    def _kill_cgroup_tree(self) -> None:
+        for _ in range(50):
+            pids = self._cgroup_pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def _kill_shims(self) -> None:
+        """containerd's shims outlive it by design; ours name our socket on their command line."""
+        marker = str(self.containerd_socket).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if b"containerd-shim" in cmdline and marker in cmdline:
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+    @staticmethod
+    def _unmount_under(folder: Path) -> None:
+        if not str(folder) or folder == Path():
+            return
+        prefix = str(folder.resolve())
+        for _ in range(3):
+            mounts = [
+                line.split()[4]
+                for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if line.split()[4] == prefix or line.split()[4].startswith(prefix + "/")
+            ]
+            if not mounts:
+                return
+            for target in sorted(mounts, key=len, reverse=True):
+                subprocess.run(["umount", "-l", target], capture_output=True)
+
+    @staticmethod
+    def _remove_pod_netns(inodes: set[int]) -> None:
+        if not NETNS_DIR.is_dir():
+            return
+        for entry in NETNS_DIR.glob("cni-*"):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_ino in inodes:
+                    subprocess.run(["umount", str(entry)], capture_output=True)
+                    entry.unlink()
+
+    def _remove_cgroups(self) -> None:
+        for root in self._cgroup_dirs():
+            for folder in sorted(
+                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            ):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                root.rmdir()
+
+
+def _taint(spec: str) -> dict[str, str]:
+    """``key=value:Effect`` (or ``key:Effect``) as a Taint object."""
+    head, _, effect = spec.rpartition(":")
+    key, _, value = head.partition("=")
+    if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise NodeError(
+            f"taint {spec!r}: write key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute"
+        )
+    return {"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect}
+
+
+@contextlib.contextmanager
+def real_node_cluster(
+    options: ClusterOptions | None = None, node: RealNodeOptions | None = None
+) -> Iterator[tuple[Cluster, RealNode]]:
+    """A control plane and one real node joined to it, all stopped on exit."""
+    from kaito.envtest.cluster import ClusterOptions as _Options
+
+    network = NodeNetwork.create()
+    try:
+        with (
+            Cluster(cluster_options(network, options or _Options())) as cluster,
+            RealNode(cluster, network, node) as real,
+        ):
+            yield cluster, real
+    finally:
+        network.delete()
+
+
+__all__: Sequence[str] = (
+    "NodeError",
+    "NodeNetwork",
+    "RealNode",
+    "RealNodeOptions",
+    "cluster_options",
+    "ensure_packages",
+    "missing_requirements",
+    "real_node_cluster",
+)
