@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.status import Status
 
-from kaito.envtest import AssetsError, ClusterError, ensure_assets
+from kaito.envtest import AssetsError, ClusterError, ensure_assets, realnode
 from kaito.envtest import local as local_cluster
+from kaito.envtest.assets import NODE_BINARIES
 from kaito.localnode import cli as node_cli
 
 app = typer.Typer(help="Run a local control plane (etcd, kube-apiserver, kcm, scheduler, kwok).")
@@ -63,16 +65,40 @@ def up(
     node_agent: bool = typer.Option(
         True, help="Run kaito's node agent: pods on nodes labelled kaito.sh/node-agent=local run for real."
     ),
+    node: str = typer.Option(
+        "agent",
+        help="Which node runs real pods: 'real' (containerd + kubelet + kube-proxy in a network "
+        "namespace of its own; root, see docs/local-cluster.md), 'agent' (kaito's process agent) or "
+        "'none' (kwok's fake nodes only).",
+    ),
 ) -> None:
     """Start the cluster in the background (or show the running one)."""
-    extra = node_cli.agent_command() if node_agent else {}
-    if node_agent and not extra:
+    if node not in ("real", "agent", "none"):
+        _fail(f"--node {node!r}: use real, agent or none")
+    real = node == "real"
+    if real:
+        missing = realnode.missing_requirements()
+        if missing and os.geteuid() == 0:
+            with console.status("installing containerd, runc, CNI plugins, iptables"):
+                try:
+                    realnode.ensure_packages()
+                except ClusterError as exc:
+                    _fail(str(exc))
+            missing = realnode.missing_requirements()
+        if missing:
+            _fail("--node real needs: " + "; ".join(missing) + " (or use --node agent)")
+    agent = node_agent and node == "agent"
+    extra = node_cli.agent_command() if agent else {}
+    if agent and not extra:
         console.print("[yellow]warning:[/yellow] not root: no node agent (kwok's fake nodes only)")
     try:
         with console.status("obtaining control-plane binaries") as status:
             ensure_assets(progress=_progress(status))
+            if real:
+                status.update("obtaining kubelet and kube-proxy")
+                ensure_assets(NODE_BINARIES, progress=_progress(status))
             status.update("starting etcd, kube-apiserver, controller-manager, scheduler, kwok")
-            state = local_cluster.up(state_dir, kwok=kwok, extra=extra)
+            state = local_cluster.up(state_dir, kwok=kwok, extra=extra, real_node=real)
     except (AssetsError, ClusterError) as exc:
         _fail(str(exc))
     console.print(

@@ -149,32 +149,54 @@ def issue_serving_cert(pki: Pki, folder: Path, name: str, hosts: list[str]) -> t
     return cert_path, key_path
 
 
+def _apiserver_sans(service_ip: str, extra_ips: Sequence[str]) -> list[x509.GeneralName]:
+    ips = dict.fromkeys(["127.0.0.1", service_ip, *extra_ips])
+    return [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.DNSName("kubernetes.default.svc.cluster.local"),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
+    ]
+
+
+def _issue_apiserver_cert(pki: Pki, service_ip: str, extra_ips: Sequence[str]) -> None:
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = _apiserver_sans(service_ip, extra_ips)
+    cert = _cert(_name("kube-apiserver"), key, ca_cert.subject, ca_key, server=True, sans=sans)
+    pki.serving_cert.write_bytes(_pem(cert))
+    _write_key(pki.serving_key, key)
+
+
+def ensure_apiserver_ips(pki: Pki, service_ip: str, ips: Sequence[str]) -> None:
+    """Reissue the apiserver's serving certificate when a kept PKI's lacks one of ``ips`` (a
+    local cluster restarted with a real node binds the apiserver to that node's link)."""
+    cert = x509.load_pem_x509_certificate(pki.serving_cert.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    except x509.ExtensionNotFound:
+        have = set()
+    if not set(ips) <= have:
+        _issue_apiserver_cert(pki, service_ip, list(ips))
+
+
 def create_pki(folder: Path, service_ip: str, extra_ips: Sequence[str] = ()) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("kaito-local-ca")
     ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
 
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.DNSName("kubernetes.default.svc.cluster.local"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address(service_ip)),
-        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips if ip != "127.0.0.1"),
-    ]
-    serving = _cert(_name("kube-apiserver"), serving_key, ca_name, ca_key, server=True, sans=sans)
-
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     pki = Pki.in_folder(folder)
     pki.ca_cert.write_bytes(_pem(ca))
     _write_key(pki.ca_key, ca_key)
-    pki.serving_cert.write_bytes(_pem(serving))
-    _write_key(pki.serving_key, serving_key)
+    _issue_apiserver_cert(pki, service_ip, extra_ips)
     _write_key(pki.sa_key, sa_key)
     pki.sa_pub.write_bytes(
         sa_key.public_key().public_bytes(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kaito.envtest.assets import ensure_assets
-from kaito.envtest.certs import Pki, create_pki, issue_client_cert, issue_serving_cert
+from kaito.envtest.certs import Pki, create_pki, ensure_apiserver_ips, issue_client_cert, issue_serving_cert
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import Configuration
@@ -47,6 +47,10 @@ LOOPBACK = "127.0.0.1"
 #: (envtest imports nothing from kaito) and a test keeps the two equal.
 AGENT_NODE_LABEL = "kaito.sh/node-agent"
 AGENT_NODE_VALUE = "local"
+#: Nodes carrying this label (value REAL_NODE_VALUE) run a real kubelet (kaito.envtest.realnode);
+#: kwok leaves them alone too.
+REAL_NODE_LABEL = "kaito.sh/kubelet"
+REAL_NODE_VALUE = "real"
 
 
 class ClusterError(RuntimeError):
@@ -233,11 +237,11 @@ class Cluster:
             self.workdir = Path(self._tmp)
         (self.workdir / "logs").mkdir(exist_ok=True)
         pki_dir = self.workdir / "pki"
-        self.pki = (
-            Pki.in_folder(pki_dir)
-            if (pki_dir / "ca.crt").exists()
-            else create_pki(pki_dir, SERVICE_IP, [opts.apiserver_address])
-        )
+        if (pki_dir / "ca.crt").exists():
+            self.pki = Pki.in_folder(pki_dir)
+            ensure_apiserver_ips(self.pki, SERVICE_IP, [opts.apiserver_address])
+        else:
+            self.pki = create_pki(pki_dir, SERVICE_IP, [opts.apiserver_address])
         self.apiserver_port = opts.apiserver_port or _free_port()
         self.etcd_port = _free_port()
         self.etcd_peer_port = _free_port()
@@ -507,7 +511,8 @@ class Cluster:
                 str(self.assets / "kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 # every node except those a kaito node agent runs for real (kaito.localnode)
-                f"--manage-nodes-with-label-selector={AGENT_NODE_LABEL}!={AGENT_NODE_VALUE}",
+                f"--manage-nodes-with-label-selector={AGENT_NODE_LABEL}!={AGENT_NODE_VALUE},"
+                f"{REAL_NODE_LABEL}!={REAL_NODE_VALUE}",
                 f"--config={Path(__file__).with_name('kwok-stages.yaml')}",
                 f"--server-address={LOOPBACK}:{port}",
                 "--node-lease-duration-seconds=40",

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kaito.envtest.cluster import Cluster, ClusterError, ClusterOptions, _Process, iter_processes
+from kaito.envtest.realnode import NodeNetwork, RealNode, RealNodeOptions, cluster_options
 
 DEFAULT_STATE_DIR = Path(".kaito/local")
 
@@ -67,12 +68,17 @@ def up(
     timeout: float = 180.0,
     kwok: bool = True,
     extra: dict[str, list[str]] | None = None,
+    real_node: bool = False,
 ) -> LocalState:
     """Start the supervisor (or return the running one) and wait until the apiserver is ready.
 
     ``extra`` names more programs the supervisor starts once the cluster is ready and stops first
     (kaito's node agent): ``{kubeconfig}`` and ``{state_dir}`` in their arguments are filled in.
     They die with the supervisor like the control plane does, so a killed supervisor leaves none.
+
+    ``real_node``: one real node joins the cluster (``kaito.envtest.realnode``: containerd,
+    kubelet, kube-proxy in a network namespace of its own; root only); the apiserver then binds
+    the host's end of that node's link, which ``server`` in the state says.
     """
     state_dir = state_dir.resolve()
     current = status(state_dir)
@@ -84,7 +90,10 @@ def up(
     error_file.unlink(missing_ok=True)
     (state_dir / "extra.json").write_text(json.dumps(extra or {}))
     log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
-    cmd = [sys.executable, "-m", "kaito.envtest.local", str(state_dir), "1" if kwok else "0"]
+    cmd = [
+        sys.executable, "-m", "kaito.envtest.local", str(state_dir), "1" if kwok else "0",
+        "real" if real_node else "none",
+    ]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -121,18 +130,39 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, timeout: float = 30.0) -> bool:
     return True
 
 
-def _supervise(state_dir: Path, kwok: bool) -> int:
+def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
     """Body of the supervisor process: start, publish state, wait for SIGTERM, stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    cluster = Cluster(
-        ClusterOptions(controller_manager=True, scheduler=True, kwok=kwok, workdir=state_dir)
-    )
+    options = ClusterOptions(controller_manager=True, scheduler=True, kwok=kwok, workdir=state_dir)
+    network: NodeNetwork | None = None
+    node: RealNode | None = None
     extras: dict[str, _Process] = {}
+
+    def teardown() -> None:
+        for proc in extras.values():
+            proc.stop(60.0)
+        if node is not None:
+            node.stop()
+        cluster.stop()
+        if network is not None:
+            network.delete()
+
+    try:
+        if real_node:
+            network = NodeNetwork.create()
+            options = cluster_options(network, options)
+    except Exception as exc:
+        (state_dir / "error.txt").write_text(str(exc))
+        return 1
+    cluster = Cluster(options)
     try:
         cluster.start()
+        if network is not None:
+            node = RealNode(cluster, network, RealNodeOptions(workdir=state_dir / "real-node"))
+            node.start()
         wanted = json.loads((state_dir / "extra.json").read_text() or "{}")
         fill = {"kubeconfig": str(cluster.kubeconfig), "state_dir": str(state_dir)}
         for name, argv in wanted.items():
@@ -143,9 +173,7 @@ def _supervise(state_dir: Path, kwok: bool) -> int:
             extras[name] = proc
     except Exception as exc:
         (state_dir / "error.txt").write_text(str(exc))
-        for proc in extras.values():
-            proc.stop(30.0)
-        cluster.stop()
+        teardown()
         return 1
     control_plane = cluster.pids()
     state = LocalState(
@@ -153,7 +181,11 @@ def _supervise(state_dir: Path, kwok: bool) -> int:
         server=cluster.server,
         kubeconfig=str(cluster.kubeconfig),
         kubectl=str(cluster.assets / "kubectl"),
-        pids={**control_plane, **{n: p.pid for n, p in extras.items() if p.pid}},
+        pids={
+            **control_plane,
+            **(node.pids() if node is not None else {}),
+            **{n: p.pid for n, p in extras.items() if p.pid},
+        },
         started_at=time.time(),
         ready_seconds=round(time.monotonic() - started, 2),
     )
@@ -165,12 +197,10 @@ def _supervise(state_dir: Path, kwok: bool) -> int:
         if dead:
             (state_dir / "error.txt").write_text(f"{', '.join(dead)} exited; see {state_dir}/logs/")
             break
-    for proc in extras.values():
-        proc.stop(60.0)
-    cluster.stop()
+    teardown()
     _state_file(state_dir).unlink(missing_ok=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_supervise(Path(sys.argv[1]), sys.argv[2] == "1"))
+    sys.exit(_supervise(Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:4] == ["real"]))

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -49,7 +50,14 @@ from typing import IO, TYPE_CHECKING
 
 from kaito.envtest.assets import NODE_BINARIES, ensure_assets
 from kaito.envtest.certs import issue_client_cert
-from kaito.envtest.cluster import SERVICE_CIDR, Cluster, ClusterError, _Process
+from kaito.envtest.cluster import (
+    REAL_NODE_LABEL,
+    REAL_NODE_VALUE,
+    SERVICE_CIDR,
+    Cluster,
+    ClusterError,
+    _Process,
+)
 from kaito.envtest.oci import program_image
 
 if TYPE_CHECKING:
@@ -274,8 +282,25 @@ class RealNode:
         return self.options.name
 
     @property
+    def short_dir(self) -> Path:
+        """Where the node keeps its unix sockets (containerd's, and the kubelet's under its root
+        directory): a path of its own, short because a socket's path is limited to 107 bytes,
+        which a deep workdir exceeds. Named after the workdir, so a later node on the same
+        workdir finds what a killed one left."""
+        digest = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:10]
+        return Path("/var/lib/kaito-node") / digest
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.short_dir / "run"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.short_dir / "kubelet"
+
+    @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self.socket_dir / "containerd.sock"
 
     @property
     def cgroup_root(self) -> str:
@@ -294,8 +319,11 @@ class RealNode:
 
             self._tmp = tempfile.mkdtemp(prefix="kaito-node-", dir="/var/tmp")
             self.workdir = Path(self._tmp)
-        for sub in ("logs", "containerd", "kubelet", "cni/net.d", "cni/ipam", "pki", "images", "sysctl"):
+        for sub in ("logs", "containerd", "cni/net.d", "cni/ipam", "pki", "images", "sysctl"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.kubelet_root.mkdir(mode=0o700, exist_ok=True)
+        self._clear_leftovers()
         try:
             self._write_files()
             self._start_containerd()
@@ -319,12 +347,18 @@ class RealNode:
         if proc is not None:
             proc.stop()
         self._kill_shims()
+        self._unmount_under(self.short_dir)
         self._unmount_under(self.workdir)
         self._remove_pod_netns(pod_netns)
         self._remove_cgroups()
+        if self.workdir != Path():
+            shutil.rmtree(self.short_dir, ignore_errors=True)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self._procs.items() if p.pid is not None and p.running()}
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.options.ready_timeout
@@ -394,7 +428,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{self.containerd_socket}"
 
 [ttrpc]
-  address = "{wd / "containerd" / "containerd.sock.ttrpc"}"
+  address = "{self.socket_dir / "containerd.sock.ttrpc"}"
 
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
@@ -556,7 +590,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _start_kubelet(self) -> None:
         self._make_cgroups()
-        root = self.workdir / "kubelet"
+        root = self.kubelet_root
         # A shared mount: the kubelet's own (private) mount namespace propagates pod mounts here.
         _run("mount", "--bind", str(root), str(root))
         _run("mount", "--make-shared", str(root))
@@ -565,7 +599,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for key in KUBELET_SYSCTLS
             if Path(f"/proc/sys/{key}").exists()
         )
-        labels = ",".join(f"{k}={v}" for k, v in sorted(self.options.labels.items()))
+        wanted = {**self.options.labels, REAL_NODE_LABEL: REAL_NODE_VALUE}
+        labels = ",".join(f"{k}={v}" for k, v in sorted(wanted.items()))
         kubelet = [
             str(self.assets / "kubelet"),
             f"--config={self.workdir / 'kubelet-config.json'}",
@@ -574,7 +609,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f"--node-ip={self.network.node_ip}",
             f"--root-dir={root}",
             f"--cert-dir={self.workdir / 'pki' / 'kubelet'}",
-            *([f"--node-labels={labels}"] if labels else []),
+            f"--node-labels={labels}",
             "--v=1",
         ]
         script = f"{masks} && exec {' '.join(kubelet)}"
@@ -627,15 +662,38 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             time.sleep(0.1)
 
     def _kill_shims(self) -> None:
-        """containerd's shims outlive it by design; ours name our socket on their command line."""
-        marker = str(self.containerd_socket).encode()
+        """containerd's shims outlive it by design; ours work in a bundle under our workdir."""
+        self._kill_marked(b"containerd-shim", str(self.workdir.resolve()).encode(), cwd=True)
+
+    @staticmethod
+    def _kill_marked(program: bytes, marker: bytes, cwd: bool = False) -> int:
+        """SIGKILL every process running ``program`` whose command line (or working directory,
+        with ``cwd``) holds ``marker``."""
+        killed = 0
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             with contextlib.suppress(OSError):
                 cmdline = (entry / "cmdline").read_bytes()
-                if b"containerd-shim" in cmdline and marker in cmdline:
+                if program not in cmdline:
+                    continue
+                where = os.readlink(entry / "cwd").encode() if cwd else cmdline
+                if marker in where:
                     os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+        return killed
+
+    def _clear_leftovers(self) -> None:
+        """What a node killed without its ``stop()`` (its supervisor SIGKILLed) left in this
+        workdir and cgroup root: its programs, its pods' processes, mounts and cgroups."""
+        marker = str(self.workdir.resolve()).encode()
+        for program in (b"kube-proxy", b"kubelet", b"containerd"):
+            self._kill_marked(program, marker)
+        self._kill_cgroup_tree()
+        self._kill_shims()
+        self._unmount_under(self.short_dir)
+        self._unmount_under(self.workdir)
+        self._remove_cgroups()
 
     @staticmethod
     def _unmount_under(folder: Path) -> None:

@@ -62,9 +62,12 @@ def node() -> Iterator[tuple[Cluster, RealNode, NodeNetwork]]:
     assert not missing, "a real node needs: " + "; ".join(missing)
     network = NodeNetwork.create()
     try:
-        with Cluster(cluster_options(network, ClusterOptions())) as cluster, RealNode(
-            cluster, network, RealNodeOptions(name="real-0", labels={"kaito.sh/test": "real"})
-        ) as real:
+        with (
+            Cluster(cluster_options(network, ClusterOptions())) as cluster,
+            RealNode(
+                cluster, network, RealNodeOptions(name="real-0", labels={"kaito.sh/test": "real"})
+            ) as real,
+        ):
             yield cluster, real, network
     finally:
         network.delete()
@@ -243,34 +246,32 @@ def test_stop_leaves_nothing_behind() -> None:
                     ),
                     "the pod running",
                 )
-                workdir, cgroup = real.workdir, real.cgroup_root
-                shim_pids = [
-                    p.name
-                    for p in Path("/proc").iterdir()
-                    if p.name.isdigit()
-                    and b"containerd-shim" in _cmdline(p)
-                    and str(workdir).encode() in _cmdline(p)
-                ]
+                workdir, cgroup, short = real.workdir, real.cgroup_root, real.short_dir
+                shim_pids = _shims(workdir)
                 assert shim_pids, "no containerd shim ran the pod"
             finally:
                 real.stop()
     finally:
         network.delete()
-    assert not [
-        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(workdir) in line
-    ]
-    assert not any(
-        os.path.exists(f"/proc/{pid}") and str(workdir).encode() in _cmdline(Path(f"/proc/{pid}"))
-        for pid in shim_pids
-    )
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert not [line for line in mounts if str(workdir) in line or str(short) in line]
+    assert not short.exists()
+    assert not _shims(workdir), "a containerd shim outlived the node"
     assert not network.netns_path.exists()
     assert network.host_link not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     assert not Path(f"/sys/fs/cgroup/memory{cgroup}").exists()
     assert not workdir.exists()
 
 
-def _cmdline(proc: Path) -> bytes:
-    try:
-        return (proc / "cmdline").read_bytes()
-    except OSError:
-        return b""
+def _shims(workdir: Path) -> list[int]:
+    """containerd shims working in a bundle under ``workdir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"containerd-shim" in (proc / "cmdline").read_bytes() and str(workdir) in os.readlink(
+                proc / "cwd"
+            ):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
