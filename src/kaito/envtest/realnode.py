@@ -304,7 +304,8 @@ class RealNode:
 
     @property
     def cgroup_root(self) -> str:
-        return f"/kaito-node{self.network.index}"
+        """Named after the workdir like ``short_dir``: a later node finds a killed one's pods."""
+        return f"/kaito-node-{self.short_dir.name}"
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -689,10 +690,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         marker = str(self.workdir.resolve()).encode()
         for program in (b"kube-proxy", b"kubelet", b"containerd"):
             self._kill_marked(program, marker)
+        pod_netns = self._pod_netns_inodes()
         self._kill_cgroup_tree()
         self._kill_shims()
         self._unmount_under(self.short_dir)
         self._unmount_under(self.workdir)
+        self._remove_pod_netns(pod_netns)
         self._remove_cgroups()
 
     @staticmethod

@@ -80,6 +80,7 @@ def test_up_real_node_runs_pods_and_a_killed_supervisor_is_cleared_by_the_next_u
         )
         first = state
         assert shims(str(root / "real-node")), "no shim runs the pod"
+        netns_before = set(os.listdir("/run/netns"))
         os.kill(first.supervisor_pid, signal.SIGKILL)
         wait_for(lambda: not alive(first.supervisor_pid), "the supervisor dead", timeout=10)
 
@@ -94,5 +95,10 @@ def test_up_real_node_runs_pods_and_a_killed_supervisor_is_cleared_by_the_next_u
     finally:
         local_cluster.down(root)
     assert not shims(str(root / "real-node"))
+    left = {n for n in set(os.listdir("/run/netns")) - netns_before if n.startswith("cni-")}
+    assert not left, f"pod network namespaces left behind: {left}"
+    assert not [n for n in netns_before if n.startswith("cni-") and n in os.listdir("/run/netns")], (
+        "the killed run's pod network namespace survived"
+    )
     assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(root) in line]
     assert not any(alive(pid) for pid in state.pids.values())
