@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 assets: venv
-	$(BIN)/kaito local assets
+	$(BIN)/kaito local assets --node  # --node: kubelet, kube-proxy, containerd & co. for the real-node tests
 	$(BIN)/python -m kaito.envtest.helm  # helm for the chart tests (cached after the first build)
 
 inference-venv:

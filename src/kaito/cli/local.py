@@ -41,18 +41,32 @@ def assets(
     karpenter: bool = typer.Option(
         False, "--karpenter", help="Also find or build Karpenter's kwok provider (the karpenter peer)."
     ),
+    node: bool = typer.Option(
+        False,
+        "--node",
+        help="Also what a real node needs (`kaito local up --node real`): kubelet and kube-proxy, "
+        "and, as root, containerd, runc, CNI plugins, iptables and gcc from apt-get.",
+    ),
 ) -> None:
     """Find or build the control-plane binaries (KUBEBUILDER_ASSETS, cache, else go build)."""
     started = time.monotonic()
     try:
         with console.status("obtaining control-plane binaries") as status:
             folder = ensure_assets(progress=_progress(status))
+            if node:
+                status.update("obtaining kubelet and kube-proxy")
+                ensure_assets(NODE_BINARIES, progress=_progress(status))
+                if os.geteuid() == 0:
+                    status.update("installing containerd, runc, CNI plugins, iptables, gcc (apt-get)")
+                    realnode.ensure_packages()
+                else:
+                    console.print("[yellow]not root:[/yellow] a real node's packages are not installed")
             if karpenter:
                 from kaito.envtest.karpenter import ensure_karpenter
 
                 status.update("obtaining Karpenter's kwok provider")
                 console.print(f"karpenter-kwok ready in {ensure_karpenter(progress=_progress(status))}")
-    except AssetsError as exc:
+    except (AssetsError, ClusterError) as exc:
         _fail(str(exc))
     console.print(f"binaries ready in {folder} ({time.monotonic() - started:.1f}s)")
     typer.echo(str(folder))
