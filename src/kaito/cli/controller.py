@@ -63,6 +63,14 @@ def controller(
             "selector over the node's labels (all | k=v,k!=v,k,!k; e.g. apps=phi-3)"
         ),
     ] = _DEFAULTS.local_nodes,
+    real_nodes: Annotated[
+        str,
+        typer.Option(
+            help="kwok cloud: claims served by adopting an idle real node (label kaito.sh/kubelet=real, "
+            "kaito local up --node real) instead of making one, as a label selector over the node's "
+            "labels (all | k=v,k!=v,k,!k)"
+        ),
+    ] = _DEFAULTS.real_nodes,
     inference_image: Annotated[
         str, typer.Option(help="image of the inference server")
     ] = _DEFAULTS.inference_image,
@@ -196,6 +204,7 @@ def controller(
         node_provisioner=node_provisioner,
         node_provisioner_cloud=node_provisioner_cloud,
         local_nodes=local_nodes,
+        real_nodes=real_nodes,
         inference_image=inference_image,
         image_pull_policy=image_pull_policy,
         max_concurrent_reconciles=max_concurrent_reconciles,

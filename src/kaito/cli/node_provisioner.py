@@ -32,6 +32,12 @@ def node_provisioner(
         help="kwok: claims whose nodes kaito's local node agent runs for real, as a label selector "
         "over the node's labels (all | k=v,k!=v,k,!k; e.g. apps=phi-3).",
     ),
+    real_nodes: str = typer.Option(
+        "",
+        help="kwok: claims served by adopting an idle real node (label kaito.sh/kubelet=real, "
+        "kaito local up --node real) instead of making one, as a label selector over the node's "
+        "labels (all | k=v,k!=v,k,!k).",
+    ),
     launch_timeout: float = typer.Option(300.0, help="Delete a claim not launched within this (s)."),
     registration_timeout: float = typer.Option(900.0, help="Delete a claim whose node never joins (s)."),
     initialization_timeout: float = typer.Option(
@@ -68,6 +74,7 @@ def node_provisioner(
         ca_bundle=ca_bundle,
         polling_interval=polling_interval,
         local_nodes=local_nodes,
+        real_nodes=real_nodes,
     )
 
     try:

@@ -33,6 +33,9 @@ class NodeProvisionerOptions:
     #: kwok: label selector of the claims whose Nodes kaito's local node agent runs ("" none);
     #: see ``kaito.provisioners.cloud.kwok.LocalNodes``.
     local_nodes: str = ""
+    #: kwok: label selector of the claims served by adopting an idle real node (a Node labelled
+    #: ``kaito.sh/kubelet=real``) instead of making one ("" none); checked before ``local_nodes``.
+    real_nodes: str = ""
     # aks
     subscription_id: str = ""
     resource_group: str = ""
@@ -54,9 +57,18 @@ def validate(options: NodeProvisionerOptions) -> None:
             raise ValueError(
                 f"--local-nodes is for --cloud kwok (local node agent), not {options.cloud!r}; drop it"
             )
-        from kaito.provisioners.cloud.kwok import LocalNodes
+        from kaito.provisioners.cloud.kwok import ClaimSelector
 
-        LocalNodes.parse(options.local_nodes)
+        ClaimSelector.parse(options.local_nodes, "--local-nodes")
+    if options.real_nodes:
+        if options.cloud != "kwok":
+            raise ValueError(
+                f"--real-nodes is for --cloud kwok (it adopts nodes labelled kaito.sh/kubelet=real), "
+                f"not {options.cloud!r}; drop it"
+            )
+        from kaito.provisioners.cloud.kwok import ClaimSelector
+
+        ClaimSelector.parse(options.real_nodes, "--real-nodes")
     if options.cloud == "aks":
         missing = [
             flag
@@ -77,10 +89,11 @@ def build_cloud(manager: Manager, options: NodeProvisionerOptions) -> CloudProvi
     """The CloudProvider named by ``options.cloud``; a clear error names the missing setting."""
     validate(options)
     if options.cloud == "kwok":
-        from kaito.provisioners.cloud.kwok import KwokCloudProvider, LocalNodes
+        from kaito.provisioners.cloud.kwok import ClaimSelector, KwokCloudProvider
 
-        local = LocalNodes.parse(options.local_nodes) if options.local_nodes else None
-        return KwokCloudProvider(manager.client, local_nodes=local)
+        local = ClaimSelector.parse(options.local_nodes, "--local-nodes") if options.local_nodes else None
+        real = ClaimSelector.parse(options.real_nodes, "--real-nodes") if options.real_nodes else None
+        return KwokCloudProvider(manager.client, local_nodes=local, real_nodes=real)
     if options.cloud == "aks":
         from kaito.provisioners.cloud.aks import AksCloudProvider, AksSettings
 
@@ -140,6 +153,10 @@ def in_process_options(options: OperatorOptions) -> NodeProvisionerOptions | Non
             raise ValueError(
                 "--local-nodes needs --node-provisioner-cloud kwok (the cloud that makes the nodes)"
             )
+        if options.real_nodes:
+            raise ValueError(
+                "--real-nodes needs --node-provisioner-cloud kwok (the cloud that adopts the real nodes)"
+            )
         return None
     if options.node_provisioner != "gpu-provisioner":
         raise ValueError(
@@ -151,7 +168,11 @@ def in_process_options(options: OperatorOptions) -> NodeProvisionerOptions | Non
             f"--node-provisioner-cloud {options.node_provisioner_cloud!r}: only kwok runs in the controller; "
             f"run `kaito node-provisioner --cloud {options.node_provisioner_cloud}` as its own process"
         )
-    np = NodeProvisionerOptions(cloud=options.node_provisioner_cloud, local_nodes=options.local_nodes)
+    np = NodeProvisionerOptions(
+        cloud=options.node_provisioner_cloud,
+        local_nodes=options.local_nodes,
+        real_nodes=options.real_nodes,
+    )
     validate(np)
     return np
 

@@ -35,6 +35,9 @@ class OperatorOptions:
     #: kwok cloud: label selector (``--local-nodes``) of the claims whose Nodes kaito's local node
     #: agent runs for real instead of kwok; "" none.
     local_nodes: str = ""
+    #: kwok cloud: label selector (``--real-nodes``) of the claims served by adopting an idle real
+    #: node (``kaito local up --node real``; label ``kaito.sh/kubelet=real``); "" none.
+    real_nodes: str = ""
     #: Image of the inference server container.
     inference_image: str = DEFAULT_INFERENCE_IMAGE
     #: ``imagePullPolicy`` of the containers kaito writes ("" keeps the API's default).

@@ -18,6 +18,7 @@ from kaito.provisioners.cloud import (
     LABEL_NODECLAIM,
     claim_node_labels,
     claim_taints,
+    is_adopted,
     node_shape,
 )
 from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, is_node_ready
@@ -343,7 +344,9 @@ class NodeClaimController:
             "blockOwnerDeletion": True,
         }
         refs = meta.get("ownerReferences") or []
-        if not any(r.get("uid") == ref["uid"] for r in refs):
+        # An adopted node (a machine's own Node) must outlive its claim: no owner reference, or
+        # the garbage collector would delete it with the claim.
+        if not is_adopted(node) and not any(r.get("uid") == ref["uid"] for r in refs):
             patch.setdefault("metadata", {})["ownerReferences"] = [*refs, ref]
         taints = list((node.get("spec") or {}).get("taints") or [])
         have = {(t.get("key"), t.get("effect")) for t in taints}
@@ -376,12 +379,20 @@ class NodeClaimController:
         node = self._node_for(claim)
         if node is not None and all(n["metadata"]["name"] != node["metadata"]["name"] for n in nodes):
             nodes.append(node)
+        waiting = False
         for n in nodes:
+            if is_adopted(n):
+                # A machine's own Node: the cloud releases it (above), it is never deleted. Still
+                # labelled for this claim means the release has not been seen yet: look again.
+                held = ((n["metadata"].get("labels") or {}).get(LABEL_NODECLAIM)) == name
+                waiting = waiting or held
+                continue
+            waiting = True
             try:
                 await self.client.delete(NODE, n["metadata"]["name"])
             except NotFoundError:
                 continue
-        if nodes:
+        if waiting:
             return Result(requeue_after=self.options.poll_interval)
         fins = [f for f in claim["metadata"].get("finalizers") or [] if f != FINALIZER]
         with contextlib.suppress(NotFoundError):

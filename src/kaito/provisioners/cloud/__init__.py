@@ -16,6 +16,16 @@ LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 #: Put on every Node a kaito cloud makes, so a Node maps back to its NodeClaim without a lookup.
 LABEL_NODECLAIM = "kaito.sh/nodeclaim"
 GPU_RESOURCE = "nvidia.com/gpu"
+#: On a Node a cloud *adopted* (a machine that registered its own Node, held for a claim) rather
+#: than made: the node-provisioner never deletes such a Node nor gives it an owner reference to its
+#: claim (the garbage collector would delete it with the claim); the cloud releases it instead.
+#: Stays after release, with the Node's providerID (immutable once set).
+ANNOTATION_ADOPTED = "kaito.sh/adopted"
+
+
+def is_adopted(node: dict[str, Any]) -> bool:
+    """Whether ``node`` is a machine's own Node that a cloud adopts and releases, never deletes."""
+    return ((node.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ADOPTED) == "true"
 
 
 @dataclass(frozen=True)
