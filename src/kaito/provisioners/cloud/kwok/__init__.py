@@ -257,14 +257,13 @@ class KwokCloudProvider:
     async def list(self) -> list[Instance]:
         nodes = await self.client.list(NODE, label_selector={LABEL_KWOK_CLOUD: "true"}, copy=False)
         real = await self.client.list(NODE, label_selector={REAL_NODE_LABEL: REAL_NODE_VALUE}, copy=False)
-        return [self._instance(n) for n in nodes] + [
-            self.adoption.instance(n) for n in real if _held_by(n)
-        ]
+        return [self._instance(n) for n in nodes] + [self.adoption.instance(n) for n in real if _held_by(n)]
 
     async def delete(self, instance: Instance) -> bool:
-        if instance.provider_id.startswith(REAL_PROVIDER_PREFIX) or instance.labels.get(
-            REAL_NODE_LABEL
-        ) == REAL_NODE_VALUE:
+        if (
+            instance.provider_id.startswith(REAL_PROVIDER_PREFIX)
+            or instance.labels.get(REAL_NODE_LABEL) == REAL_NODE_VALUE
+        ):
             # A machine's own Node: released (idle again), never deleted.
             return await self.adoption.release(instance.name, instance.nodeclaim)
         try:
