@@ -252,7 +252,22 @@ class KwokCloudProvider:
         selector = {REAL_NODE_LABEL: REAL_NODE_VALUE, LABEL_NODECLAIM: nodeclaim_name}
         held = await self.client.list(NODE, label_selector=selector, copy=False)
         held = [n for n in held if _held_by(n) == nodeclaim_name]
-        return self.adoption.instance(held[0]) if held else None
+        if not held:
+            return None
+        node = held[0]
+        if self.adoption.missing_gpus(node):
+            # An adoption cut short before its GPUs were advertised (an error, a crash) finishes
+            # here, judged on a fresh read: the cache may show a release half done (GPUs gone,
+            # label not yet), and a release finishes before this claim's next get.
+            try:
+                node = await self.client.get(NODE, node["metadata"]["name"], cached=False)
+            except NotFoundError:
+                return None
+            if _held_by(node) != nodeclaim_name:
+                return None
+            if self.adoption.missing_gpus(node):
+                await self.adoption.advertise(node, _record(node))
+        return self.adoption.instance(node)
 
     async def list(self) -> list[Instance]:
         nodes = await self.client.list(NODE, label_selector={LABEL_KWOK_CLOUD: "true"}, copy=False)
@@ -349,7 +364,7 @@ class _Adoption:
             if held:
                 # Adopted by an earlier call (create is idempotent): finish what it may not have.
                 node = held[0]
-                await self._advertise(node, _record(node))
+                await self.advertise(node, _record(node))
                 return self.instance(await self.client.get(NODE, node["metadata"]["name"], cached=False))
             idle = sorted(
                 (
@@ -377,7 +392,7 @@ class _Adoption:
                 node = await self.client.patch(NODE, node["metadata"]["name"], patch)
             except (ConflictError, NotFoundError):
                 continue  # changed or gone under us: look again
-            await self._advertise(node, record)
+            await self.advertise(node, record)
             return self.instance(node)
         raise CloudError(
             "AdoptionConflict",
@@ -418,7 +433,16 @@ class _Adoption:
             patch["spec"] = spec
         return patch, record
 
-    async def _advertise(self, node: dict[str, Any], record: dict[str, Any]) -> None:
+    @staticmethod
+    def missing_gpus(node: dict[str, Any]) -> bool:
+        """Whether the GPUs adoption advertises are not (or no longer) on the node."""
+        gpus = int(_record(node).get("gpus") or 0)
+        status = node.get("status") or {}
+        return bool(gpus) and any(
+            (status.get(part) or {}).get(GPU_RESOURCE) != str(gpus) for part in ("capacity", "allocatable")
+        )
+
+    async def advertise(self, node: dict[str, Any], record: dict[str, Any]) -> None:
         """The SKU's GPUs as an extended resource (status subresource), unless already there."""
         gpus = int(record.get("gpus") or 0)
         status = node.get("status") or {}
