@@ -193,7 +193,9 @@ inputs_of() {  # inputs_of TARGET BASE_REF
     else
       srcs=$(awk 'toupper($1) == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) print $i }' "docker/$t.Dockerfile")
       # shellcheck disable=SC2086  # the source paths of COPY lines, relative to the repo root
-      find $srcs -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+      if [ -n "$srcs" ]; then
+        find $srcs -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+      fi
     fi
   } | sha256sum | cut -c1-32
 }
@@ -211,6 +213,11 @@ for t in "${targets[@]}"; do
   if [ "$engine" = buildah ]; then
     if [ "$t" = pause ]; then stamp=$(inputs_of "$t" ""); else stamp=$(inputs_of "$t" "$base_ref"); fi
     have=$(bah inspect --type image --format '{{index .OCIv1.Config.Labels "org.kaito.inputs"}}' "$ref" 2>/dev/null || true)
+    # The same inputs built under another name (REGISTRY or TAG): tag that image.
+    if [ "$have" != "$stamp" ]; then
+      same=$(bah images --noheading --no-trunc --format '{{.ID}}' --filter "label=org.kaito.inputs=$stamp" | head -1)
+      if [ -n "$same" ]; then bah tag "$same" "$ref"; have=$stamp; fi
+    fi
   fi
   if [ -n "$stamp" ] && [ "$have" = "$stamp" ]; then
     log "$ref is up to date (inputs $stamp)"
@@ -220,7 +227,7 @@ for t in "${targets[@]}"; do
       context=$(mktemp -d)
       gcc -static -Os -s -Wall -Werror -o "$context/pause" hack/images/pause.c
     fi
-    log "building $ref with $engine (docker/$t.Dockerfile${base_ref:+, BASE=$base_ref})"
+    log "building $ref with $engine (docker/$t.Dockerfile$([ "$t" != pause ] && [ -n "$base_ref" ] && echo ", BASE=$base_ref"))"
     if [ "$engine" = buildah ]; then
       bah bud --isolation chroot --layers --label "org.kaito.inputs=$stamp" "${build_args[@]}" \
         -f "docker/$t.Dockerfile" -t "$ref" "$context" >&2
