@@ -189,7 +189,7 @@ inputs_of() {  # inputs_of TARGET BASE_REF
     echo "base $base"
     [ -n "$base" ] && bah inspect --type image --format '{{.FromImageID}}' "$base"
     if [ "$t" = pause ]; then
-      cat hack/images/pause.c; gcc --version | head -1
+      cat hack/images/pause.c; gcc --version | awk 'NR == 1'
     else
       srcs=$(awk 'toupper($1) == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) print $i }' "docker/$t.Dockerfile")
       # shellcheck disable=SC2086  # the source paths of COPY lines, relative to the repo root
@@ -215,7 +215,7 @@ for t in "${targets[@]}"; do
     have=$(bah inspect --type image --format '{{index .OCIv1.Config.Labels "org.kaito.inputs"}}' "$ref" 2>/dev/null || true)
     # The same inputs built under another name (REGISTRY or TAG): tag that image.
     if [ "$have" != "$stamp" ]; then
-      same=$(bah images --noheading --no-trunc --format '{{.ID}}' --filter "label=org.kaito.inputs=$stamp" | head -1)
+      same=$(bah images --noheading --no-trunc --format '{{.ID}}' --filter "label=org.kaito.inputs=$stamp" | awk 'NR == 1')
       if [ -n "$same" ]; then bah tag "$same" "$ref"; have=$stamp; fi
     fi
   fi
@@ -237,7 +237,7 @@ for t in "${targets[@]}"; do
     [ "$context" != . ] && rm -rf "$context"
   fi
   size=""
-  [ "$engine" = buildah ] && size=$(bah images --noheading --format '{{.Size}}' "$ref" | head -1)
+  [ "$engine" = buildah ] && size=$(bah images --noheading --format '{{.Size}}' "$ref" | awk 'NR == 1')
   log "$ref ready in $(since "$started") s${size:+ ($size)}"
   if [ "$PUSH" = 1 ]; then
     started=$(now)
