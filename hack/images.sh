@@ -237,6 +237,9 @@ for t in "${targets[@]}"; do
     [ "$context" != . ] && rm -rf "$context"
   fi
   size=""
+  # Also under a local name, so that a build for another REGISTRY finds it after this one's
+  # name is untagged (tests do that).
+  [ "$engine" = buildah ] && [ "$ref" != "localhost/kaito/$name:$TAG" ] && bah tag "$ref" "localhost/kaito/$name:$TAG"
   [ "$engine" = buildah ] && size=$(bah images --noheading --format '{{.Size}}' "$ref" | awk 'NR == 1')
   log "$ref ready in $(since "$started") s${size:+ ($size)}"
   if [ "$PUSH" = 1 ]; then

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import tarfile
@@ -61,6 +62,13 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         subprocess.run(["bash", str(REPO / "hack" / "registry.sh"), "stop", str(state)], timeout=60)
 
 
+def untag(*refs: str) -> None:
+    """The test's registry names are one-off (a random port): drop them from buildah's store
+    (the images stay under localhost/kaito/NAME:TAG for the next run)."""
+    if shutil.which("buildah"):
+        subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", *refs], capture_output=True, timeout=120)
+
+
 def images_sh(*targets: str, **env: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         ["bash", str(REPO / "hack" / "images.sh"), *targets],
@@ -90,7 +98,7 @@ def pulled_config(registry: Registry, repo: str, tag: str) -> tuple[dict[str, An
 
 
 @pytest.fixture(scope="module")
-def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     out = tmp_path_factory.mktemp("archives")
     proc = images_sh(
         "pause",
@@ -101,11 +109,15 @@ def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple
         REGISTRY_CA=registry.ca,
         OUT=str(out),
     )
-    assert proc.stdout.split() == [f"{registry.host}/kaito-it/pause:it", f"{registry.host}/kaito-it/curl:it"]
-    return out, proc.stderr
+    refs = [f"{registry.host}/kaito-it/pause:it", f"{registry.host}/kaito-it/curl:it"]
+    assert proc.stdout.split() == refs
+    yield out, proc.stderr
+    untag(*refs, f"{registry.host}/kaito-again/pause:it", f"{registry.host}/kaito-again/curl:it")
 
 
-def test_pause_is_pushed_and_its_binary_runs(registry: Registry, built: tuple[Path, str], tmp_path: Path) -> None:
+def test_pause_is_pushed_and_its_binary_runs(
+    registry: Registry, built: tuple[Path, str], tmp_path: Path
+) -> None:
     manifest, config = pulled_config(registry, "kaito-it/pause", "it")
     assert config["config"]["Entrypoint"] == ["/pause"]
     assert config["config"]["User"] == "65535:65535"
@@ -117,7 +129,8 @@ def test_pause_is_pushed_and_its_binary_runs(registry: Registry, built: tuple[Pa
         tar.extractall(tmp_path, filter="data")
     binary = tmp_path / "pause"
     binary.chmod(0o755)
-    assert subprocess.run([str(binary), "--version"], capture_output=True, text=True).stdout == "kaito-pause 1\n"
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+    assert version.stdout == "kaito-pause 1\n"
     proc = subprocess.Popen([str(binary)], stderr=subprocess.DEVNULL)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
@@ -187,4 +200,6 @@ def test_push_with_credentials_to_a_registry_with_auth(built: tuple[Path, str], 
         )
         assert bad.returncode != 0 and "pushed" not in bad.stderr
     finally:
-        subprocess.run(["bash", str(REPO / "hack" / "registry.sh"), "stop", str(tmp_path / "auth")], timeout=60)
+        stop = ["bash", str(REPO / "hack" / "registry.sh"), "stop", str(tmp_path / "auth")]
+        subprocess.run(stop, timeout=60)
+        untag(f"{secured.host}/kaito-it/pause:it")
