@@ -126,14 +126,16 @@ local_base() {  # prints the image reference of the local base, building what is
     echo "$ref"; return 0
   fi
   mkdir -p "$CACHE"
-  if [ ! -s "$tarball" ]; then
+  if [ ! -f "$tarball" ] || [ ! -s "$tarball" ]; then
+    rm -rf "$tarball"
     started=$(now)
     log "making the base rootfs with mmdebstrap ($SUITE: $BASE_PACKAGES)"
     # shellcheck disable=SC2086  # MIRROR: empty or one URL
-    mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+    rm -rf "$tarball.tmp.tar"
+    mmdebstrap --quiet --variant=minbase --format=tar --include="$BASE_PACKAGES" \
       --customize-hook='ln -sf python3 "$1/usr/bin/python"' \
-      "$SUITE" "$tarball.tmp" $MIRROR >&2
-    mv "$tarball.tmp" "$tarball"
+      "$SUITE" "$tarball.tmp.tar" $MIRROR >&2
+    mv "$tarball.tmp.tar" "$tarball"
     log "base rootfs: $(du -h "$tarball" | cut -f1) in $(since "$started") s ($tarball)"
   fi
   started=$(now)
