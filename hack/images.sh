@@ -130,8 +130,8 @@ local_base() {  # prints the image reference of the local base, building what is
     rm -rf "$tarball"
     started=$(now)
     log "making the base rootfs with mmdebstrap ($SUITE: $BASE_PACKAGES)"
-    # shellcheck disable=SC2086  # MIRROR: empty or one URL
     rm -rf "$tarball.tmp.tar"
+    # shellcheck disable=SC2086  # MIRROR: empty or one URL
     mmdebstrap --quiet --variant=minbase --format=tar --include="$BASE_PACKAGES" \
       --customize-hook='ln -sf python3 "$1/usr/bin/python"' \
       "$SUITE" "$tarball.tmp.tar" $MIRROR >&2
@@ -177,7 +177,9 @@ if [ "$build_ca" = auto ]; then
 fi
 
 base_ref=""
-[ "$base_mode" = local ] && base_ref=$(local_base)
+if [ "$base_mode" = local ]; then
+  base_ref=$(local_base) || exit 3
+fi
 [ -n "$base_mode" ] && [ "$base_mode" != local ] && base_ref=$base_mode
 
 # What an image is made of: its Dockerfile, build arguments, base image ID and the files its
