@@ -193,7 +193,7 @@ inputs_of() {  # inputs_of TARGET BASE_REF
     echo "base $base"
     [ -n "$base" ] && bah inspect --type image --format '{{.FromImageID}}' "$base"
     if [ "$t" = pause ]; then
-      cat hack/images/pause.c; gcc --version | awk 'NR == 1'
+      cat src/kaito/envtest/nodeimages/pause.c; gcc --version | awk 'NR == 1'
     else
       srcs=$(awk 'toupper($1) == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) print $i }' "docker/$t.Dockerfile")
       # shellcheck disable=SC2086  # the source paths of COPY lines, relative to the repo root
@@ -227,9 +227,9 @@ for t in "${targets[@]}"; do
     log "$ref is up to date (inputs $stamp)"
   else
     if [ "$t" = pause ]; then
-      # A static binary from hack/images/pause.c; its directory is the build context.
+      # A static binary from src/kaito/envtest/nodeimages/pause.c; its directory is the build context.
       context=$(mktemp -d)
-      gcc -static -Os -s -Wall -Werror -o "$context/pause" hack/images/pause.c
+      gcc -static -Os -s -Wall -Werror -o "$context/pause" src/kaito/envtest/nodeimages/pause.c
     fi
     log "building $ref with $engine (docker/$t.Dockerfile$([ "$t" != pause ] && [ -n "$base_ref" ] && echo ", BASE=$base_ref"))"
     if [ "$engine" = buildah ]; then

@@ -129,7 +129,7 @@ def test_pause_is_pushed_and_its_binary_runs(
         tar.extractall(tmp_path, filter="data")
     binary = tmp_path / "pause"
     binary.chmod(0o755)
-    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
     assert version.stdout == "kaito-pause 1\n"
     proc = subprocess.Popen([str(binary)], stderr=subprocess.DEVNULL)
     try:

@@ -73,5 +73,5 @@ def test_dockerfiles_take_the_base_as_a_build_argument() -> None:
 
 
 def test_pause_source_is_there() -> None:
-    source = (REPO / "hack" / "images" / "pause.c").read_text()
+    source = (REPO / "src" / "kaito" / "envtest" / "nodeimages" / "pause.c").read_text()
     assert "pause()" in source and "SIGCHLD" in source and "SIGTERM" in source
