@@ -384,6 +384,19 @@ class RealNode:
             + (self._procs["kubelet"].log_tail(5) if "kubelet" in self._procs else "")
         )
 
+    def add_registry(self, host: str, ca: str | None = None) -> None:
+        """Let containerd pull from ``host`` (``ip:port``): over TLS checked against ``ca``, or
+        plain HTTP without one. containerd reads its ``certs.d`` at each pull, so a registry
+        started after the node is usable at once."""
+        folder = self.workdir / "containerd" / "certs.d" / host
+        folder.mkdir(parents=True, exist_ok=True)
+        scheme = "https" if ca else "http"
+        lines = [f'server = "{scheme}://{host}"', "", f'[host."{scheme}://{host}"]']
+        lines.append('  capabilities = ["pull", "resolve"]')
+        if ca:
+            lines.append(f'  ca = "{ca}"')
+        (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
+
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """containerd's own CLI against this node's containerd, in the CRI's namespace."""
         return _run(
@@ -405,17 +418,10 @@ class RealNode:
         proxy_cert, proxy_key = issue_client_cert(pki, wd / "pki", "system:kube-proxy", [])
         for who, cert, key in (("kubelet", kubelet_cert, kubelet_key), ("kube-proxy", proxy_cert, proxy_key)):
             self._kubeconfig(wd / f"{who}.kubeconfig", cert, key)
-        registries = ""
         certs_d = wd / "containerd" / "certs.d"
+        certs_d.mkdir(parents=True, exist_ok=True)
         for host, ca in self.options.registries.items():
-            folder = certs_d / host
-            folder.mkdir(parents=True, exist_ok=True)
-            scheme = "https" if ca else "http"
-            lines = [f'server = "{scheme}://{host}"', "", f'[host."{scheme}://{host}"]']
-            lines.append('  capabilities = ["pull", "resolve"]')
-            if ca:
-                lines.append(f'  ca = "{ca}"')
-            (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
+            self.add_registry(host, ca)
         registries = f'config_path = "{certs_d}"'
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         (wd / "containerd" / "config.toml").write_text(
