@@ -102,7 +102,7 @@ def render() -> str:
             "",
             "```sh",
             "helm install kaito charts/kaito -n kaito-system --create-namespace \\",
-            "  --set image.repository=<your registry>/kaito/controller --set image.tag=<tag>",
+            "  --set image.repository=<your registry>/kaito/workspace --set image.tag=<tag>",
             "```",
             "",
             "`values.schema.json` refuses unknown keys and wrong types at `helm install`. The whole",

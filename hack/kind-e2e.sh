@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 CLUSTER=${CLUSTER:-kaito-e2e}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 TAG=${TAG:-e2e}
-IMAGE=ghcr.io/kaito-project/kaito/workspace:$TAG
+REPO_IMAGE=${REPO_IMAGE:-localhost/kaito/workspace}
+IMAGE=$REPO_IMAGE:$TAG
 NS=kaito-system
 
 for tool in docker kind kubectl helm; do
@@ -23,7 +24,7 @@ cleanup() { [ "${KEEP:-0}" = 1 ] || kind delete cluster --name "$CLUSTER" >/dev/
 trap cleanup EXIT
 
 echo ">> image $IMAGE"
-TAG=$TAG REGISTRY=ghcr.io/kaito-project/kaito hack/images.sh controller
+TAG=$TAG REGISTRY=${REPO_IMAGE%/workspace} hack/images.sh controller
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 120s
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
@@ -34,7 +35,7 @@ kubectl -n kube-system rollout status deployment/kwok-controller --timeout=180s
 
 echo ">> kaito chart"
 helm upgrade --install kaito charts/kaito -n "$NS" --create-namespace \
-  --set image.tag="$TAG" --set image.pullPolicy=Never --wait --timeout 5m
+  --set image.repository="$REPO_IMAGE" --set image.tag="$TAG" --set image.pullPolicy=Never --wait --timeout 5m
 kubectl -n "$NS" rollout status deployment/kaito-controller --timeout=180s
 
 echo ">> a kwok GPU node labelled like AKS"

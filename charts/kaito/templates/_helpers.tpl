@@ -66,3 +66,12 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The controller image; an empty image.repository fails the install with the fix, since kaito
+publishes no image a default could name. */}}
+{{- define "kaito.image" -}}
+{{- if not .Values.image.repository -}}
+{{- fail "image.repository is empty: kaito publishes no images. Build one with `hack/images.sh controller`, push it to your registry and set image.repository (and image.tag), e.g. --set image.repository=myregistry.example/kaito/workspace (docs/images.md)" -}}
+{{- end -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}

@@ -341,12 +341,18 @@ def install(cluster: Cluster, objects: list[dict[str, Any]], webhook_port: int |
 CHART = REPO / "charts" / "kaito"
 
 
+#: The image config/ (kustomize) names: the local registry's (docs/images.md).
+LOCAL_IMAGE = "localhost:5000/kaito/workspace"
+
+
 def helm_render(helm: str, *sets: str, values: Sequence[Path] = ()) -> list[dict[str, Any]]:
     """``helm template`` of charts/kaito as release "kaito" in kaito-system (values files first,
     then the ``--set`` strings, as helm orders them)."""
     cmd = [helm, "template", "kaito", str(CHART), "-n", NAMESPACE, "--kube-version", "1.37.2"]
     for v in values:
         cmd += ["-f", str(v)]
+    # The chart requires image.repository (kaito publishes no image); config/ names the local one.
+    cmd += ["--set", f"image.repository={LOCAL_IMAGE}"]
     for s in sets:
         cmd += ["--set", s]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import CHART, REPO, helm_render, kubectl_binary, kustomize
+from deploy_helpers import CHART, LOCAL_IMAGE, REPO, helm_render, kubectl_binary, kustomize
 
 from kaito.envtest import Cluster
 from kaito.envtest.helm import ensure_helm
@@ -59,6 +59,7 @@ def test_pod_policy_value_reaches_the_controller(helm: str) -> None:
 @pytest.mark.parametrize("sets", [[], ALL_ON], ids=["defaults", "all-options"])
 def test_helm_lint_is_clean(helm: str, sets: list[str]) -> None:
     args = [a for s in sets for a in ("--set", s)]
+    args = ["--set", f"image.repository={LOCAL_IMAGE}", *args]
     proc = subprocess.run([helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout, proc.stdout
@@ -166,6 +167,8 @@ def test_helm_render_is_admitted_by_the_apiserver(
         (["replicaCount=2", "leaderElection=false"], "replicaCount > 1 needs leaderElection=true"),
         # the schema refuses it before the template's own check would
         (["webhook.certs=acme"], "at '/webhook/certs': value must be one of 'self-signed', 'cert-manager'"),
+        # no published image to default to: the install names the value and how to fill it
+        (["image.repository="], "image.repository is empty: kaito publishes no images. Build one with"),
     ],
 )
 def test_bad_values_fail_with_the_fix(helm: str, sets: list[str], message: str) -> None:

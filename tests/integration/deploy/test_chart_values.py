@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import CHART, REPO, helm_render, kubectl_binary, kustomize
+from deploy_helpers import CHART, LOCAL_IMAGE, REPO, helm_render, kubectl_binary, kustomize
 from test_chart import normalized
 
 from kaito.envtest import Cluster
@@ -107,7 +107,10 @@ def test_several_values_files_lint_and_layer_in_order(helm: str, tmp_path: Path)
     prod = write(tmp_path, "prod.yaml", {"nodeSelector": {"pool": "b"}, "replicaCount": 4})
     for files in ([base], [base, prod], [write(tmp_path, "all.yaml", EVERYTHING), prod]):
         args = [a for f in files for a in ("-f", str(f))]
-        lint = subprocess.run([helm, "lint", "--strict", str(CHART), *args], capture_output=True, text=True)
+        image = ["--set", f"image.repository={LOCAL_IMAGE}"]
+        lint = subprocess.run(
+            [helm, "lint", "--strict", str(CHART), *image, *args], capture_output=True, text=True
+        )
         assert lint.returncode == 0 and "[WARNING]" not in lint.stdout, lint.stdout + lint.stderr
     dep, tpl = pod_spec(helm_render(helm, values=[base, prod]), "kaito-controller")
     assert tpl["spec"]["nodeSelector"] == {"pool": "b"} and dep["spec"]["replicas"] == 4
@@ -153,6 +156,8 @@ def test_notes_tell_how_to_check_and_apply_a_first_workspace(helm: str, kube_clu
                 "install",
                 "kaito",
                 str(CHART),
+                "--set",
+                f"image.repository={LOCAL_IMAGE}",
                 "-n",
                 "kaito-system",
                 "--dry-run=server",
