@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 IVENV := .venv-inference
 STAMP := $(VENV)/.kaito-installed
 STATE ?= .kaito/local
+REAL_STATE ?= .kaito/real
 PYTEST_FLAGS ?= --durations=15
 
-.PHONY: run test venv assets inference-venv lint typecheck layers unit integration e2e reliability inference tuning bench-small down clean
+.PHONY: run run-real e2e-real test venv assets inference-venv lint typecheck layers unit integration e2e reliability inference tuning bench-small down clean
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -81,9 +82,20 @@ run: assets inference-venv
 	$(BIN)/kaito local up --state-dir $(STATE)
 	bash hack/run-demo.sh $(STATE)
 
+# The seed's story on a real node (root): containerd + kubelet, kaito's CPU inference image from the
+# node's registry, the README's Workspace and curl (hack/run-real.sh; docs/local-cluster.md)
+run-real: assets inference-venv
+	bash hack/run-real.sh $(REAL_STATE)
+
+# The same story as a test (minutes, several GB of images): tests/e2e/test_seed_real_node.py
+e2e-real: assets inference-venv
+	KAITO_SEED_REAL=1 $(call pytest,$(BIN)/python,tests/e2e/test_seed_real_node.py)
+
 down: venv
 	@for p in controller port-forward; do if [ -f $(STATE)/$$p.pid ]; then kill $$(cat $(STATE)/$$p.pid) 2>/dev/null || true; rm -f $(STATE)/$$p.pid; fi; done
 	$(BIN)/kaito local down --state-dir $(STATE)
+	@if [ -f $(REAL_STATE)/controller.pid ]; then kill $$(cat $(REAL_STATE)/controller.pid) 2>/dev/null || true; rm -f $(REAL_STATE)/controller.pid; fi
+	@[ ! -f $(REAL_STATE)/state.json ] || $(BIN)/kaito local down --state-dir $(REAL_STATE)
 
 clean: down
 	rm -rf $(STATE)

@@ -23,7 +23,9 @@
 #   OUT=DIR               write DIR/<name>.tar, an OCI archive (ctr images import DIR/<name>.tar)
 #   BASE                  unset: local base with buildah, the Dockerfiles' defaults otherwise;
 #                         local: the mmdebstrap base; any other value: that image, for every target
-#   STORAGE_DRIVER        buildah's storage driver (default vfs)
+#   STORAGE_DRIVER        buildah's storage driver (default vfs; overlay for inference/tuning)
+#   STORAGE_ROOT=DIR      buildah's store in DIR (--root DIR --runroot DIR/run) instead of the
+#                         default one: an overlay store must not share a root already used by vfs
 #   BUILD_CA=FILE         a CA bundle mounted (not copied) over the build's
 #                         /etc/ssl/certs/ca-certificates.crt while RUN steps download; default:
 #                         this machine's bundle when it trusts a site CA (/usr/local/share/ca-certificates)
@@ -92,7 +94,9 @@ if ! command -v "$engine" >/dev/null 2>&1; then
 fi
 
 STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
-bah() { buildah --storage-driver "$STORAGE_DRIVER" "$@"; }
+storage_args=(--storage-driver "$STORAGE_DRIVER")
+[ -n "${STORAGE_ROOT:-}" ] && storage_args+=(--root "$STORAGE_ROOT" --runroot "$STORAGE_ROOT/run")
+bah() { buildah "${storage_args[@]}" "$@"; }
 export BUILDAH_ISOLATION=chroot
 
 # BASE: unset means the local base under buildah, the Dockerfiles' defaults under docker/podman.

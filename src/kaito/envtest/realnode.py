@@ -443,6 +443,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   enable_selinux = false
   [{cri}.containerd]
     snapshotter = "overlayfs"
+    # a pulled layer is kept unpacked only, not also as its compressed blob (a multi-GB image
+    # would otherwise take its size twice on the node's disk)
+    discard_unpacked_layers = true
     default_runtime_name = "runc"
     [{cri}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
