@@ -87,9 +87,9 @@ run: assets inference-venv
 run-real: assets inference-venv
 	bash hack/run-real.sh $(REAL_STATE)
 
-# The same story as a test (minutes, several GB of images): tests/e2e/test_seed_real_node.py
+# The same story as a test (minutes, several GB of images; not part of `make test`)
 e2e-real: assets inference-venv
-	KAITO_SEED_REAL=1 $(call pytest,$(BIN)/python,tests/e2e/test_seed_real_node.py)
+	$(call pytest,$(BIN)/python,tests/e2e_real)
 
 down: venv
 	@for p in controller port-forward; do if [ -f $(STATE)/$$p.pid ]; then kill $$(cat $(STATE)/$$p.pid) 2>/dev/null || true; rm -f $(STATE)/$$p.pid; fi; done

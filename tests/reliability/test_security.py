@@ -374,6 +374,7 @@ def _helm_objects() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for sets in ([], ["nodeProvisionerController.enabled=true", "webhook.certs=cert-manager"]):
         cmd = [helm, "template", "kaito", str(REPO / "charts" / "kaito"), "-n", "kaito-system"]
+        cmd += ["--set", "image.repository=localhost:5000/kaito/workspace"]  # required: no published image
         cmd += ["--kube-version", K8S_VERSION]
         for s in sets:
             cmd += ["--set", s]

@@ -660,6 +660,7 @@ def helm_render(*sets: str) -> list[dict[str, Any]]:
     from kaito.envtest.helm import ensure_helm
 
     cmd = [str(ensure_helm()), "template", "kaito", str(REPO / "charts" / "kaito"), "-n", "kaito-system"]
+    cmd += ["--set", "image.repository=localhost:5000/kaito/workspace"]  # required: no published image
     cmd += ["--kube-version", K8S_VERSION, *(a for s in sets for a in ("--set", s))]
     rendered = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120).stdout
     return [d for d in yaml.safe_load_all(rendered) if d]
