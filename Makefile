@@ -73,14 +73,19 @@ bench-small: assets inference-venv
 
 test: lint typecheck layers unit inference-venv integration e2e reliability inference tuning bench-small
 
-# the seed's node is a kaito local node: its pod runs for real and the run ends with POST /chat.
-# The pod's interpreter is .venv-inference, so a fresh clone must build it before the cluster starts
-# (without it the seed's pod waits forever on "its interpreter ... is missing").
+# The seed's story. NODE=auto (default) runs it on a real node when this machine can (root, 25 GB
+# free: hack/choose-node.sh says why not), ending with the README's curl from a pod to the
+# Service's ClusterIP (hack/run-real.sh); otherwise, or with NODE=agent, on kaito's process agent,
+# ending with POST /chat through a port-forward (hack/run-demo.sh). Both need .venv-inference
+# first (the agent runs pods with it; the real node's image build makes the stand-in weights
+# with it), so a fresh clone builds it before any cluster starts.
+NODE ?= auto
 run: export KAITO_DEMO_CHAT := 1
 run: export KAITO_RUN_START := $(shell date +%s)
 run: assets inference-venv
-	$(BIN)/kaito local up --state-dir $(STATE)
-	bash hack/run-demo.sh $(STATE)
+	@node="$$(bash hack/choose-node.sh $(NODE))"; echo "== make run: node $$node"; \
+	if [ "$$node" = real ]; then bash hack/run-real.sh $(REAL_STATE); \
+	else $(BIN)/kaito local up --state-dir $(STATE) && bash hack/run-demo.sh $(STATE); fi
 
 # The seed's story on a real node (root): containerd + kubelet, kaito's CPU inference image from the
 # node's registry, the README's Workspace and curl (hack/run-real.sh; docs/local-cluster.md)
