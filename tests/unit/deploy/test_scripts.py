@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -77,3 +78,27 @@ def test_dockerfiles_take_the_base_as_a_build_argument() -> None:
 def test_pause_source_is_there() -> None:
     source = (REPO / "src" / "kaito" / "envtest" / "nodeimages" / "pause.c").read_text()
     assert "pause()" in source and "SIGCHLD" in source and "SIGTERM" in source
+
+
+def _choose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(REPO / "hack" / "choose-node.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
+    )
+
+
+def test_make_run_names_why_it_falls_back_to_the_agent() -> None:
+    """`make run` takes the real node only where it fits; otherwise it says why, and a typo in
+    NODE fails naming the valid values."""
+    assert _choose("real").stdout.strip() == "real"
+    assert _choose("agent").stdout.strip() == "agent: asked for (NODE=agent)"
+    bad = _choose("kind")
+    assert bad.returncode == 2 and "use auto, real or agent" in bad.stderr
+    small = _choose("auto", KAITO_REAL_NODE_MIN_GB="100000000").stdout.strip()
+    if os.geteuid() == 0:
+        assert small.startswith("agent: ") and "the real node's images need 100000000 GB" in small
+    else:
+        assert small.startswith("agent: not root")
