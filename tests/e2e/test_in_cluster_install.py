@@ -32,6 +32,7 @@ from kaito.envtest.realnode import (
     cluster_options,
     missing_requirements,
 )
+from kaito.envtest.waiting import eventually_blocking
 
 pytestmark = pytest.mark.cluster
 
@@ -42,14 +43,7 @@ T = TypeVar("T")
 
 
 def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
+    return eventually_blocking(probe, what, timeout=timeout, interval=0.5)  # type: ignore[return-value]
 
 
 @dataclass

@@ -37,3 +37,25 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
         await asyncio.sleep(interval)
+
+
+def eventually_blocking(
+    check: Callable[[], T],
+    what: str,
+    *,
+    timeout: float = 120.0,
+    interval: float = 0.3,
+) -> T:
+    """:func:`eventually` for synchronous code (tests that drive ``kubectl`` and subprocesses):
+    poll ``check`` until it returns something truthy and return that value; after ``timeout``
+    seconds raise AssertionError naming ``what`` and the last value seen."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {result!r}")
+        time.sleep(interval)

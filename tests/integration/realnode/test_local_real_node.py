@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from kaito.envtest import local as local_cluster
 from kaito.envtest.realnode import HELLO_IMAGE, missing_requirements
+from kaito.envtest.waiting import eventually_blocking
 
 pytestmark = [pytest.mark.cluster]
 
@@ -23,12 +24,8 @@ def kubectl(state: local_cluster.LocalState, *args: str) -> str:
     ).stdout
 
 
-def wait_for(probe: object, what: str, timeout: float = 90.0) -> None:
-    assert callable(probe)
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.3)
+def wait_for(probe: Callable[[], object], what: str, timeout: float = 90.0) -> None:
+    eventually_blocking(probe, what, timeout=timeout)
 
 
 def alive(pid: int) -> bool:

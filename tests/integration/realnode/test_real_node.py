@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +28,7 @@ from kaito.envtest.realnode import (
     cluster_options,
     missing_requirements,
 )
+from kaito.envtest.waiting import eventually_blocking
 
 pytestmark = [pytest.mark.cluster]
 
@@ -36,14 +36,7 @@ T = TypeVar("T")
 
 
 def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 90.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
+    return eventually_blocking(probe, what, timeout=timeout)  # type: ignore[return-value]
 
 
 def _sysctls() -> dict[str, str]:
