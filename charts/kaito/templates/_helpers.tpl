@@ -75,3 +75,15 @@ publishes no image a default could name. */}}
 {{- end -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
+
+{{/* The image of a workload kaito writes (inference, tuning): the value if set, else the image
+named NAME beside image.repository, with image.tag. Call with (dict "root" . "value" <value> "name" NAME). */}}
+{{- define "kaito.workloadImage" -}}
+{{- if .value -}}
+{{ .value }}
+{{- else -}}
+{{- $parts := splitList "/" .root.Values.image.repository -}}
+{{- $dir := $parts | initial | join "/" -}}
+{{ if $dir }}{{ $dir }}/{{ end }}{{ .name }}:{{ .root.Values.image.tag }}
+{{- end -}}
+{{- end -}}

@@ -74,6 +74,7 @@ def controller(
     inference_image: Annotated[
         str, typer.Option(help="image of the inference server")
     ] = _DEFAULTS.inference_image,
+    tuning_image: Annotated[str, typer.Option(help="image of the tuning Jobs")] = _DEFAULTS.tuning_image,
     image_pull_policy: Annotated[
         str, typer.Option(help="imagePullPolicy of kaito's containers")
     ] = _DEFAULTS.image_pull_policy,
@@ -206,6 +207,7 @@ def controller(
         local_nodes=local_nodes,
         real_nodes=real_nodes,
         inference_image=inference_image,
+        tuning_image=tuning_image,
         image_pull_policy=image_pull_policy,
         max_concurrent_reconciles=max_concurrent_reconciles,
         namespace=namespace,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kaito.controllers.workspace import DEFAULT_INFERENCE_IMAGE
+from kaito.controllers.workspace import DEFAULT_INFERENCE_IMAGE, DEFAULT_TUNING_IMAGE
 from kaito.operator.featuregates import FeatureGates
 from kaito.provisioners.options import BYOOptions, GPUProvisionerOptions, KarpenterOptions
 
@@ -40,6 +40,8 @@ class OperatorOptions:
     real_nodes: str = ""
     #: Image of the inference server container.
     inference_image: str = DEFAULT_INFERENCE_IMAGE
+    #: Image of the tuning Job's container (``--tuning-image``; the chart's ``tuningImage``).
+    tuning_image: str = DEFAULT_TUNING_IMAGE
     #: ``imagePullPolicy`` of the containers kaito writes ("" keeps the API's default).
     image_pull_policy: str = "IfNotPresent"
     #: Workspaces reconciled concurrently.

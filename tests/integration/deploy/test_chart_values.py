@@ -102,6 +102,26 @@ def test_every_value_reaches_the_pods_it_names(helm: str, tmp_path: Path) -> Non
     assert spec["containers"][0]["resources"] == np["resources"]
 
 
+def test_workload_images_sit_beside_the_controller_image_unless_named(helm: str) -> None:
+    """kaito publishes no images, so the inference and tuning images the controller writes into
+    pods must come from the user's registry too: by default beside image.repository."""
+
+    def args(*sets: str) -> tuple[list[str], list[str]]:
+        objs = helm_render(helm, "nodeProvisionerController.enabled=true", *sets)
+        ctl = pod_spec(objs, "kaito-controller")[1]["spec"]["containers"][0]["args"]
+        np = pod_spec(objs, "kaito-node-provisioner")[1]["spec"]["containers"][0]["args"]
+        return ctl, np
+
+    ctl, np = args("image.repository=reg.example:5000/team/kaito/workspace", "image.tag=1.2.3")
+    assert "--inference-image=reg.example:5000/team/kaito/inference:1.2.3" in ctl
+    assert "--tuning-image=reg.example:5000/team/kaito/tuning:1.2.3" in ctl
+    assert not [a for a in np if a.startswith("--real-nodes")]
+    ctl, np = args("inferenceImage=mirror.example/vllm:7", "tuningImage=mirror.example/peft:7")
+    assert "--inference-image=mirror.example/vllm:7" in ctl and "--tuning-image=mirror.example/peft:7" in ctl
+    _, np = args("nodeProvisionerController.realNodes=apps=phi-3")
+    assert "--real-nodes=apps=phi-3" in np
+
+
 def test_several_values_files_lint_and_layer_in_order(helm: str, tmp_path: Path) -> None:
     base = write(tmp_path, "base.yaml", {"nodeSelector": {"pool": "a"}, "logLevel": "debug"})
     prod = write(tmp_path, "prod.yaml", {"nodeSelector": {"pool": "b"}, "replicaCount": 4})

@@ -23,6 +23,7 @@ def test_help_lists_controller_runtime_flags() -> None:
         "--leader-elect",
         "--node-provisioner",
         "--inference-image",
+        "--tuning-image",
     ):
         assert flag in out
 

@@ -8,7 +8,11 @@ only what changed), ``labels`` (names), ``options``. Tuning Workspaces are dispa
 ``WorkspaceReconciler.tuning``.
 """
 
-from kaito.controllers.workspace.options import DEFAULT_INFERENCE_IMAGE, WorkspaceControllerOptions
+from kaito.controllers.workspace.options import (
+    DEFAULT_INFERENCE_IMAGE,
+    DEFAULT_TUNING_IMAGE,
+    WorkspaceControllerOptions,
+)
 from kaito.controllers.workspace.reconciler import (
     WORKSPACE,
     WorkspaceReconciler,
@@ -18,6 +22,7 @@ from kaito.controllers.workspace.reconciler import (
 
 __all__ = [
     "DEFAULT_INFERENCE_IMAGE",
+    "DEFAULT_TUNING_IMAGE",
     "WORKSPACE",
     "WorkspaceControllerOptions",
     "WorkspaceReconciler",

@@ -12,6 +12,8 @@ try:
 except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     _VERSION = "0.0.0"
 DEFAULT_INFERENCE_IMAGE = f"ghcr.io/kaito-project/kaito/inference:{_VERSION}"
+#: The tuning Job's image, named beside the inference image (``hack/images.sh`` builds both).
+DEFAULT_TUNING_IMAGE = DEFAULT_INFERENCE_IMAGE.replace("/inference:", "/tuning:")
 
 
 @dataclass
@@ -19,6 +21,9 @@ class WorkspaceControllerOptions:
     #: Image of the inference container for preset Workspaces (``accessMode: private`` presets
     #: bring their own through ``presetOptions.image``).
     inference_image: str = DEFAULT_INFERENCE_IMAGE
+    #: Image of the tuning Job's container (kaito publishes no images: an in-cluster install
+    #: names the one it built, e.g. the chart's ``tuningImage``).
+    tuning_image: str = DEFAULT_TUNING_IMAGE
     #: ``imagePullPolicy`` of the inference and adapter containers ("" leaves the API's default).
     image_pull_policy: str = "IfNotPresent"
     #: ControllerRevisions kept per Workspace (the current one included); older ones are pruned.

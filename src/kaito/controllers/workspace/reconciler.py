@@ -743,7 +743,9 @@ def setup(
     """Register the workspace controller on ``manager``; returns the reconciler (its
     ``controller`` attribute is the runtime Controller)."""
     rec = WorkspaceReconciler(manager, provisioner, options)
-    job_options = tuning.TuningJobOptions(image_pull_policy=rec.options.image_pull_policy)
+    job_options = tuning.TuningJobOptions(
+        image=rec.options.tuning_image, image_pull_policy=rec.options.image_pull_policy
+    )
     rec.tuning = tuning.TuningHandler(job_options)
     builder = (
         manager.builder()

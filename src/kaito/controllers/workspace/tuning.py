@@ -42,7 +42,7 @@ from kaito.contract.tuning import (
     train_command,
 )
 from kaito.controllers.workspace.labels import child_labels
-from kaito.controllers.workspace.options import DEFAULT_INFERENCE_IMAGE
+from kaito.controllers.workspace.options import DEFAULT_TUNING_IMAGE
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.status import Check, pod_failure
 from kaito.presets import get_sku
@@ -56,7 +56,6 @@ JOB = GVK("batch", "v1", "Job")
 CONFIGMAP = GVK("", "v1", "ConfigMap")
 POD = GVK("", "v1", "Pod")
 GPU = "nvidia.com/gpu"
-DEFAULT_TUNING_IMAGE = DEFAULT_INFERENCE_IMAGE.replace("/inference:", "/tuning:")
 #: Default ``sizeLimit`` of the data emptyDir: room for three dataset files at the downloader's
 #: 20 GiB cap, or an input image's 20 GiB of data plus a 10 GiB layer being unpacked.
 DEFAULT_DATA_SIZE_LIMIT = "64Gi"
