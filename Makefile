@@ -92,8 +92,9 @@ run: assets inference-venv
 run-real: assets inference-venv
 	bash hack/run-real.sh $(REAL_STATE)
 
-# The same story as a test (minutes, several GB of images; not part of `make test`)
-e2e-real: assets inference-venv
+# `git clone` + `make run` as a test: a fresh clone, the seed on the real node, the curl answered
+# (minutes, several GB of images; not part of `make test`)
+e2e-real: venv
 	$(call pytest,$(BIN)/python,tests/e2e_real)
 
 down: venv
