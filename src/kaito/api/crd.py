@@ -261,8 +261,11 @@ def generated() -> dict[str, str]:
     }
 
 
-def default_crd_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "config" / "crd"
+def default_crd_dir() -> Path | None:
+    """config/crd of the source checkout this module runs from; None when installed from a wheel
+    (there is no config/ beside site-packages: ``kaito crds`` prints them instead)."""
+    root = Path(__file__).resolve().parents[3]
+    return root / "config" / "crd" if (root / "pyproject.toml").is_file() else None
 
 
 def stale_files(directory: Path) -> list[str]:
@@ -279,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=default_crd_dir())
     parser.add_argument("--check", action="store_true", help="exit 1 if the files are out of date")
     args = parser.parse_args(argv)
+    if args.out is None:
+        parser.error(
+            "not a source checkout, so there is no config/crd to write: pass --out DIR, or "
+            "print them with `kaito crds`"
+        )
     if args.check:
         stale = stale_files(args.out)
         for name in stale:

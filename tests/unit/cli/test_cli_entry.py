@@ -1,0 +1,52 @@
+"""The `kaito` entry point itself: --version, shell completion, and `kaito crds` (the CRDs from the
+installed package, identical to what the chart and config/ ship)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from kaito.cli.main import app
+
+REPO = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+def test_version_prints_the_installed_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"kaito {metadata.version('kaito')}"
+
+
+def test_completion_is_offered() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_crds_are_what_the_chart_installs() -> None:
+    result = runner.invoke(app, ["crds"])
+    assert result.exit_code == 0, result.output
+    printed = [d for d in yaml.safe_load_all(result.output) if d]
+    chart = [
+        d
+        for f in sorted((REPO / "charts" / "kaito" / "crds").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    key = lambda d: d["metadata"]["name"]  # noqa: E731
+    assert sorted(printed, key=key) == sorted(chart, key=key)
+    assert all(d["kind"] == "CustomResourceDefinition" for d in printed)
+
+
+def test_crds_by_group_and_a_wrong_group_named() -> None:
+    result = runner.invoke(app, ["crds", "--group", "kaito.sh"])
+    assert result.exit_code == 0, result.output
+    groups = {d["spec"]["group"] for d in yaml.safe_load_all(result.output) if d}
+    assert groups == {"kaito.sh"}
+    result = runner.invoke(app, ["crds", "--group", "kaito.io"])
+    assert result.exit_code == 2
+    assert "kaito.io is not a group kaito defines" in result.output
+    assert "kaito.sh" in result.output and "karpenter.sh" in result.output
