@@ -229,14 +229,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kaito serve",
         description="Kaito inference server (vLLM or transformers). Flags vLLM knows may follow.",
     )
-    p.add_argument("--model", default=os.environ.get(ENV_MODEL), help="model path or id")
-    p.add_argument("--runtime", choices=["vllm", "transformers"], default=None)
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument("--adapters-dir", "--kaito-adapters-dir", dest="adapters_dir", type=Path, default=None)
-    p.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429")
-    p.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds on 429")
+    p.add_argument(
+        "--model",
+        default=os.environ.get(ENV_MODEL),
+        help=f"model folder or Hugging Face id (${ENV_MODEL}; default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=["vllm", "transformers"],
+        default=None,
+        help="vllm (default), or transformers for models vLLM cannot run",
+    )
+    p.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help=f"port to listen on (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model's name in /v1/models and requests (default: the preset's)",
+    )
+    p.add_argument(
+        "--adapters-dir",
+        "--kaito-adapters-dir",
+        dest="adapters_dir",
+        type=Path,
+        default=None,
+        help=f"folder of LoRA adapters loaded at start, one sub-folder each (default {DEFAULT_ADAPTERS_DIR})",
+    )
+    p.add_argument("--max-queue", type=int, default=None, help="waiting requests before 429 (default 64)")
+    p.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds on 429 (default 1)")
     p.add_argument(
         "--body-timeout", type=int, default=None, help="seconds a request body may take to arrive (408 after)"
     )
@@ -252,21 +272,43 @@ def build_parser() -> argparse.ArgumentParser:
         dest="config",
         type=Path,
         default=os.environ.get(ENV_CONFIG) or None,
+        help=f"inference config file, upstream Kaito's ConfigMap format (${ENV_CONFIG})",
     )
-    p.add_argument("--kaito-max-probe-steps", dest="max_probe_steps", type=int, default=None)
+    p.add_argument(
+        "--kaito-max-probe-steps",
+        dest="max_probe_steps",
+        type=int,
+        default=None,
+        help="upstream's probe budget for the longest context that fits; 0 keeps the planned max-model-len",
+    )
     p.add_argument(
         "--kaito-kv-cache-cpu-memory-utilization",
         dest="kv_cache_cpu_memory_utilization",
         type=float,
         default=None,
+        help="upstream's share of host RAM for KV-cache offload (accepted; see docs/inference.md)",
     )
     p.add_argument(
         "--kaito-disable-rate-limit", dest="disable_rate_limit", action="store_true", help="never answer 429"
     )
-    p.add_argument("--preset", default=os.environ.get(ENV_PRESET))
-    p.add_argument("--instance-type", default=os.environ.get(ENV_INSTANCE_TYPE))
+    p.add_argument(
+        "--preset",
+        default=os.environ.get(ENV_PRESET),
+        help=f"kaito preset whose defaults apply (${ENV_PRESET})",
+    )
+    p.add_argument(
+        "--instance-type",
+        default=os.environ.get(ENV_INSTANCE_TYPE),
+        help=f"GPU SKU the preset is planned for: parallelism, dtype, memory (${ENV_INSTANCE_TYPE})",
+    )
     for dest, typ in ENGINE_FLAGS.items():
-        p.add_argument("--" + dest.replace("_", "-"), dest=dest, type=typ, default=None)
+        p.add_argument(
+            "--" + dest.replace("_", "-"),
+            dest=dest,
+            type=typ,
+            default=None,
+            help=f"vLLM's --{dest.replace('_', '-')} (default: what the preset and SKU imply)",
+        )
     return p
 
 

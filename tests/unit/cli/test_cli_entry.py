@@ -50,3 +50,11 @@ def test_crds_by_group_and_a_wrong_group_named() -> None:
     assert result.exit_code == 2
     assert "kaito.io is not a group kaito defines" in result.output
     assert "kaito.sh" in result.output and "karpenter.sh" in result.output
+
+
+def test_serve_help_documents_every_flag() -> None:
+    from kaito.inference.config import build_parser
+
+    actions = [a for a in build_parser()._actions if a.option_strings]
+    undocumented = [a.option_strings[0] for a in actions if not (a.help or "").strip()]
+    assert not undocumented, f"kaito serve flags without help: {undocumented}"
