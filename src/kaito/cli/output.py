@@ -4,13 +4,16 @@ Tables are plain text (upper-case headers, columns separated by three spaces) so
 the same in a terminal, a pipe and a CI log. When a table is wider than the terminal, columns are
 dropped from the right, lowest priority first, rather than squeezing every column into a sliver;
 ``-o wide`` asks for the extra columns and prints them all. Machine-readable output is one JSON or
-YAML document whose keys are the Python field names and never depend on the terminal.
+YAML document that never depends on the terminal, with camelCase field names as Kubernetes
+objects have (``instanceType``, ``maxModelLen``): the Python field names are turned, so a script
+reading ``kaito estimate -o json`` and ``kubectl get workspace -o json`` meets one key style.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -21,6 +24,9 @@ from typing import Any, TextIO
 import yaml
 
 GAP = "   "
+#: A Python field name (``max_model_len``); SKU names (``Standard_NC6s_v3``), label keys and
+#: hyphenated preset names used as keys are data and stay as they are.
+_SNAKE = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
 
 
 class Format(StrEnum):
@@ -77,9 +83,26 @@ def render_table(
     return "\n".join(lines)
 
 
+def camel_keys(data: Any) -> Any:
+    """``data`` with every snake_case field name in camelCase, at any depth."""
+    if isinstance(data, dict):
+        return {(_camel(k) if isinstance(k, str) else k): camel_keys(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [camel_keys(v) for v in data]
+    return data
+
+
+def _camel(key: str) -> str:
+    if not _SNAKE.match(key):
+        return key
+    first, *rest = key.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def dump(data: Any, fmt: Format, out: TextIO | None = None) -> None:
-    """One JSON (indented, keys in insertion order) or YAML document."""
+    """One JSON (indented, keys in insertion order) or YAML document, keys in camelCase."""
     stream = out or sys.stdout
+    data = camel_keys(data)
     if fmt is Format.json:
         stream.write(json.dumps(data, indent=2) + "\n")
     else:

@@ -72,12 +72,13 @@ def test_presets_json_and_yaml_are_stable_documents() -> None:
     assert as_json["kind"] == "PresetList" and as_json["catalogVersion"]
     item = next(i for i in as_json["items"] if i["name"] == "llama-3.3-70b-instruct")
     assert item["gated"] is True and item["revision"] == get_preset("llama-3.3-70b-instruct").revision
-    assert item["kv_bytes_per_token"] == 327_680
+    assert item["kvBytesPerToken"] == 327_680  # camelCase, as Kubernetes objects
+    assert not [k for k in item if "_" in k], item
     skus = json.loads(run("presets", "skus", "-o", "json").output)
     trn = next(s for s in skus["items"] if s["name"] == "trn1.2xlarge")
-    assert trn["supported"] is False and "vLLM runtime" in trn["unsupported_reason"]
+    assert trn["supported"] is False and "vLLM runtime" in trn["unsupportedReason"]
     v100 = next(s for s in skus["items"] if s["name"] == "Standard_NC6s_v3")
-    assert v100["upstream"] == "dropped" and v100["gpu_count"] == 1 and v100["gpu_memory_gib"] == 16
+    assert v100["upstream"] == "dropped" and v100["gpuCount"] == 1 and v100["gpuMemoryGib"] == 16
 
 
 def test_skus_table_fits_80_columns() -> None:
@@ -90,8 +91,8 @@ def test_estimate_json_is_the_estimate() -> None:
     res = run("estimate", "-p", "phi-3-mini-4k-instruct", "-t", "Standard_NC6s_v3", "-o", "json")
     assert res.exit_code == 0
     data = json.loads(res.output)
-    assert data["kind"] == "Estimate" and data["fits"] is True and data["kv_cache_tokens"] == 13_376
-    assert data["per_gpu"]["weights"] == 7_640_000_000 and "no longer supports" in data["upstream_note"]
+    assert data["kind"] == "Estimate" and data["fits"] is True and data["kvCacheTokens"] == 13_376
+    assert data["perGpu"]["weights"] == 7_640_000_000 and "no longer supports" in data["upstreamNote"]
     bad = run("estimate", "-p", "gpt-oss-20b", "-t", "Standard_NC6s_v3", "-o", "yaml")
     assert bad.exit_code == 1 and yaml.safe_load(bad.output)["fits"] is False
 
@@ -103,7 +104,7 @@ def test_estimate_shows_why_a_sku_is_rejected() -> None:
     row = next(line for line in res.output.splitlines() if line.startswith("Standard_NC6s_v3 "))
     assert "needs CUDA compute capability >= 8.0" in row and "dropped" in row
     data = json.loads(run("estimate", "-p", "gpt-oss-120b", "--all", "-o", "json").output)
-    rejected = {i["instance_type"]: i["reason"] for i in data["items"] if not i["fits"]}
+    rejected = {i["instanceType"]: i["reason"] for i in data["items"] if not i["fits"]}
     assert "compute capability" in rejected["Standard_NC6s_v3"]
     assert "not supported by the vLLM runtime" in rejected["inf2.xlarge"]
     res = run(
