@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -23,6 +24,17 @@ def test_local_up_then_demo_shows_workspaces(tmp_path: Path) -> None:
     )
     assert up.returncode == 0, up.stderr
     try:
+        status = subprocess.run(
+            [*kaito, "status", "--state-dir", str(state), "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["kind"] == "LocalClusterStatus" and doc["running"] is True, doc
+        assert Path(doc["kubeconfig"]).is_file() and doc["server"].startswith("https://")
+        assert {"etcd", "kube-apiserver"} <= set(doc["pids"]), doc["pids"]
         demo = subprocess.run(
             ["bash", "hack/run-demo.sh", str(state)], cwd=REPO, capture_output=True, text=True, timeout=300
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.status import Status
 
+from kaito.cli.output import Format, dump
 from kaito.envtest import AssetsError, ClusterError, ensure_assets, realnode
 from kaito.envtest import local as local_cluster
 from kaito.envtest.assets import NODE_BINARIES
@@ -151,9 +153,22 @@ def down(state_dir: Path = StateDir) -> None:
 
 
 @app.command()
-def status(state_dir: Path = StateDir) -> None:
-    """Say whether the cluster runs, where, and with which processes."""
+def status(
+    state_dir: Path = StateDir,
+    output: Format = typer.Option(
+        Format.table, "--output", "-o", help="table (default), or json|yaml: one document for scripts"
+    ),
+) -> None:
+    """Say whether the cluster runs, where, and with which processes (exit 3 when none runs)."""
     state = local_cluster.status(state_dir)
+    if output in (Format.json, Format.yaml):
+        doc: dict[str, object] = {"kind": "LocalClusterStatus", "running": state is not None}
+        if state is not None:
+            doc.update(dataclasses.asdict(state))
+        dump(doc, output)
+        if state is None:
+            raise typer.Exit(3)
+        return
     if state is None:
         console.print("no local cluster running")
         raise typer.Exit(3)
