@@ -262,6 +262,14 @@ def build_assets(
     work_root = target.parent / "build"
     env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOTOOLCHAIN="local")
     started = time.monotonic()
+    missing = _missing(target, required)
+    if missing:
+        # Said once, before the wait: a first run otherwise looks hung for many minutes.
+        say(
+            f"building {', '.join(missing)} from their Go modules into {target}: a cold build takes "
+            f"many minutes with {os.cpu_count() or 1} cores (kubelet alone took 13 min on 2 shared cores); "
+            "later runs find them in the cache"
+        )
     for comp in _components():
         wanted = [b for b in comp.packages if b in required and _missing(target, [b])]
         if not wanted:
