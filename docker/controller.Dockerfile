@@ -9,8 +9,9 @@ FROM ${BASE} AS build
 WORKDIR /src
 RUN python3 -m venv /opt/kaito
 COPY pyproject.toml README.md ./
-# Dependencies first (read from pyproject.toml), so that a change to src/ reuses this layer.
-RUN /opt/kaito/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+# Dependencies first (read from pyproject.toml: the core plus the operator and aks extras), so
+# that a change to src/ reuses this layer.
+RUN /opt/kaito/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + [d for e in ('operator', 'aks') for d in p['optional-dependencies'][e]]))" > /tmp/requirements.txt \
  && /opt/kaito/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt
 COPY src ./src
 # The controller needs no ML stack: the base install only (no inference/tuning extras).

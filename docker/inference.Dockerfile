@@ -30,7 +30,7 @@ RUN if [ -x /opt/kaito/bin/python ]; then \
       /opt/kaito/bin/python -m pip install --no-cache-dir --disable-pip-version-check -q \
         "torch==$(sed -n 's/^TORCH=//p' hack/install-inference.sh)" packaging; \
     fi
-RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + [d for e in ('operator',) for d in p['optional-dependencies'][e]]))" \
       > kaito-requirements.txt \
  && if python3 -c "import vllm" 2>/dev/null; then \
       python3 -m pip install --no-cache-dir -r kaito-requirements.txt "peft>=0.11"; \
