@@ -1,3 +1,3 @@
-"""Shared pytest set-up: the real local control plane fixtures (kube_cluster, api_client, namespace)."""
-
-pytest_plugins = ["kaito.envtest.pytest_plugin"]
+"""Shared pytest set-up. kaito.envtest's fixtures (kube_cluster, kube_client, namespace, api_client)
+come from its pytest11 entry point, as in any suite that installs kaito; pyproject.toml asks the
+session cluster for the controller-manager, scheduler and kwok."""
