@@ -13,6 +13,7 @@ like an unpullable image does, with the image named, never a silent success.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -58,6 +59,9 @@ class ImagePlan:
     standin: str = ""
     #: the image's files come from the local registry (``ImageResolver.pull`` fetches them)
     pull: bool = False
+    #: host folders that hold the image's programs (its interpreter and what it imports); the
+    #: container sees them read-only, and of the host's own folders only /usr, /etc and the like
+    paths: list[str] = field(default_factory=list)
 
 
 def repository(image: str) -> str:
@@ -85,6 +89,24 @@ def is_local_registry(image: str) -> bool:
         return False
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     return name in LOOPBACK_HOSTS
+
+
+def interpreter_paths(venv: Path) -> list[str]:
+    """The folders a venv's python needs: the venv, the installation it was made from (pyvenv.cfg's
+    ``home``, e.g. under ~/.pyenv) and the folders its .pth files add (an editable install's src)."""
+    paths = [str(venv)]
+    with contextlib.suppress(OSError):
+        for line in (venv / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                paths.append(str(Path(value.strip()).parent))  # .../versions/3.11.7/bin -> its prefix
+    for pth in sorted(venv.glob("lib/python*/site-packages/*.pth")):
+        with contextlib.suppress(OSError):
+            for line in pth.read_text().splitlines():
+                entry = line.strip()
+                if entry.startswith("/") and Path(entry).is_dir():
+                    paths.append(entry)
+    return list(dict.fromkeys(paths))
 
 
 def _preset_of(argv: list[str]) -> str | None:
@@ -128,6 +150,7 @@ class ImageResolver:
                 "HOME": os.environ.get("HOME", "/root"),
             },
             entrypoint=["python", "-m", "kaito." + repo.rsplit("/", 1)[1]],
+            paths=interpreter_paths(self.venv),
         )
         preset = _preset_of(argv)
         if repo.endswith("/inference") and preset:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -32,6 +33,7 @@ from kaito.localnode import STANDIN_ANNOTATION
 from kaito.localnode.images import ImagePlan, ImagePullError, ImageResolver
 from kaito.localnode.sandbox import (
     GATEWAY,
+    GRANTABLE_CAPABILITIES,
     AddressPool,
     AddressTaken,
     ContainerSpec,
@@ -40,6 +42,7 @@ from kaito.localnode.sandbox import (
     die_with_parent,
     launch_argv,
     run_in,
+    unprivileged_argv,
     write_private,
     write_spec,
 )
@@ -54,9 +57,12 @@ BACKOFF_INITIAL = 10.0
 _ADDRESS_ATTEMPTS = 8
 BACKOFF_MAX = 300.0
 BACKOFF_RESET = 600.0
-#: Host folders bound into every container at the same path: model/compile caches stay warm
-#: across restarts as a node's image cache would.
-SHARED_CACHE = str(Path(os.environ.get("HOME", "/root")) / ".cache")
+#: Host folders bound read-write into every container at the same path: model and compile
+#: caches stay warm across restarts as a node's image cache would. Only these caches, not all of
+#: ~/.cache: kaito's own cache there holds the control-plane binaries the host runs as root.
+SHARED_CACHES = tuple(
+    str(Path(os.environ.get("HOME", "/root")) / ".cache" / name) for name in ("huggingface", "vllm", "torch")
+)
 #: the checkout whose kaito the images' interpreter imports (an editable install points here);
 #: bound into every container like the venv, since a checkout under /tmp would otherwise vanish
 #: behind the container's own empty /tmp and the image's command would not be found (exit 127)
@@ -81,7 +87,92 @@ def expand(text: str, env: dict[str, str]) -> str:
 
 
 class ConfigError(Exception):
-    """CreateContainerConfigError: a referenced Secret/ConfigMap/key is missing."""
+    """CreateContainerConfigError: a referenced Secret/ConfigMap/key is missing, or the
+    securityContext asks for what the local node refuses."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """Who a container's process is: user, group, supplementary groups, kept capabilities."""
+
+    user: int
+    group: int
+    groups: list[int]
+    capabilities: list[int]
+    read_only_root: bool = False
+
+
+def _primary_group(uid: int) -> int:
+    """The user's group in the image's /etc/passwd (this host's), else 0, as container runtimes
+    choose a group for a runAsUser without runAsGroup."""
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return 0
+
+
+def run_as(pod_spec: Obj, c: Obj, pod: str) -> RunAs:
+    """The container's user from its and the pod's securityContext, as the kubelet resolves it.
+
+    The images here are this host's files, whose user is root, so without runAsUser a container
+    runs as uid 0 (with no capability). Refused, naming the field: runAsNonRoot with no non-zero
+    runAsUser (the kubelet refuses an image whose user is root the same way), ``privileged``
+    (here it would be root on this machine with its devices: no isolation left) and any added
+    capability but NET_BIND_SERVICE (the others reach past the pod: mounts, the host's files,
+    modules). ``pod`` is the kubelet's ``name_namespace(uid)``."""
+    psc: Obj = pod_spec.get("securityContext") or {}
+    csc: Obj = c.get("securityContext") or {}
+    name = c.get("name", "")
+
+    def pick(key: str) -> Any:
+        return csc[key] if csc.get(key) is not None else psc.get(key)
+
+    if csc.get("privileged"):
+        raise ConfigError(
+            f"securityContext.privileged is true (pod: {pod!r}, container: {name}): the local node runs "
+            "containers as host processes, where privileged would mean root on this machine; "
+            "run the pod on a real node"
+        )
+    caps = []
+    for cap in (csc.get("capabilities") or {}).get("add") or []:
+        key = str(cap).upper().removeprefix("CAP_")
+        if key not in GRANTABLE_CAPABILITIES:
+            raise ConfigError(
+                f"securityContext.capabilities.add: {cap} is refused (pod: {pod!r}, container: {name}): "
+                f"the local node grants only {', '.join(GRANTABLE_CAPABILITIES)}"
+            )
+        caps.append(GRANTABLE_CAPABILITIES[key])
+    user = pick("runAsUser")
+    uid = int(user) if user is not None else 0
+    if pick("runAsNonRoot") and uid == 0:
+        if user is None:
+            raise ConfigError(
+                f"container has runAsNonRoot and image will run as root (pod: {pod!r}, container: {name}): "
+                "securityContext.runAsNonRoot is true and no securityContext.runAsUser is set; the "
+                "local node's images are this host's files, whose user is root: set runAsUser"
+            )
+        raise ConfigError(
+            f"container's runAsUser breaks non-root policy (pod: {pod!r}, container: {name}): "
+            "securityContext.runAsNonRoot is true and securityContext.runAsUser is 0"
+        )
+    group = pick("runAsGroup")
+    gid = int(group) if group is not None else _primary_group(uid)
+    extra = [*(psc.get("supplementalGroups") or [])]
+    if psc.get("fsGroup") is not None:
+        extra.append(psc["fsGroup"])  # the kubelet adds the volumes' group to every container
+    groups = list(dict.fromkeys([gid, *(int(g) for g in extra)]))
+    return RunAs(uid, gid, groups, caps, bool(csc.get("readOnlyRootFilesystem")))
+
+
+def subpath(volume: str, sub: str) -> str:
+    """``volume``/``sub`` on the host, refused when it resolves outside the volume: a container
+    can plant a symlink in an emptyDir (``ln -s / x``) and a second container's ``subPath: x``
+    would otherwise bind the host's root."""
+    base = os.path.realpath(volume)
+    full = os.path.realpath(os.path.join(base, sub))
+    if full != base and not full.startswith(base + os.sep):
+        raise ConfigError(f'subPath "{sub}" resolves outside its volume')
+    return full
 
 
 @dataclass
@@ -402,9 +493,30 @@ class PodWorker:
             out.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
         return out
 
+    def _volume_owner(self) -> tuple[int, int, bool, bool]:
+        """Who owns the pod's Secret, ConfigMap, projected and emptyDir folders: (uid, gid, the
+        group may read, others may read). The uid every container runs as (so a runAsUser
+        container reads its Secret and token, still owner-only), the pod's fsGroup as group (as
+        the kubelet does); when the containers run as several users and no fsGroup joins them,
+        the files keep the requested mode's read bits, as on a real node (the pod's own 0700
+        folder keeps the host's other users out)."""
+        users, gids = set(), set()
+        where = f"{self.name}_{self.namespace}({self.uid})"
+        for c in [*(self.spec.get("initContainers") or []), *(self.spec.get("containers") or [])]:
+            with contextlib.suppress(ConfigError):  # refused later, by name, when it starts
+                ident = run_as(self.spec, c, where)
+                users.add(ident.user)
+                gids.add(ident.group)
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        uid = next(iter(users)) if len(users) == 1 else 0
+        gid = int(fs_group) if fs_group is not None else (next(iter(gids)) if len(gids) == 1 else 0)
+        return uid, gid, fs_group is not None, len(users) > 1 and fs_group is None
+
     async def _volumes(self) -> dict[str, str]:
         """Each volume as a host folder (or file); returns name -> host path."""
         paths: dict[str, str] = {}
+        uid, gid, group_read, shared = self._volume_owner()
+        dir_mode = 0o700 | (0o050 if group_read else 0) | (0o055 if shared else 0)
         for vol in self.spec.get("volumes") or []:
             name = vol["name"]
             target = self.dir / "volumes" / name
@@ -421,7 +533,7 @@ class PodWorker:
                 secret = kind == "Secret"
                 target.mkdir(parents=True, exist_ok=True)
                 if secret:
-                    target.chmod(0o700)
+                    target.chmod(dir_mode)
                 items = src.get("items") or [{"key": k, "path": k} for k in (data or {})]
                 for item in items:
                     if data is None:
@@ -434,26 +546,30 @@ class PodWorker:
                     f.parent.mkdir(parents=True, exist_ok=True)
                     mode = int(item.get("mode") or src.get("defaultMode") or 0o644)
                     if secret:
-                        f.parent.chmod(0o700)
-                        write_private(f, data[item["key"]], secret_file_mode(mode))
+                        f.parent.chmod(dir_mode)
+                        file_mode = secret_file_mode(mode, group=group_read, shared=shared)
+                        write_private(f, data[item["key"]], file_mode)
                     else:
                         f.write_bytes(data[item["key"]])
                         f.chmod(mode)
             elif "projected" in vol:
-                await self._projected(vol["projected"], target)
+                await self._projected(vol["projected"], target, dir_mode, group_read, shared)
             elif "hostPath" in vol:
-                target = Path(vol["hostPath"]["path"])
+                paths[name] = str(Path(vol["hostPath"]["path"]))
+                continue
             else:
                 raise ConfigError(
                     f'volume "{name}": only emptyDir, configMap, secret and hostPath run locally'
                 )
+            _chown_tree(target, uid, gid)
             paths[name] = str(target)
         return paths
 
-    async def _projected(self, src: Obj, target: Path) -> None:
+    async def _projected(self, src: Obj, target: Path, dir_mode: int, group: bool, shared: bool) -> None:
         """The service-account volume every pod gets: a token from the TokenRequest API, the
         cluster CA (kube-root-ca.crt) and the namespace."""
-        _mkdir(target, 0o700)  # a service-account token and Secret items: the agent's user only
+        private = secret_file_mode(0o400, group=group, shared=shared)
+        _mkdir(target, dir_mode)  # a service-account token and Secret items: the pod's user only
         for source in src.get("sources") or []:
             if "serviceAccountToken" in source:
                 sat = source["serviceAccountToken"]
@@ -477,7 +593,7 @@ class PodWorker:
                         "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token", body=body
                     )
                     token = str(got["status"]["token"])
-                write_private(target / sat.get("path", "token"), token.encode(), 0o400)
+                write_private(target / sat.get("path", "token"), token.encode(), private)
             for kind, key in (("ConfigMap", "configMap"), ("Secret", "secret")):
                 if key in source:
                     ref = source[key]
@@ -487,7 +603,7 @@ class PodWorker:
                             f = target / item["path"]
                             f.parent.mkdir(parents=True, exist_ok=True)
                             if kind == "Secret":
-                                write_private(f, data[item["key"]], 0o400)
+                                write_private(f, data[item["key"]], private)
                             else:
                                 f.write_bytes(data[item["key"]])
             if "downwardAPI" in source:
@@ -606,6 +722,7 @@ class PodWorker:
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
     async def _container_spec(self, c: Obj, plan: ImagePlan, volumes: dict[str, str]) -> ContainerSpec:
+        ident = run_as(self.spec, c, f"{self.name}_{self.namespace}({self.uid})")
         env = await self._env(c, plan)
         command = c.get("command") or plan.entrypoint
         argv = [expand(a, env) for a in [*command, *(c.get("args") or [])]]
@@ -615,7 +732,7 @@ class PodWorker:
                 raise ConfigError(f'volumeMount "{m["name"]}": no volume of that name in the pod')
             src = volumes[m["name"]]
             if m.get("subPath"):
-                src = str(Path(src) / m["subPath"])
+                src = subpath(src, m["subPath"])
             mounts.append((src, m["mountPath"], bool(m.get("readOnly"))))
         return ContainerSpec(
             argv=argv,
@@ -624,8 +741,23 @@ class PodWorker:
             hostname=self.spec.get("hostname") or self.name,
             workdir=c.get("workingDir") or "/",
             mounts=mounts,
-            shared=[SHARED_CACHE, str(self.resolver.venv), KAITO_SOURCE],
+            shared=_shared_caches(),
+            image_paths=list(dict.fromkeys([*plan.paths, KAITO_SOURCE])),
+            shm=str(self._pod_shm()),
+            user=ident.user,
+            group=ident.group,
+            groups=ident.groups,
+            capabilities=ident.capabilities,
+            read_only_root=ident.read_only_root,
         )
+
+    def _pod_shm(self) -> Path:
+        """The pod's /dev/shm, one folder its containers share (a volume name cannot hold "_")."""
+        shm: Path = self.shm / "_dev_shm"
+        shm.mkdir(parents=True, exist_ok=True)
+        self.shm.chmod(0o700)  # the pod's memory volumes: not for the host's other users
+        shm.chmod(0o1777)
+        return shm
 
     def log_path(self, container: str, restart: int) -> Path:
         return self.dir / "logs" / container / f"{restart}.log"
@@ -639,7 +771,7 @@ class PodWorker:
         _mkdir(Path(spec.scratch))
         with logf.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                *launch_argv(self.net.netns, spec_file),
+                *launch_argv(self.net.netns, self.net.ipcns, spec_file),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -790,8 +922,10 @@ class PodWorker:
                 if pid is None:
                     return False
                 env = dict(self.resolver_env(c))
-                return await run_in(pid, list(p["exec"]["command"]), env, timeout) == 0
-        except (OSError, TimeoutError, aiohttp.ClientError):
+                ident = run_as(self.spec, c, f"{self.name}_{self.namespace}({self.uid})")
+                argv = unprivileged_argv(ident.user, ident.group, ident.groups, list(p["exec"]["command"]))
+                return await run_in(pid, argv, env, timeout) == 0
+        except (OSError, TimeoutError, aiohttp.ClientError, ConfigError):
             return False
         return False
 
@@ -837,10 +971,34 @@ def _write(path: Path, data: bytes) -> None:
     write_private(path, data, 0o600)
 
 
-def secret_file_mode(requested: int) -> int:
+def secret_file_mode(requested: int, *, group: bool = False, shared: bool = False) -> int:
     """A Secret volume file's mode on the local node: owner read (and execute, if asked), never
-    group, other or write. The apiserver stores ``defaultMode: 0644`` on every pod that does not
-    set one, so the requested mode cannot say whether the author wanted others to read; and every
-    container here runs as the agent's own user, so owner-only takes nothing from a container.
-    The default becomes 0400, as a Secret should be on a machine shared with other users."""
-    return (requested & 0o500) or 0o400
+    write. The apiserver stores ``defaultMode: 0644`` on every pod that does not set one, so the
+    requested mode cannot say whether the author wanted others to read; the file is owned by the
+    user the pod's containers run as, so owner-only takes nothing from them. The default becomes
+    0400, as a Secret should be on a machine shared with other users. ``group``: the pod's fsGroup
+    owns it and may read (the kubelet's fsGroup); ``shared``: containers of several users without
+    an fsGroup, so the requested read bits stay, as on a real node."""
+    mode = (requested & 0o500) or 0o400
+    if group:
+        mode |= 0o040
+    if shared:
+        mode |= requested & 0o044
+    return mode
+
+
+def _shared_caches() -> list[str]:
+    """SHARED_CACHES, made if missing (a bind needs its source)."""
+    for cache in SHARED_CACHES:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    return list(SHARED_CACHES)
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    """Give a volume the pod's user and group (see PodWorker._volume_owner); symlinks untouched."""
+    if (uid, gid) == (0, 0):
+        return
+    for dirpath, _dirs, files in os.walk(top):
+        os.chown(dirpath, uid, gid)
+        for name in files:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

@@ -11,7 +11,9 @@ Why these choices:
   its veth; the rest of the /24 is an ``unreachable`` route on the host, and pods have no
   default route: nothing addressed to a pod leaves this machine.
 - Each container's root is an overlay of ``/`` with a tmpfs upper layer, so volumes can appear at
-  any path (``/mnt/config``, ``/workspace/model``) without writing to the host's tree.
+  any path (``/mnt/config``, ``/workspace/model``) without writing to the host's tree; of the
+  host it shows only what an image would bring (see ``_enter``), and the process then runs
+  without any capability (see ``_drop_privileges``): the agent is root, its pods are not.
 - ``unshare --pid --fork --kill-child`` makes the container's main process PID 1 of its own
   namespace: when it ends, the kernel ends every process it started (vLLM's engine workers too),
   and when the agent dies, PR_SET_PDEATHSIG ends ``unshare`` and so the whole namespace.
@@ -25,8 +27,10 @@ import ctypes
 import ipaddress
 import json
 import os
+import platform
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -115,6 +119,13 @@ class PodNetwork:
         assert self.pause is not None
         return f"/proc/{self.pause.pid}/ns/net"
 
+    @property
+    def ipcns(self) -> str:
+        """The pod's IPC namespace (System V shared memory, message queues), shared by its
+        containers as in a real pod and apart from the host's."""
+        assert self.pause is not None
+        return f"/proc/{self.pause.pid}/ns/ipc"
+
     @classmethod
     async def create(cls, ip: str, link: str) -> PodNetwork:
         """Started from the event loop's thread: PR_SET_PDEATHSIG follows the creating thread."""
@@ -122,6 +133,7 @@ class PodNetwork:
         net.pause = await asyncio.create_subprocess_exec(
             "unshare",
             "--net",
+            "--ipc",
             "sleep",
             "infinity",
             stdin=subprocess.DEVNULL,
@@ -179,15 +191,29 @@ class ContainerSpec:
     workdir: str = "/"
     #: (host path, container path, read-only)
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
-    #: host paths bound at the same place (caches shared across restarts, e.g. ~/.cache)
+    #: host paths bound read-write at the same place (caches shared across restarts)
     shared: list[str] = field(default_factory=list)
+    #: host paths the image's files come from (its interpreter, the checkout's src), bound
+    #: read-only at the same place into a root that otherwise hides the host's own folders
+    image_paths: list[str] = field(default_factory=list)
+    #: the pod's /dev/shm (a host folder shared by its containers); "" for a private tmpfs
+    shm: str = ""
+    #: the process's user, group and supplementary groups (securityContext, else root)
+    user: int = 0
+    group: int = 0
+    groups: list[int] = field(default_factory=list)
+    #: capability numbers the container keeps (securityContext.capabilities.add); none by default
+    capabilities: list[int] = field(default_factory=list)
+    read_only_root: bool = False
 
 
-def launch_argv(netns: str, spec_file: Path) -> list[str]:
-    """Join the pod's network namespace, then new mount, PID and UTS namespaces, then the spec."""
+def launch_argv(netns: str, ipcns: str, spec_file: Path) -> list[str]:
+    """Join the pod's network and IPC namespaces, then new mount, PID and UTS namespaces, then
+    the spec."""
     return [
         "nsenter",
         f"--net={netns}",
+        f"--ipc={ipcns}",
         "--",
         "unshare",
         "--mount",
@@ -238,14 +264,27 @@ def container_pid(unshare_pid: int) -> int | None:
     return None
 
 
+def unprivileged_argv(user: int, group: int, groups: list[int], argv: list[str]) -> list[str]:
+    """``argv`` run by util-linux's setpriv as the container's own process is: its user and
+    groups, no capability in any set, no_new_privs. For exec probes, which nsenter starts as the
+    agent's root inside the container; setpriv is found in the container's /usr, the host's."""
+    group_opt = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+    return [
+        "setpriv", f"--reuid={user}", f"--regid={group}", group_opt, "--inh-caps=-all",
+        "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *argv,
+    ]  # fmt: skip
+
+
 async def run_in(pid: int, argv: list[str], env: dict[str, str], timeout: float) -> int:  # noqa: ASYNC109
-    """Run ``argv`` in the namespaces and root of the container whose PID 1 is ``pid``."""
+    """Run ``argv`` (see unprivileged_argv) in the namespaces and root of the container whose
+    PID 1 is ``pid``."""
     proc = await asyncio.create_subprocess_exec(
         "nsenter",
         "-t",
         str(pid),
         "-m",
         "-n",
+        "-i",
         "-p",
         "-u",
         "-r",
@@ -265,42 +304,298 @@ async def run_in(pid: int, argv: list[str], env: dict[str, str], timeout: float)
         return -1
 
 
-def _mount(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SandboxError(f"mount {' '.join(args)}: {done.stderr.strip()}")
+# ----- inside the container (runs as the container's PID 1 until it execs the command)
+#
+# Why a root built like this: the container's files are this host's (the images are its
+# interpreters), so the root is an overlay of the host's root filesystem, but only the parts an
+# image would bring stay visible: the system's programs and libraries and /etc, less what only
+# root may read there (/etc/shadow, SSH host keys, kubeconfigs). Every other top-level folder
+# (/root, /home, /var, /opt, /work, ...) is an empty tmpfs, into which the image's own folders
+# (its interpreter, the checkout's src, the shared caches) and the pod's volumes are bound back.
+# Host paths are opened before pivot_root and bound from their descriptors afterwards, so every
+# mount target resolves inside the container's tree (a symlink there cannot point a bind at the
+# host's). Then the process gives up root's powers before exec: no capability in any set,
+# no_new_privs, the pod's user and groups.
+
+_MS_RDONLY = 0x1
+_MS_NOSUID = 0x2
+_MS_NODEV = 0x4
+_MS_NOEXEC = 0x8
+_MS_REMOUNT = 0x20
+_MS_BIND = 0x1000
+_MNT_DETACH = 0x2
+_PR_SET_KEEPCAPS = 8
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAPABILITY_VERSION_3 = 0x20080522
+#: pivot_root has no libc wrapper; its syscall number per architecture
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+#: The host's top-level folders a container sees (through the overlay): programs, libraries,
+#: /etc. Anything else at the top of the host's root is hidden (an allowlist, so a folder added
+#: to the host later, say /srv/backups, is hidden too).
+IMAGE_DIRS = frozenset({"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc"})
+#: mounted by the sandbox itself: the container's own proc, sys, dev, tmp and run
+_OWN_DIRS = frozenset({"proc", "sys", "dev", "tmp", "run"})
+#: /proc entries the kernel lets uid 0 write without a capability check: read-only
+_PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+#: /proc entries readable by all that still describe the host (kernel keys, timers): hidden
+_PROC_HIDDEN = ("keys", "timer_list", "sched_debug", "acpi", "scsi")
+#: /dev: the nodes a container gets (major, minor), all 0666
+_DEVICES = {
+    "null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0),
+}  # fmt: skip
+#: capabilities a container may add (securityContext.capabilities.add): the pod's own network
+#: namespace is the only thing NET_BIND_SERVICE reaches
+GRANTABLE_CAPABILITIES = {"NET_BIND_SERVICE": 10}
 
 
-def _enter(spec: ContainerSpec) -> None:  # pragma: no cover - runs as the container's PID 1
+_LIBC: list[ctypes.CDLL] = []
+
+
+def _libc() -> ctypes.CDLL:
+    """libc with the prototypes used here, loaded once (before pivot_root: no file to find after)."""
+    if _LIBC:
+        return _LIBC[0]
+    libc = ctypes.CDLL(None, use_errno=True)
+    _LIBC.append(libc)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return libc
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise SandboxError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
+    rc = _libc().mount(enc(source), target.encode(), enc(fstype), flags, enc(data))
+    _check(rc, f"mount {fstype or 'bind'} {source or ''} on {target}")
+
+
+def _bind(source: str, target: str, *, read_only: bool) -> None:
+    """Bind ``source`` at ``target``, never with devices or set-uid programs (a hostPath of /dev
+    would otherwise hand out the host's disks: opening a device node needs no capability)."""
+    _mount(source, target, None, _MS_BIND)
+    flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV | (_MS_RDONLY if read_only else 0)
+    _mount(None, target, None, flags)
+
+
+def _hide(path: str) -> None:
+    """Hide ``path`` (a folder: an empty read-only tmpfs; a proc file: /dev/null over it)."""
+    if os.path.isdir(path):
+        _mount("tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0755")
+    else:
+        _mount("/dev/null", path, None, _MS_BIND)
+
+
+def _others_can_read(st: os.stat_result) -> bool:
+    need = 0o005 if stat.S_ISDIR(st.st_mode) else 0o004
+    return st.st_mode & need == need
+
+
+def _hide_root_only_files(top: str) -> None:
+    """Remove from the overlay every file under ``top`` that other users may not read, and hide
+    such folders: the container's uid 0 has no capability, but it still owns what root owns."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in list(dirnames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and not _others_can_read(st):
+                _hide(path)
+                dirnames.remove(name)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and not _others_can_read(st):
+                os.unlink(path)  # a whiteout in the overlay's upper layer: gone, not just empty
+
+
+#: where the host's root sits inside the container while its folders are bound from it
+_OLD_ROOT = "/.kaito-host"
+
+
+def _pivot_root(root: Path) -> None:
+    """Make ``root`` the mount namespace's root, the host's at _OLD_ROOT until _detach_host:
+    unlike chroot, nothing of the host's tree stays reachable (or listed in mountinfo) after."""
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise SandboxError(f"pivot_root: no syscall number known for {platform.machine()}")
+    os.chdir(root)
+    os.mkdir(_OLD_ROOT.lstrip("/"), 0o700)
+    _check(_libc().syscall(number, b".", _OLD_ROOT.lstrip("/").encode()), "pivot_root")
+    os.chdir("/")
+
+
+def _detach_host() -> None:
+    _check(_libc().umount2(_OLD_ROOT.encode(), _MNT_DETACH), "detaching the host's root")
+    os.rmdir(_OLD_ROOT)
+
+
+def _make_dev(shm: str | None) -> None:
+    """A small /dev of the container's own: the usual character devices, its own pty instance and
+    the pod's /dev/shm; no host device is reachable from it."""
+    _mount("tmpfs", "/dev", "tmpfs", _MS_NOSUID | _MS_NOEXEC, "mode=0755,size=1024k")
+    for name, (major, minor) in _DEVICES.items():
+        os.mknod(f"/dev/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(f"/dev/{name}", 0o666)
+    os.mkdir("/dev/pts")
+    _mount("devpts", "/dev/pts", "devpts", _MS_NOSUID | _MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", "/dev/ptmx")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/shm")
+    if shm is None:
+        _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+    else:
+        _bind(shm, "/dev/shm", read_only=False)
+
+
+def _harden_proc() -> None:
+    for name in _PROC_READ_ONLY:
+        path = f"/proc/{name}"
+        if os.path.exists(path):
+            _bind(path, path, read_only=True)
+    for name in os.listdir("/proc"):
+        path = f"/proc/{name}"
+        st = os.lstat(path)
+        if name in _PROC_READ_ONLY or stat.S_ISLNK(st.st_mode):
+            continue
+        if name in _PROC_HIDDEN or (stat.S_ISREG(st.st_mode) and not _others_can_read(st)):
+            _hide(path)  # kcore, kmsg, kpage*, slabinfo...: root-only reads of the host's kernel
+
+
+def _target(path: str, source_is_dir: bool) -> str:
+    """``path`` inside the container, created as a folder or an empty file to bind over."""
+    if source_is_dir:
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    return path
+
+
+def _open_source(path: str) -> tuple[int, bool]:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SandboxError(f"mount {path}: {exc.strerror}") from None
+    return fd, stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def _enter(spec: ContainerSpec) -> list[str]:  # pragma: no cover - runs as the container's PID 1
+    """Build the container's root and enter it; returns the top-level folders it hid."""
+    # (container path, read-only, host descriptor, is a folder): opened while the host is visible
+    binds: list[tuple[str, bool, int, bool]] = []
+    for host in spec.image_paths:
+        real = os.path.realpath(host)
+        for where in dict.fromkeys((host, real)):  # a symlinked venv: both spellings
+            fd, is_dir = _open_source(real)
+            binds.append((where, True, fd, is_dir))
+    for host in spec.shared:
+        fd, is_dir = _open_source(host)
+        binds.append((host, False, fd, is_dir))
+    for src, dst, ro in spec.mounts:
+        fd, is_dir = _open_source(src)
+        binds.append((dst, ro, fd, is_dir))
+    shm_fd = _open_source(spec.shm)[0] if spec.shm else None
+    _libc()
+    last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     scratch = Path(spec.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(scratch))
+    _mount("tmpfs", str(scratch), "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
     root, upper, work = scratch / "root", scratch / "upper", scratch / "work"
     for d in (root, upper, work):
         d.mkdir()
-    _mount("-t", "overlay", "overlay", "-o", f"lowerdir=/,upperdir={upper},workdir={work}", str(root))
-    _mount("-t", "proc", "proc", str(root / "proc"))
-    for host in ("/sys", "/dev"):
-        _mount("--rbind", host, str(root / host.lstrip("/")))
-    _mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", str(root / "tmp"))
-    for host in spec.shared:
-        if Path(host).is_dir():
-            target = root / host.lstrip("/")
-            target.mkdir(parents=True, exist_ok=True)
-            _mount("--rbind", host, str(target))
-    for src, dst, ro in spec.mounts:
-        target = root / dst.lstrip("/")
-        if Path(src).is_dir():
-            target.mkdir(parents=True, exist_ok=True)
+    layers = f"lowerdir=/,upperdir={upper},workdir={work}"
+    _mount("overlay", str(root), "overlay", _MS_NOSUID | _MS_NODEV, layers)
+    _pivot_root(root)
+    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    _make_dev(None if shm_fd is None else f"/proc/self/fd/{shm_fd}")
+    _harden_proc()
+    _mount("sysfs", "/sys", "sysfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+    _mount("tmpfs", "/run", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+    hidden = []
+    for entry in os.scandir("/"):
+        keep = entry.name in IMAGE_DIRS or entry.name in _OWN_DIRS or entry.path == _OLD_ROOT
+        if keep or entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _mount("tmpfs", entry.path, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755")
+            hidden.append(entry.path)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch()
-        _mount("--bind", src, str(target))
-        if ro:
-            _mount("-o", "remount,bind,ro", str(target))
+            os.unlink(entry.path)  # a swap file, a marker: gone from the container's root
+    os.makedirs("/var/tmp", mode=0o1777, exist_ok=True)
+    os.chmod("/var/tmp", 0o1777)
+    _hide_root_only_files("/etc")
+    for where, ro, fd, is_dir in binds:
+        _bind(f"/proc/self/fd/{fd}", _target(where, is_dir), read_only=ro)
+        os.close(fd)
+    if shm_fd is not None:
+        os.close(shm_fd)
+    _detach_host()
     socket.sethostname(spec.hostname)
-    os.chroot(root)
+    if spec.read_only_root:
+        for path in ["/", *hidden]:
+            _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    os.makedirs(spec.workdir or "/", exist_ok=True)
     os.chdir(spec.workdir or "/")
+    _drop_privileges(spec.user, spec.group, spec.groups, spec.capabilities, last_cap)
+    return hidden
+
+
+def _prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
+    _check(_libc().prctl(option, arg, arg3, 0, 0), f"prctl({option}, {arg})")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _drop_privileges(uid: int, gid: int, groups: list[int], keep: list[int], last_cap: int) -> None:
+    """Leave the process uid ``uid`` with only the capabilities in ``keep`` (none by default) in
+    every set, bounding and ambient included, and no_new_privs, so neither exec nor a set-uid
+    program can give any back. Order matters: the bounding set is emptied while the process
+    still has CAP_SETPCAP, and the user changes last, with KEEPCAPS when something is kept."""
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    for cap in range(last_cap + 1):
+        if not mask >> cap & 1:
+            _prctl(_PR_CAPBSET_DROP, cap)
+    os.setgroups(groups)
+    os.setresgid(gid, gid, gid)
+    if mask:
+        _prctl(_PR_SET_KEEPCAPS, 1)
+    os.setresuid(uid, uid, uid)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        word = (mask >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective = data[i].permitted = data[i].inheritable = word
+    _check(_libc().capset(ctypes.byref(header), data), "capset")
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in keep:  # ambient: what a non-root user's exec keeps
+        _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap)
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
 
 def main(argv: list[str]) -> int:  # pragma: no cover - runs as the container's PID 1
@@ -310,6 +605,7 @@ def main(argv: list[str]) -> int:  # pragma: no cover - runs as the container's 
     except Exception as exc:
         print(f"kaito local node: container setup failed: {exc}", file=sys.stderr, flush=True)
         return 128
+    os.umask(0o022)
     path = spec.env.get("PATH", "/usr/bin:/bin")
     try:
         os.execvpe(spec.argv[0], spec.argv, {**spec.env, "PATH": path})

@@ -12,8 +12,8 @@ from kaito.contract import ANNOTATION_STANDIN, DEFAULT_MODEL_DIR
 from kaito.envtest.cluster import AGENT_NODE_LABEL as KWOK_SKIPS_LABEL
 from kaito.envtest.cluster import AGENT_NODE_VALUE as KWOK_SKIPS_VALUE
 from kaito.localnode import AGENT_NODE_LABEL, AGENT_NODE_VALUE, STANDIN_ANNOTATION
-from kaito.localnode.images import ImagePullError, ImageResolver, repository
-from kaito.localnode.pods import expand, secret_file_mode
+from kaito.localnode.images import ImagePullError, ImageResolver, interpreter_paths, repository
+from kaito.localnode.pods import ConfigError, RunAs, expand, run_as, secret_file_mode, subpath
 from kaito.localnode.portforward import ForwardError, parse_target
 from kaito.localnode.sandbox import GATEWAY, NETWORK, ContainerSpec, write_private, write_spec
 
@@ -157,3 +157,68 @@ def test_private_files_can_be_rewritten_at_0400(tmp_path: Path) -> None:
 )
 def test_secret_volume_files_are_owner_only_and_read_only(requested: int, mode: int) -> None:
     assert secret_file_mode(requested) == mode
+
+
+def test_secret_files_for_an_fs_group_or_several_users() -> None:
+    assert secret_file_mode(0o644, group=True) == 0o440  # the kubelet's fsGroup: group may read
+    assert secret_file_mode(0o644, shared=True) == 0o444  # several users, no fsGroup: as asked
+    assert secret_file_mode(0o600, shared=True) == 0o400
+
+
+POD = "p_ns(uid)"
+
+
+@pytest.mark.parametrize(
+    ("pod_sc", "container_sc", "expected"),
+    [
+        ({}, {}, RunAs(0, 0, [0], [])),  # the image's user: root, without capabilities
+        ({"runAsUser": 1000, "runAsGroup": 3000}, {}, RunAs(1000, 3000, [3000], [])),
+        ({"runAsUser": 1000, "runAsGroup": 3000}, {"runAsUser": 2000}, RunAs(2000, 3000, [3000], [])),
+        ({"runAsNonRoot": True, "runAsUser": 7, "runAsGroup": 7, "fsGroup": 9, "supplementalGroups": [8]}, {},
+         RunAs(7, 7, [7, 8, 9], [])),
+        ({}, {"capabilities": {"add": ["CAP_NET_BIND_SERVICE"]}, "readOnlyRootFilesystem": True},
+         RunAs(0, 0, [0], [10], read_only_root=True)),
+    ],
+)  # fmt: skip
+def test_run_as_follows_the_pod_then_the_container(pod_sc: dict, container_sc: dict, expected: RunAs) -> None:
+    spec = {"securityContext": pod_sc}
+    assert run_as(spec, {"name": "main", "securityContext": container_sc}, POD) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod_sc", "container_sc", "field"),
+    [
+        ({"runAsNonRoot": True}, {}, "no securityContext.runAsUser is set"),
+        ({"runAsNonRoot": True, "runAsUser": 0}, {}, "securityContext.runAsUser is 0"),
+        ({"runAsUser": 1000}, {"runAsNonRoot": True, "runAsUser": 0}, "securityContext.runAsUser is 0"),
+        ({}, {"privileged": True}, "securityContext.privileged"),
+        ({}, {"capabilities": {"add": ["SYS_ADMIN"]}}, "securityContext.capabilities.add: SYS_ADMIN"),
+    ],
+)
+def test_run_as_refuses_naming_the_field(pod_sc: dict, container_sc: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field) as err:
+        run_as({"securityContext": pod_sc}, {"name": "main", "securityContext": container_sc}, POD)
+    assert "'p_ns(uid)'" in str(err.value) and "container: main" in str(err.value)
+
+
+def test_sub_path_may_not_leave_its_volume(tmp_path: Path) -> None:
+    vol = tmp_path / "vol"
+    (vol / "dir").mkdir(parents=True)
+    (vol / "root").symlink_to("/")
+    (vol / "inside").symlink_to("dir")
+    assert subpath(str(vol), "dir") == str(vol / "dir")
+    assert subpath(str(vol), "inside") == str(vol / "dir")
+    for escape in ("root", "root/etc", "../"):
+        with pytest.raises(ConfigError, match="resolves outside its volume"):
+            subpath(str(vol), escape)
+
+
+def test_an_images_interpreter_brings_its_installation_and_pth_folders(tmp_path: Path) -> None:
+    venv, home, src = tmp_path / "venv", tmp_path / "py" / "3.11", tmp_path / "src"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    for d in (site, home / "bin", src):
+        d.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {home / 'bin'}\nversion = 3.11.7\n")
+    (site / "__editable__.x.pth").write_text(f"{src}\n{tmp_path / 'missing'}\n")
+    (site / "hook.pth").write_text("import os\n")
+    assert interpreter_paths(venv) == [str(venv), str(home), str(src)]
