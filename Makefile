@@ -71,7 +71,11 @@ bench-small: assets inference-venv
 	  echo "== $$b --small"; $$py bench/_smoke.py $$b || exit 1; \
 	done
 
-test: lint typecheck layers unit inference-venv integration e2e reliability inference tuning bench-small
+# Everything: lint, types, layers, unit first; then integration beside reliability, e2e, inference
+# and tuning (two lanes: those suites mostly wait on real processes); the --small benchmarks last,
+# alone; the phase times at the end (hack/test.sh; TEST_LANES=1 for one suite at a time).
+test: venv
+	bash hack/test.sh
 
 # The seed's story. NODE=auto (default) runs it on a real node when this machine can (root, 25 GB
 # free: hack/choose-node.sh says why not), ending with the README's curl from a pod to the

@@ -31,7 +31,7 @@ def test_images_sh_without_an_engine_says_so_and_fails(tmp_path: Path) -> None:
 
 
 def test_scripts_parse() -> None:
-    for script in ("images.sh", "kind-e2e.sh", "registry.sh", "install-inference.sh"):
+    for script in ("images.sh", "kind-e2e.sh", "registry.sh", "install-inference.sh", "test.sh"):
         subprocess.run(["bash", "-n", str(REPO / "hack" / script)], check=True)
 
 
