@@ -99,7 +99,7 @@ run-real: assets inference-venv
 # `git clone` + `make run` as a test: a fresh clone, the seed on the real node, the curl answered
 # (minutes, several GB of images; not part of `make test`)
 e2e-real: venv
-	$(call pytest,$(BIN)/python,tests/e2e_real)
+	$(call pytest,$(BIN)/python,tests/e2e_real -s)  # -s: the story prints as it goes
 
 down: venv
 	@for p in controller port-forward; do if [ -f $(STATE)/$$p.pid ]; then kill $$(cat $(STATE)/$$p.pid) 2>/dev/null || true; rm -f $(STATE)/$$p.pid; fi; done
