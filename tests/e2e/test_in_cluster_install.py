@@ -37,6 +37,8 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "examples" / "inference" / "kaito_workspace_phi_3.yaml"
 TUNING = REPO / "examples" / "tuning" / "kaito_workspace_phi_3.yaml"
+ADAPTERS = REPO / "examples" / "inference" / "kaito_workspace_phi_3_with_adapters.yaml"
+ADAPTER_NAME = "workspace-phi-3-mini-adapter"
 NS = "kaito-system"
 TUNING_NS = "kaito-e2e-tuning"
 NAME = "workspace-phi-3-mini"
@@ -105,14 +107,23 @@ class Release:
         return None
 
     def run_pod(self, name: str, image: str, *args: str) -> str:
-        """``kubectl run --rm -i`` a pod and return what it printed (kubectl's own lines dropped)."""
+        """Run a pod to completion and return its log. (Not ``kubectl run -i --rm``: when the
+        container ends before kubectl attaches, its output can be lost, and a test must not
+        depend on that race.)"""
         # no toleration of the GPU taint: it runs where a user's pod would, not on kwok's fakes
-        out = self.c.kubectl(
-            "run", name, "-i", "--rm", "--restart=Never", f"--image={image}", "--pod-running-timeout=4m",
-            "--", *args,
-            timeout=360,
-        ).stdout  # fmt: skip
-        return out.split(f'pod "{name}" deleted')[0]
+        self.c.kubectl("run", name, "--restart=Never", f"--image={image}", "--", *args)
+        try:
+
+            def finished() -> str | None:
+                phase = self.c.json("get", "pod", name)["status"].get("phase")
+                return phase if phase in ("Succeeded", "Failed") else None
+
+            phase = wait_for(finished, f"pod {name} to finish", 240)
+            log = self.c.kubectl("logs", name).stdout  # through the kubelet
+            assert phase == "Succeeded", f"pod {name} {phase}: {log[-2000:]}"
+            return log
+        finally:
+            self.c.kubectl("delete", "pod", name, "--wait=false", "--ignore-not-found", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +131,7 @@ def release(e2e_cluster: E2ECluster) -> Iterator[Release]:
     rel = Release(e2e_cluster)
     yield rel
     if rel.installed:  # a failed step: leave the cluster as the suite found it
-        for ns, name in (("default", NAME), (TUNING_NS, NAME)):
+        for ns, name in (("default", NAME), ("default", ADAPTER_NAME), (TUNING_NS, NAME)):
             e2e_cluster.kubectl(
                 "delete", "workspace", name, "-n", ns, "--ignore-not-found", "--timeout=120s", check=False
             )
@@ -214,6 +225,20 @@ def test_a_tuning_workspace_runs_the_charts_tuning_image(release: Release) -> No
     assert len(release.claims_for(NAME, TUNING_NS)) == 1
 
 
+def test_the_readmes_adapter_workspace_loads_its_adapter_image(release: Release) -> None:
+    """The README's second Workspace: an adapter image copied in by an init container before the
+    server starts (kwok fakes the pod, so the image itself is never pulled here)."""
+    c = release.c
+    c.kubectl("apply", "-n", "default", "-f", str(ADAPTERS))
+    wait_for(lambda: release.workspace_ready("default", ADAPTER_NAME), "the adapter Workspace Ready", 300)
+    spec = c.json("get", "statefulset", ADAPTER_NAME, "-n", "default")["spec"]["template"]["spec"]
+    inits = {i["name"]: i["image"] for i in spec.get("initContainers") or []}
+    assert inits.get("adapter-phi-3-adapter") == "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1", inits
+    server = spec["containers"][0]
+    assert any(m["mountPath"] == "/mnt/adapter" for m in server["volumeMounts"]), server["volumeMounts"]
+    assert len(release.claims_for(ADAPTER_NAME)) == 1
+
+
 def test_a_pod_reaches_the_controllers_service_by_cluster_ip(release: Release) -> None:
     c = release.c
     curl = c.image("curl", TAG) + f":{TAG}"
@@ -268,8 +293,8 @@ def test_the_lease_moves_when_the_leader_goes(release: Release) -> None:
 def test_uninstall_leaves_nothing_behind(release: Release) -> None:
     c = release.c
     nodes = {c.json("get", "nodeclaims.karpenter.sh", n)["status"]["nodeName"] for n in release.claims}
-    for ns in ("default", TUNING_NS):
-        c.kubectl("delete", "workspace", NAME, "-n", ns, "--timeout=180s")
+    for ns, name in (("default", NAME), ("default", ADAPTER_NAME), (TUNING_NS, NAME)):
+        c.kubectl("delete", "workspace", name, "-n", ns, "--timeout=180s")
     # the GPU nodes go with their Workspaces, before the operator does
     wait_for(lambda: not c.json("get", "nodeclaims.karpenter.sh")["items"] or None, "no NodeClaim left", 180)
     left = {n["metadata"]["name"] for n in c.json("get", "nodes")["items"]}
