@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from kaito.envtest import clusterdns
-from kaito.envtest.assets import DNS_BINARIES, NODE_BINARIES, AssetsError, ensure_assets
+from kaito.envtest.assets import DNS_BINARIES, NODE_BINARIES, AssetsError, cache_root, ensure_assets
 from kaito.envtest.certs import issue_client_cert
 from kaito.envtest.cluster import (
     REAL_NODE_LABEL,
@@ -426,7 +426,9 @@ class RealNode:
             return
         try:
             binary = ensure_assets(DNS_BINARIES, build=True) / "coredns"
-            image = binary_image(binary, clusterdns.IMAGE, self.workdir.parent / "kaito-node-images")
+            # In kaito's asset cache, not beside the node: compressing the 55 MB binary takes
+            # seconds, once per machine rather than once per fresh state folder.
+            image = binary_image(binary, clusterdns.IMAGE, cache_root() / "node-images")
             service_ip = clusterdns.dns_service_ip(SERVICE_CIDR)
             self.cluster.kubectl(
                 "apply", "-f", "-", input=clusterdns.manifests_json(service_ip, self.name), timeout=120
