@@ -16,7 +16,7 @@ from rich.status import Status
 from kaito.cli.output import Format, dump
 from kaito.envtest import AssetsError, ClusterError, ensure_assets, realnode
 from kaito.envtest import local as local_cluster
-from kaito.envtest.assets import NODE_BINARIES
+from kaito.envtest.assets import DNS_BINARIES, NODE_BINARIES
 from kaito.envtest.noderegistry import ensure_registry_package
 from kaito.localnode import cli as node_cli
 
@@ -33,6 +33,18 @@ def _progress(status: Status) -> Callable[[str], None]:
         status.update(msg)
 
     return say
+
+
+def _coredns(status: Status) -> str:
+    """Find or build CoreDNS for a real node; "" when it is there, else why it is not (printed
+    here, once: the node then runs without cluster DNS, which is no reason to stop)."""
+    status.update("obtaining CoreDNS (the real node's cluster DNS)")
+    try:
+        ensure_assets(DNS_BINARIES, progress=_progress(status))
+    except AssetsError as exc:
+        console.print(f"[yellow]warning:[/yellow] no cluster DNS on the real node: {exc}")
+        return str(exc)
+    return ""
 
 
 def _fail(msg: str) -> None:
@@ -60,6 +72,7 @@ def assets(
             if node:
                 status.update("obtaining kubelet and kube-proxy")
                 ensure_assets(NODE_BINARIES, progress=_progress(status))
+                _coredns(status)
                 if os.geteuid() == 0:
                     status.update("installing containerd, runc, CNI plugins, iptables, gcc (apt-get)")
                     realnode.ensure_packages()
@@ -122,14 +135,18 @@ def up(
     extra = node_cli.agent_command() if agent else {}
     if agent and not extra:
         console.print("[yellow]warning:[/yellow] not root: no node agent (kwok's fake nodes only)")
+    dns_missing = ""
     try:
         with console.status("obtaining control-plane binaries") as status:
             ensure_assets(progress=_progress(status))
             if real:
                 status.update("obtaining kubelet and kube-proxy")
                 ensure_assets(NODE_BINARIES, progress=_progress(status))
+                dns_missing = _coredns(status)
             status.update("starting etcd, kube-apiserver, controller-manager, scheduler, kwok")
-            state = local_cluster.up(state_dir, kwok=kwok, extra=extra, real_node=real, registry=registry)
+            state = local_cluster.up(
+                state_dir, kwok=kwok, extra=extra, real_node=real, registry=registry, dns=not dns_missing
+            )
     except (AssetsError, ClusterError) as exc:
         _fail(str(exc))
     console.print(
@@ -140,7 +157,15 @@ def up(
     console.print(f"use: {state.kubectl} --kubeconfig {state.kubeconfig} get nodes")
     if state.registry:
         console.print(f"registry: {state.registry} (CA {state.registry_ca}; no credentials)")
+    _print_dns(state)
     typer.echo(state.kubeconfig)
+
+
+def _print_dns(state: local_cluster.LocalState) -> None:
+    if state.dns_error:
+        console.print(f"[yellow]warning:[/yellow] {state.dns_error}")
+    elif state.dns:
+        console.print(f"cluster DNS: {state.dns} (CoreDNS; answers cluster.local only)")
 
 
 @app.command()
@@ -175,6 +200,7 @@ def status(
     console.print(f"running at {state.server}; kubeconfig {state.kubeconfig}")
     if state.registry:
         console.print(f"registry {state.registry} (CA {state.registry_ca}; no credentials)")
+    _print_dns(state)
     for name, pid in sorted(state.pids.items()):
         console.print(f"  {name:<26} pid {pid}")
 

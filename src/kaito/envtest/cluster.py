@@ -242,7 +242,8 @@ class Cluster:
             ensure_apiserver_ips(self.pki, SERVICE_IP, [opts.apiserver_address])
         else:
             self.pki = create_pki(pki_dir, SERVICE_IP, [opts.apiserver_address])
-        self.apiserver_port = opts.apiserver_port or _free_port()
+        self.apiserver_port = opts.apiserver_port or self._previous_apiserver_port() or _free_port()
+        (self.workdir / "apiserver-port").write_text(f"{self.apiserver_port}\n")
         self.etcd_port = _free_port()
         self.etcd_peer_port = _free_port()
         with _LIVE_LOCK:
@@ -344,6 +345,25 @@ class Cluster:
         the cluster CA (``self.pki.ca_cert``) as the webhook's ``caBundle``."""
         assert self.pki is not None, "cluster not started"
         return issue_serving_cert(self.pki, self.workdir / "pki", name, list(hosts))
+
+    def _previous_apiserver_port(self) -> int | None:
+        """The port the apiserver had on this workdir's last run, when it is free again.
+
+        Why: the ``kubernetes`` Service's endpoint carries the apiserver's port, and the lease
+        endpoint reconciler corrects only the address afterwards, never the port (it assumes
+        apiservers keep theirs). On kept etcd data (``kaito local up`` after ``down``, or after a
+        killed supervisor) a new port would leave every in-cluster client (CoreDNS, an operator
+        on the real node) dialling the old one."""
+        try:
+            port = int((self.workdir / "apiserver-port").read_text())
+            # As the apiserver binds (SO_REUSEADDR): a killed run's connections in TIME_WAIT
+            # do not keep the port, only a listener does.
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((self.options.apiserver_address, port))
+        except (OSError, ValueError):
+            return None
+        return port
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0

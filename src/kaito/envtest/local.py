@@ -40,6 +40,10 @@ class LocalState:
     #: ``ip:port`` of the registry the real node pulls from (``up(registry=True)``), and its CA
     registry: str = ""
     registry_ca: str = ""
+    #: The real node's cluster DNS address (the ``kube-dns`` ClusterIP; "" without one), and why
+    #: it is missing or not Ready when it was asked for ("" when it works)
+    dns: str = ""
+    dns_error: str = ""
 
 
 def _state_file(state_dir: Path) -> Path:
@@ -74,6 +78,7 @@ def up(
     extra: dict[str, list[str]] | None = None,
     real_node: bool = False,
     registry: bool = False,
+    dns: bool = True,
 ) -> LocalState:
     """Start the supervisor (or return the running one) and wait until the apiserver is ready.
 
@@ -88,6 +93,10 @@ def up(
     ``registry`` (with ``real_node``): an image registry on that same host address, TLS signed
     by the cluster CA, no credentials (``kaito.envtest.noderegistry``); containerd trusts it, and
     the state's ``registry``/``registry_ca`` say where it is, for pushing.
+
+    ``dns`` (with ``real_node``): cluster DNS on that node (CoreDNS; ``kaito.envtest.clusterdns``),
+    built on first use. A node whose CoreDNS cannot be built runs without it; the state's
+    ``dns_error`` says why. False when the caller already knows it cannot be built (and said so).
     """
     state_dir = state_dir.resolve()
     current = status(state_dir)
@@ -102,6 +111,7 @@ def up(
     cmd = [
         sys.executable, "-m", "kaito.envtest.local", str(state_dir), "1" if kwok else "0",
         "real" if real_node else "none", "registry" if registry and real_node else "",
+        "dns" if dns else "nodns",
     ]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -139,7 +149,9 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, timeout: float = 30.0) -> bool:
     return True
 
 
-def _supervise(state_dir: Path, kwok: bool, real_node: bool = False, registry: bool = False) -> int:
+def _supervise(
+    state_dir: Path, kwok: bool, real_node: bool = False, registry: bool = False, dns: bool = True
+) -> int:
     """Body of the supervisor process: start, publish state, wait for SIGTERM, stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -174,7 +186,7 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False, registry: b
     try:
         cluster.start()
         if network is not None:
-            node_options = RealNodeOptions(workdir=state_dir / "real-node")
+            node_options = RealNodeOptions(workdir=state_dir / "real-node", dns=dns)
             if registry:
                 assert cluster.pki is not None
                 reg = prepare(cluster.pki, state_dir / "registry", network.host_ip)
@@ -212,6 +224,8 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False, registry: b
         ready_seconds=round(time.monotonic() - started, 2),
         registry=reg.host if reg is not None else "",
         registry_ca=str(reg.ca) if reg is not None else "",
+        dns=node.dns_ip if node is not None else "",
+        dns_error=node.dns_error if node is not None else "",
     )
     tmp = _state_file(state_dir).with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(state), indent=2))
@@ -228,4 +242,12 @@ def _supervise(state_dir: Path, kwok: bool, real_node: bool = False, registry: b
 
 if __name__ == "__main__":
     args = sys.argv
-    sys.exit(_supervise(Path(args[1]), args[2] == "1", args[3:4] == ["real"], args[4:5] == ["registry"]))
+    sys.exit(
+        _supervise(
+            Path(args[1]),
+            args[2] == "1",
+            args[3:4] == ["real"],
+            args[4:5] == ["registry"],
+            args[5:6] != ["nodns"],
+        )
+    )

@@ -135,6 +135,20 @@ def static_program(source: str, out_dir: Path) -> Path:
     return binary
 
 
+def binary_image(binary: Path, name: str, work: Path) -> Path:
+    """An OCI archive of image ``name`` holding the static program ``binary`` as
+    ``/<binary name>``, its entrypoint: for a program built elsewhere (CoreDNS, from its Go
+    module). Cached in ``work`` by the binary's content, so a rebuilt binary gets a new image."""
+    data = binary.read_bytes()
+    digest = hashlib.sha256(data + name.encode()).hexdigest()[:12]
+    archive = work / f"{binary.name}-{digest}.oci.tar"
+    if not archive.exists():
+        partial = archive.with_suffix(".partial")
+        write_archive(partial, name, {f"/{binary.name}": (data, 0o755)}, [f"/{binary.name}"])
+        partial.replace(archive)
+    return archive
+
+
 def program_image(source: str, name: str, work: Path) -> Path:
     """An OCI archive of image ``name`` holding only the static program ``source`` as ``/<source>``,
     its entrypoint. Cached in ``work`` by source content."""

@@ -22,6 +22,9 @@ the host's network:
 * **cgroup v1 with cgroupfs**, under a cgroup root of its own; ``restrict_oom_score_adj`` because
   a VM without CAP_SYS_RESOURCE otherwise fails every sandbox ("can't get final child's PID from
   pipe"). The sandbox image is a static ``pause`` built here (``kaito.envtest.oci``).
+* **Cluster DNS.** CoreDNS, built from its Go module, runs as a Deployment behind ``kube-dns``
+  (``kaito.envtest.clusterdns``) and the kubelet points pods at it. It is optional: when it
+  cannot be built the node runs without cluster DNS, and ``dns_error`` says why.
 
 ``stop()`` leaves nothing: pods' processes killed by cgroup, their mounts and network namespaces
 removed, containerd's shims gone, the node namespace and its veth deleted, the host route with it.
@@ -38,6 +41,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -48,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from kaito.envtest.assets import NODE_BINARIES, ensure_assets
+from kaito.envtest import clusterdns
+from kaito.envtest.assets import DNS_BINARIES, NODE_BINARIES, AssetsError, cache_root, ensure_assets
 from kaito.envtest.certs import issue_client_cert
 from kaito.envtest.cluster import (
     REAL_NODE_LABEL,
@@ -58,7 +63,7 @@ from kaito.envtest.cluster import (
     ClusterError,
     _Process,
 )
-from kaito.envtest.oci import program_image
+from kaito.envtest.oci import ImageError, binary_image, program_image
 
 if TYPE_CHECKING:
     from kaito.envtest.cluster import ClusterOptions
@@ -68,6 +73,8 @@ CNI_BIN = Path("/usr/lib/cni")
 PAUSE_IMAGE = "kaito.local/pause:1.0"
 HELLO_IMAGE = "kaito.local/hello:1.0"
 NETNS_DIR = Path("/run/netns")
+
+log = logging.getLogger(__name__)
 
 #: Kernel tunables the kubelet insists on, and the values it wants (see the module docstring).
 KUBELET_SYSCTLS = {
@@ -254,6 +261,12 @@ class RealNodeOptions:
     #: Registries containerd may pull from over plain HTTP or with the given CA:
     #: ``{"10.77.1.1:5000": "/path/ca.crt" | None}``.
     registries: dict[str, str | None] = field(default_factory=dict)
+    #: Run cluster DNS (CoreDNS, built on first use; see ``kaito.envtest.clusterdns``). When it
+    #: cannot be built the node still starts, without it, and ``RealNode.dns_error`` says why.
+    dns: bool = True
+    #: Seconds ``start()`` waits for CoreDNS to turn Ready after the node does (0: not at all;
+    #: ``wait_dns_ready()`` waits later). A few seconds on a warm machine; see ``start()``.
+    dns_ready_timeout: float = 30.0
 
 
 class RealNode:
@@ -269,6 +282,12 @@ class RealNode:
         self._tmp: str | None = None
         self._procs: dict[str, _Process] = {}
         self.assets = Path()
+        #: The ``kube-dns`` ClusterIP pods resolve names at; "" without cluster DNS.
+        self.dns_ip = ""
+        #: Why cluster DNS is missing (not built, not deployed) or not Ready although
+        #: ``options.dns`` asked for it; "" when it works.
+        self.dns_error = ""
+        self._dns_image: Path | None = None
 
     def __enter__(self) -> RealNode:
         self.start()
@@ -326,12 +345,23 @@ class RealNode:
         self.kubelet_root.mkdir(mode=0o700, exist_ok=True)
         self._clear_leftovers()
         try:
+            self._prepare_dns()
             self._write_files()
             self._start_containerd()
             self._import_images()
             self._start_kubelet()
             self._start_kube_proxy()
             self.wait_ready()
+            if self.dns_ip and self.options.dns_ready_timeout > 0:
+                # The pod was created before the kubelet started and its image is already in
+                # containerd, so this is a few seconds; a caller's first pod then resolves names
+                # instead of failing on a Service without endpoints. A CoreDNS that is slow or
+                # broken is reported, not fatal: the node itself is fine.
+                try:
+                    self.wait_dns_ready(self.options.dns_ready_timeout)
+                except NodeError as exc:
+                    self.dns_error = str(exc)
+                    log.warning("%s", self.dns_error)
         except BaseException:
             self.stop()
             raise
@@ -383,6 +413,93 @@ class RealNode:
             f"kubelet log {self.workdir / 'logs' / 'kubelet.log'}: "
             + (self._procs["kubelet"].log_tail(5) if "kubelet" in self._procs else "")
         )
+
+    # -- cluster DNS ----------------------------------------------------------------------------
+    def _prepare_dns(self) -> None:
+        """Find or build CoreDNS, write its image and create its objects, before the kubelet
+        starts (so the kubelet's ``clusterDNS`` is set only when there is a server to point at,
+        and the pod is bound as soon as the node registers). A failure leaves the node without
+        cluster DNS and is logged once, with the reason in ``dns_error``."""
+        self.dns_ip, self.dns_error, self._dns_image = "", "", None
+        if not self.options.dns:
+            self._remove_dns()
+            return
+        try:
+            binary = ensure_assets(DNS_BINARIES, build=True) / "coredns"
+            # In kaito's asset cache, not beside the node: compressing the 55 MB binary takes
+            # seconds, once per machine rather than once per fresh state folder.
+            image = binary_image(binary, clusterdns.IMAGE, cache_root() / "node-images")
+            service_ip = clusterdns.dns_service_ip(SERVICE_CIDR)
+            self.cluster.kubectl(
+                "apply", "-f", "-", input=clusterdns.manifests_json(service_ip, self.name), timeout=120
+            )
+        except (AssetsError, ImageError, ClusterError, OSError, subprocess.SubprocessError) as exc:
+            self.dns_error = f"no cluster DNS on node {self.name}: {exc}"
+            log.warning("%s", self.dns_error)
+            self._remove_dns()
+            return
+        self.dns_ip, self._dns_image = service_ip, image
+
+    def _remove_dns(self) -> None:
+        """A Deployment left by an earlier run on the same state (``kaito local`` keeps etcd's
+        data) would leave a pod failing on a missing image; the Service goes with it so pods'
+        lookups fail at once instead of waiting on a ClusterIP without endpoints."""
+        for kind, name in (("deployment", clusterdns.NAME), ("service", clusterdns.SERVICE)):
+            self.cluster.kubectl(
+                "delete",
+                kind,
+                name,
+                "-n",
+                clusterdns.NAMESPACE,
+                "--ignore-not-found",
+                "--wait=false",
+                check=False,
+            )
+
+    def dns_ready(self) -> bool:
+        """Whether a CoreDNS pod on this node is Ready with its container running in this node's
+        containerd. The second half matters after a killed supervisor: the pod's status in etcd
+        still says Ready from the dead run until the new kubelet has started it again."""
+        got = self.cluster.kubectl(
+            "get", "pods", "-n", clusterdns.NAMESPACE, "-l", "k8s-app=kube-dns", "-o", "json", check=False
+        )
+        if got.returncode != 0:
+            return False
+        tasks = self.ctr("tasks", "ls", check=False).stdout.splitlines()[1:]
+        running = {t.split()[0] for t in tasks if t.split()[2:3] == ["RUNNING"]}
+        for pod in json.loads(got.stdout)["items"]:
+            status = pod.get("status") or {}
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+            )
+            ids = {
+                c.get("containerID", "").removeprefix("containerd://")
+                for c in status.get("containerStatuses") or []
+            }
+            if pod["spec"].get("nodeName") == self.name and ready and ids & running:
+                return True
+        return False
+
+    def wait_dns_ready(self, timeout: float = 60.0) -> None:
+        """Wait until CoreDNS answers (its pod Ready); NodeError naming its pod's state if not."""
+        if not self.dns_ip:
+            raise NodeError(self.dns_error or f"node {self.name} runs without cluster DNS (options.dns)")
+        deadline = time.monotonic() + timeout
+        while not self.dns_ready():
+            if time.monotonic() > deadline:
+                pods = self.cluster.kubectl(
+                    "get",
+                    "pods",
+                    "-n",
+                    clusterdns.NAMESPACE,
+                    "-l",
+                    "k8s-app=kube-dns",
+                    "-o",
+                    "wide",
+                    check=False,
+                )
+                raise NodeError(f"CoreDNS not Ready within {timeout:.0f}s: {pods.stdout.strip()}")
+            time.sleep(0.3)
 
     def add_registry(self, host: str, ca: str | None = None) -> None:
         """Let containerd pull from ``host`` (``ip:port``): over TLS checked against ``ca``, or
@@ -514,6 +631,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "imageGCLowThresholdPercent": 99,
             "registerWithTaints": [_taint(t) for t in self.options.taints],
             "staticPodPath": "",
+            **(
+                {"clusterDNS": [self.dns_ip], "clusterDomain": clusterdns.CLUSTER_DOMAIN}
+                if self.dns_ip
+                else {}
+            ),
             "nodeStatusReportFrequency": "10s",
             "nodeStatusUpdateFrequency": "5s",
         }
@@ -584,6 +706,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _import_images(self) -> None:
         for source, name in (("pause", PAUSE_IMAGE), ("hello", HELLO_IMAGE)):
             self.import_image(program_image(source, name, self.workdir.parent / "kaito-node-images"))
+        if self._dns_image is not None:
+            self.import_image(self._dns_image)
 
     def _make_cgroups(self) -> None:
         """The kubelet's cgroup root must exist in every hierarchy; cgroup v1's cpuset starts
