@@ -100,7 +100,7 @@ class LogCapture:
         return self.buffer.getvalue()
 
     def tracebacks(self) -> list[str]:
-        return [ln for ln in self.text().splitlines() if "Traceback" in ln or '"exception"' in ln]
+        return [ln for ln in self.text().splitlines() if "Traceback" in ln or '"stacktrace"' in ln]
 
 
 @contextlib.asynccontextmanager
