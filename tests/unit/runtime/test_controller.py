@@ -275,7 +275,8 @@ async def test_log_lines_carry_controller_key_and_reconcile_id():
     assert len(inside) == 1
     # controller-runtime's keys, in zap's order, so one log pipeline reads Go and kaito alike
     assert list(inside[0])[:4] == ["ts", "level", "logger", "msg"], inside[0]
-    assert isinstance(inside[0]["ts"], float) and inside[0]["level"] == "info" and inside[0]["logger"] == "test"
+    assert isinstance(inside[0]["ts"], float)
+    assert inside[0]["level"] == "info" and inside[0]["logger"] == "test"
     assert inside[0]["controller"] == "logc"
     assert (inside[0]["namespace"], inside[0]["name"]) == ("ns", "a")
     assert len(inside[0]["reconcileID"]) == 16
