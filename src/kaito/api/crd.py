@@ -17,7 +17,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from kaito.api import inferenceset as iset
 from kaito.api import names as c
+from kaito.api.inferenceset import InferenceSet
 from kaito.api.nodeclaim import NodeClaim, NodePool
 from kaito.api.workspace import Workspace
 
@@ -176,6 +178,61 @@ def workspace_crd() -> JSON:
     }
 
 
+def inferenceset_printer_columns() -> list[JSON]:
+    """Upstream's columns (Replicas, ReadyReplicas, Age); ``-o wide`` adds the Ready condition
+    and how many children run the current template."""
+    return [
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "ReadyReplicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Updated", "type": "integer", "jsonPath": ".status.updatedReplicas", "priority": 1},
+        _condition_column("Ready", iset.CONDITION_READY, priority=1),
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def inferenceset_crd() -> JSON:
+    """Both versions, one schema (as for Workspaces), v1beta1 stored; the scale subresource lets
+    ``kubectl scale``, HorizontalPodAutoscalers and KEDA set ``spec.replicas``."""
+    schema = openapi_schema(InferenceSet)
+    versions: list[JSON] = [
+        {
+            "name": version,
+            "served": True,
+            "storage": version == iset.STORAGE_VERSION,
+            "schema": {"openAPIV3Schema": schema},
+            "subresources": {
+                "status": {},
+                "scale": {
+                    "specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector",
+                },
+            },
+            "additionalPrinterColumns": inferenceset_printer_columns(),
+        }
+        for version in iset.VERSIONS
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{iset.PLURAL}.{iset.GROUP}"},
+        "spec": {
+            "group": iset.GROUP,
+            "names": {
+                "kind": iset.KIND,
+                "listKind": f"{iset.KIND}List",
+                "plural": iset.PLURAL,
+                "singular": iset.SINGULAR,
+                "shortNames": list(iset.SHORT_NAMES),
+                "categories": list(iset.CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "conversion": {"strategy": "None"},
+            "versions": versions,
+        },
+    }
+
+
 def _karpenter_crd(model: type[BaseModel], kind: str, plural: str, scope: str, columns: list[JSON]) -> JSON:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -256,6 +313,7 @@ def generated() -> dict[str, str]:
     """File name under config/crd -> YAML text."""
     return {
         f"{c.GROUP}_{c.PLURAL}.yaml": render(workspace_crd()),
+        f"{iset.GROUP}_{iset.PLURAL}.yaml": render(inferenceset_crd()),
         "karpenter.sh_nodeclaims.yaml": render(nodeclaim_crd()),
         "karpenter.sh_nodepools.yaml": render(nodepool_crd()),
     }

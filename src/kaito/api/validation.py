@@ -172,6 +172,17 @@ def _parse(obj: Any, result: ValidationResult) -> Workspace | None:
         return None
 
 
+def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
+    """A pydantic error as FieldErrors with kaito's paths and messages (``spec.replicas``,
+    ``inference.adapters[0].strength``), for other kinds' validators (InferenceSet's)."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = _loc(err["loc"])
+        path = f"{prefix}{loc}" if loc != "<root>" else prefix.rstrip(".") or loc
+        out.append(FieldError(path, _describe(err)))
+    return out
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:

@@ -1,4 +1,5 @@
-"""Admission for Workspaces: the validating and defaulting decisions, served by the runtime.
+"""Admission for Workspaces and InferenceSets: the validating and defaulting decisions, served by
+the runtime.
 
 The TLS serving, certificate reload, AdmissionReview decoding and metrics belong to
 :class:`kaito.runtime.WebhookServer`; this module holds only kaito's decisions, as two handlers
@@ -25,9 +26,13 @@ one deadline, well inside the apiserver's 10 s for the whole call.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
-from kaito.api.validation import ConfigMaps, ValidationOptions, validate_workspace
+from kaito.api.inferenceset import InferenceSet
+from kaito.api.inferenceset_child import child_workspace
+from kaito.api.inferenceset_validation import validate_inferenceset
+from kaito.api.validation import ConfigMaps, ValidationOptions, ValidationResult, validate_workspace
 from kaito.presets import get_sku
 from kaito.runtime import (
     CONFIGMAP,
@@ -47,6 +52,8 @@ ADMISSION_API_VERSION = "admission.k8s.io/v1"
 VERSIONS = ("v1alpha1", "v1beta1")
 VALIDATE_PATHS = tuple(f"/validate-kaito-sh-{v}-workspace" for v in VERSIONS)
 MUTATE_PATHS = tuple(f"/mutate-kaito-sh-{v}-workspace" for v in VERSIONS)
+#: InferenceSets are validated only (upstream's SetDefaults is empty too).
+INFERENCESET_VALIDATE_PATHS = tuple(f"/validate-kaito-sh-{v}-inferenceset" for v in VERSIONS)
 Mode = Literal["validate", "mutate"]
 # The apiserver keeps warnings short; a long one is cut rather than dropped.
 _MAX_WARNING = 500
@@ -59,11 +66,19 @@ _UNREADABLE = (401, 403, 404)
 _log = get_logger("kaito.api.webhook")
 
 
+Validator = Callable[..., ValidationResult]
+
+
 def validate_request(
-    request: Any, options: ValidationOptions | None = None, *, config_maps: ConfigMaps | None = None
+    request: Any,
+    options: ValidationOptions | None = None,
+    *,
+    config_maps: ConfigMaps | None = None,
+    validator: Validator = validate_workspace,
 ) -> dict[str, Any]:
     """The validating decision for one AdmissionReview ``request``; ``config_maps`` is what was
-    read of the namespace's ConfigMaps (see :func:`lookup_config_maps`)."""
+    read of the namespace's ConfigMaps (see :func:`lookup_config_maps`); ``validator`` is the
+    kind's (:func:`validate_workspace` or :func:`validate_inferenceset`)."""
     try:
         if not isinstance(request, dict):
             return denied("AdmissionReview has no request", code=400, reason="BadRequest")
@@ -75,7 +90,7 @@ def validate_request(
         meta = obj.get("metadata") if isinstance(obj, dict) else None
         if isinstance(meta, dict) and meta.get("deletionTimestamp"):
             return allowed()  # finalizer removal must always go through
-        result = validate_workspace(obj, old, options, config_maps=config_maps)
+        result = validator(obj, old, options, config_maps=config_maps)
         # A check that could not run is said, not passed silently (only without a client).
         warnings = [w[:_MAX_WARNING] for w in (*result.warnings, *result.skipped)]
         if result.ok:
@@ -156,6 +171,38 @@ async def validate_request_with_api(
     return validate_request(request, options, config_maps=config_maps)
 
 
+def as_workspace_request(request: Any) -> Any:
+    """An InferenceSet AdmissionReview request with its objects replaced by the Workspaces their
+    templates make (index 0), so the Workspace's ConfigMap lookup reads what the children will
+    name; anything unparseable is passed through for the validator to refuse."""
+    if not isinstance(request, dict):
+        return request
+
+    def child(obj: Any) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        try:
+            return child_workspace(InferenceSet.model_validate(obj), 0)
+        except Exception:
+            return None
+
+    return {**request, "object": child(request.get("object")), "oldObject": child(request.get("oldObject"))}
+
+
+async def validate_inferenceset_request_with_api(
+    request: Any, options: ValidationOptions | None, client: Client
+) -> dict[str, Any]:
+    """:func:`validate_request` for an InferenceSet after reading the ConfigMap its template names."""
+    as_ws = as_workspace_request(request)
+    try:
+        config_maps = await lookup_config_maps(client, as_ws)
+    except Exception as exc:  # a lookup failure is a reason to deny, never a crash
+        obj = as_ws.get("object") if isinstance(as_ws, dict) else None
+        named = [n for n in (_config(obj, "inference"),) if isinstance(n, str)]
+        config_maps = dict.fromkeys(named, f"{type(exc).__name__}: {exc}") or None
+    return validate_request(request, options, config_maps=config_maps, validator=validate_inferenceset)
+
+
 def _instance_type(obj: Any) -> Any:
     resource = obj.get("resource") if isinstance(obj, dict) else None
     return resource.get("instanceType") if isinstance(resource, dict) else None
@@ -212,6 +259,23 @@ def validating_handler(
     return handle_with_api
 
 
+def inferenceset_validating_handler(
+    options: ValidationOptions | None = None, client: Client | None = None
+) -> AdmissionHandler:
+    """InferenceSets: the set's rules and the Workspace rules on the Workspace its template makes."""
+    if client is None:
+
+        def handle(request: dict[str, Any]) -> dict[str, Any]:
+            return validate_request(request, options, validator=validate_inferenceset)
+
+        return handle
+
+    async def handle_with_api(request: dict[str, Any]) -> dict[str, Any]:
+        return await validate_inferenceset_request_with_api(request, options, client)
+
+    return handle_with_api
+
+
 def defaulting_handler() -> AdmissionHandler:
     return default_request
 
@@ -219,9 +283,12 @@ def defaulting_handler() -> AdmissionHandler:
 def register(
     server: WebhookServer, options: ValidationOptions | None = None, client: Client | None = None
 ) -> None:
-    """Mount validation and defaulting for both Workspace versions on ``server``."""
+    """Mount validation and defaulting for both Workspace versions, and validation for both
+    InferenceSet versions, on ``server``."""
     for path in VALIDATE_PATHS:
         server.register(path, validating_handler(options, client))
+    for path in INFERENCESET_VALIDATE_PATHS:
+        server.register(path, inferenceset_validating_handler(options, client))
     for path in MUTATE_PATHS:
         server.register(path, defaulting_handler())
 

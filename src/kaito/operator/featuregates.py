@@ -1,10 +1,11 @@
 """``--feature-gates``: upstream Kaito's gate names, parsed into the gates kaito implements.
 
 Why refuse rather than ignore: a gate a user sets is a behaviour they expect. Upstream Kaito
-v0.12 knows ten gates (pkg/featuregates); kaito implements one of them (``vLLM``, its only
-inference runtime, which must stay on). A manifest carried over from upstream that turns on
-another one (MIG, the InferenceSet controller...) would silently get different behaviour if the
-gate were accepted and dropped, so turning one on is refused at start with a line that says so.
+v0.12 knows ten gates (pkg/featuregates); kaito implements two of them: ``vLLM`` (its only
+inference runtime, which must stay on) and ``enableInferenceSetController`` (on by default, as
+upstream; off leaves InferenceSets alone, e.g. on a cluster without their CRD). A manifest carried
+over from upstream that turns on another one (MIG, ...) would silently get different behaviour if
+the gate were accepted and dropped, so turning one on is refused at start with a line that says so.
 Turning one off is accepted: kaito lacks the feature, so "off" is exactly what it does, and a
 values file copied from upstream that lists its gates as false keeps working. A name neither
 project knows is refused with the list of known ones.
@@ -14,14 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The gate kaito implements, by upstream's name.
+#: The gates kaito implements, by upstream's names.
 VLLM = "vLLM"
+INFERENCE_SET = "enableInferenceSetController"
+IMPLEMENTED = (VLLM, INFERENCE_SET)
 #: Upstream Kaito v0.12's other gates (pkg/featuregates), which kaito does not implement, each
 #: with what to use instead where kaito has an equivalent.
 UNIMPLEMENTED: dict[str, str] = {
     "disableNodeAutoProvisioning": "use --node-provisioner byo for existing nodes",
     "gatewayAPIInferenceExtension": "",
-    "enableInferenceSetController": "",
     "enableMIG": "",
     "enableAccelerator": "",
     "enableMultiRoleInferenceController": "",
@@ -30,7 +32,7 @@ UNIMPLEMENTED: dict[str, str] = {
     "enableBaseImageAutoUpgrade": "",
 }
 #: Every gate name kaito recognises, in the order the error message lists them.
-KNOWN = (VLLM, *UNIMPLEMENTED)
+KNOWN = (*IMPLEMENTED, *UNIMPLEMENTED)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class FeatureGates:
     #: vLLM is the inference runtime (upstream's ``vLLM`` gate, on by default). kaito has no
     #: other runtime, so it cannot be turned off; ``build_operator`` refuses False.
     vllm: bool = True
+    #: Run the InferenceSet controller (upstream's ``enableInferenceSetController``, on by
+    #: default). Its informer needs the InferenceSet CRD, so a cluster without it turns this off.
+    inference_set: bool = True
 
     def check(self) -> None:
         """ValueError naming the gate when a value asks for something kaito cannot do."""
@@ -50,7 +55,7 @@ class FeatureGates:
 def parse_feature_gates(text: str) -> FeatureGates:
     """``a=true,b=false`` over the defaults. A malformed pair, an unknown gate and a known gate
     kaito does not implement are each a ValueError of one line naming the gate."""
-    vllm = True
+    values = {VLLM: True, INFERENCE_SET: True}
     for item in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = (x.strip() for x in item.partition("="))
         if not sep or value.lower() not in ("true", "false"):
@@ -63,12 +68,23 @@ def parse_feature_gates(text: str) -> FeatureGates:
                 f"gate {name}=true is upstream Kaito's but kaito does not implement it; "
                 "remove it or set it false" + (f" ({hint})" if hint else "")
             )
-        if name != VLLM:
-            raise ValueError(f"unknown gate {name!r}; known: {', '.join(KNOWN)} (kaito implements {VLLM})")
-        vllm = value.lower() == "true"
-    gates = FeatureGates(vllm=vllm)
+        if name not in IMPLEMENTED:
+            raise ValueError(
+                f"unknown gate {name!r}; known: {', '.join(KNOWN)} "
+                f"(kaito implements {', '.join(IMPLEMENTED)})"
+            )
+        values[name] = value.lower() == "true"
+    gates = FeatureGates(vllm=values[VLLM], inference_set=values[INFERENCE_SET])
     gates.check()
     return gates
 
 
-__all__ = ["KNOWN", "UNIMPLEMENTED", "VLLM", "FeatureGates", "parse_feature_gates"]
+__all__ = [
+    "IMPLEMENTED",
+    "INFERENCE_SET",
+    "KNOWN",
+    "UNIMPLEMENTED",
+    "VLLM",
+    "FeatureGates",
+    "parse_feature_gates",
+]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kaito.controllers.inferenceset import InferenceSetControllerOptions, InferenceSetReconciler
+from kaito.controllers.inferenceset import setup as setup_inferenceset
 from kaito.controllers.workspace import (
     WorkspaceControllerOptions,
     WorkspaceReconciler,
@@ -73,6 +75,8 @@ class Operator:
     manager: Manager
     provisioner: NodeProvisioner
     workspace: WorkspaceReconciler
+    #: None when the ``enableInferenceSetController`` gate is off.
+    inferenceset: InferenceSetReconciler | None = None
 
     async def start(self) -> None:
         await self.manager.start()
@@ -118,9 +122,12 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
             max_concurrent_reconciles=options.max_concurrent_reconciles,
         ),
     )
+    inferenceset = None
+    if options.feature_gates.inference_set:
+        inferenceset = setup_inferenceset(manager, InferenceSetControllerOptions())
     if options.webhook:
         _add_webhook(manager, options)
-    return Operator(manager, provisioner, workspace)
+    return Operator(manager, provisioner, workspace, inferenceset)
 
 
 def webhook_validation_options(options: OperatorOptions) -> ValidationOptions:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from kaito.api.validation import validate_workspace
 from kaito.api.webhook import (
+    INFERENCESET_VALIDATE_PATHS,
     MUTATE_PATHS,
     VALIDATE_PATHS,
     default_request,
@@ -89,8 +90,9 @@ def test_malformed_reviews_are_denied_not_crashed() -> None:
 
 def test_handlers_are_mounted_for_both_versions() -> None:
     server = new_webhook_server(WebhookServerOptions(port=0))
-    assert server.paths == sorted([*VALIDATE_PATHS, *MUTATE_PATHS])
+    assert server.paths == sorted([*VALIDATE_PATHS, *MUTATE_PATHS, *INFERENCESET_VALIDATE_PATHS])
     assert "/validate-kaito-sh-v1beta1-workspace" in server.paths
+    assert "/validate-kaito-sh-v1alpha1-inferenceset" in server.paths
     assert "/mutate-kaito-sh-v1alpha1-workspace" in server.paths
     assert server.needs_leader_election is False
 

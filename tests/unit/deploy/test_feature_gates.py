@@ -46,3 +46,18 @@ def test_vllm_off_is_refused_on_the_programmatic_path_too() -> None:
     cfg.host = "https://127.0.0.1:1"
     with pytest.raises(ValueError, match="vLLM=false is not supported"):
         build_operator(cfg, OperatorOptions(feature_gates=FeatureGates(vllm=False)))
+
+
+def test_inferenceset_gate_is_on_by_default_and_can_be_turned_off() -> None:
+    """Upstream's ``enableInferenceSetController`` (on by default there too): off builds an
+    operator without the InferenceSet controller, for a cluster without its CRD."""
+    from kaito.operator import build_operator
+    from kaito.operator.featuregates import FeatureGates, parse_feature_gates
+
+    assert parse_feature_gates("").inference_set is True
+    assert parse_feature_gates("enableInferenceSetController=false").inference_set is False
+    cfg = Configuration()
+    cfg.host = "https://127.0.0.1:1"
+    assert build_operator(cfg, OperatorOptions()).inferenceset is not None
+    off = OperatorOptions(feature_gates=FeatureGates(inference_set=False))
+    assert build_operator(cfg, off).inferenceset is None

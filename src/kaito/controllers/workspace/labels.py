@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kaito.api import names
+from kaito.api.inferenceset import LABEL_CREATED_BY
 
 Obj = dict[str, Any]
 
@@ -28,8 +29,14 @@ def selector_labels(ws: Obj) -> dict[str, str]:
 
 def child_labels(ws: Obj) -> dict[str, str]:
     meta = ws["metadata"]
-    return {
+    out = {
         names.LABEL_WORKSPACE: meta["name"],
         names.LABEL_WORKSPACE_NAMESPACE: meta["namespace"],
         **MANAGED_BY,
     }
+    # An InferenceSet's child: its pods carry the set's label too, so the set's status.selector
+    # selects them for an HPA's resource metrics (upstream puts it in the StatefulSet's selector).
+    created_by = (meta.get("labels") or {}).get(LABEL_CREATED_BY)
+    if created_by:
+        out[LABEL_CREATED_BY] = created_by
+    return out
