@@ -8,6 +8,7 @@ backend's dependencies cost nothing to processes that do not use it).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,11 +181,43 @@ def _add_webhook(manager: Manager, options: OperatorOptions) -> None:
     manager.add_readyz_check("webhook", server.started_checker())
 
 
+async def served_options(config: Any, options: OperatorOptions) -> OperatorOptions:
+    """``options`` less the controllers whose API the cluster does not serve yet.
+
+    Why: ``helm upgrade`` never installs a CRD that is new in the chart, so a cluster upgraded to
+    a kaito with the InferenceSet controller may lack its CRD. The controller's informer would
+    then never sync and the whole operator would stop at start; Workspaces matter more. The
+    InferenceSet controller is left off instead, with one warning naming the fix (it starts on
+    the next operator start once the CRD exists). The Workspace CRD is not optional: its absence
+    stays the start-up error it is."""
+    from kaito.controllers.inferenceset import INFERENCESET
+    from kaito.runtime import Client, NotFoundError
+
+    if not options.feature_gates.inference_set:
+        return options
+    async with Client(config, user_agent=options.user_agent) as client:
+        try:
+            await client.mapper.resource_for(INFERENCESET)
+        except NotFoundError:
+            log.warning(
+                "the InferenceSet API is not served by this cluster, so the InferenceSet controller "
+                "is off; install its CRD (helm upgrade does not add new CRDs) with "
+                "`kubectl apply --server-side -f charts/kaito/crds/` or "
+                "`kaito crds --group kaito.sh | kubectl apply --server-side -f -`, then restart kaito",
+                crd="inferencesets.kaito.sh",
+            )
+            return dataclasses.replace(
+                options, feature_gates=dataclasses.replace(options.feature_gates, inference_set=False)
+            )
+    return options
+
+
 async def run(options: OperatorOptions) -> None:
     """Load the kubeconfig, build and run until SIGTERM/SIGINT."""
     from kaito.runtime import load_configuration
 
     config = await load_configuration(options.kubeconfig, options.context)
+    options = await served_options(config, options)
     op = build_operator(config, options)
     log.info(
         "starting kaito controller", node_provisioner=options.node_provisioner, image=options.inference_image
