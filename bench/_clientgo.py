@@ -47,10 +47,22 @@ def source_hash(source: Path = SOURCE) -> str:
     return digest.hexdigest()[:16]
 
 
+#: The executable this process resolved first: every run of one benchmark uses the same build,
+#: even when bench/clientgo is edited while the benchmark runs (a re-hash would rebuild mid-run
+#: and mix two builds in one comparison).
+_resolved: list[Path] = []
+
+
 def binary(log: Callable[[str], None] = lambda _m: None) -> Path:
     """The peer's executable: ``KAITO_CLIENTGO_PEER_BIN``, else the cached build of this source,
     else ``go build`` into the cache (a minute or two when the k8s.io modules are in Go's module
-    cache, as after ``make assets``)."""
+    cache, as after ``make assets``). Resolved once per process."""
+    if not _resolved:
+        _resolved.append(_find_or_build(log))
+    return _resolved[0]
+
+
+def _find_or_build(log: Callable[[str], None]) -> Path:
     ready = os.environ.get(BINARY_ENV)
     if ready:
         path = Path(ready).expanduser()

@@ -1,7 +1,7 @@
 """Informer at scale: kaito.runtime's against client-go's, syncing N existing objects.
 
-    python bench/informer_scale.py --n 10000,100000   # full: each N, 3 alternating rounds
-    python bench/informer_scale.py --small            # make test: N = 2,000, 1 round
+    python bench/informer_scale.py --n 10000,100000   # full: each kind and N, 3 alternating rounds
+    python bench/informer_scale.py --small            # make test: N = 2,000, 1 round per kind
 
 One real etcd + kube-apiserver (``kaito.envtest.Cluster``). N small BenchObjects (bench/runtime.py's
 CRD and objects, a few hundred bytes each as stored) are created in one namespace, concurrently,
@@ -23,12 +23,19 @@ Reported per side and N (medians over rounds, every round kept): ``sync_seconds`
 Goals (issue 24): kaito's sync time ≤ 2 x client-go's (``ratio_sync_seconds`` = kaito ÷ client-go)
 and kaito's RSS per object ≤ client-go's (``ratio_bytes_per_object``, ``ratio_peak_bytes_per_object``).
 
-Like for like: both sides watch the CRD through a dynamic client (JSON on the wire, decoded into
-generic maps: kaito's dicts, client-go's ``unstructured.Unstructured``) and both drop
-``metadata.managedFields`` on the way into the cache (kaito by default, client-go through the
-informer transform controller-runtime installs by default). Each side lists the way it does by
-default: kaito in consistent pages of 500; client-go 1.37 with its WatchListClient feature
-(a watch that streams the initial state). ``etcd_db_bytes`` is etcd's database size after
+Two kinds (``--kinds``), each in its own namespace:
+
+- ``benchobjects``, like for like and the headline: both sides watch the CRD through a dynamic
+  client (JSON on the wire, decoded into generic maps: kaito's dicts, client-go's
+  ``unstructured.Unstructured``).
+- ``configmaps``, client-go at its most efficient: its generated typed clientset asks for
+  protobuf and decodes into Go structs; kaito still reads JSON into dicts (it has no typed mode).
+  ConfigMaps of the same shape (a label, two short data fields).
+
+Both sides drop ``metadata.managedFields`` on the way into the cache (kaito by default, client-go
+through the informer transform controller-runtime installs by default). Each side lists the way
+it does by default: kaito in consistent pages of 500; client-go 1.37 with its WatchListClient
+feature (a watch that streams the initial state). ``etcd_db_bytes`` is etcd's database size after
 creating each N (the default quota is 2 GiB).
 """
 
@@ -49,9 +56,10 @@ from typing import Any
 import _clientgo
 from runtime import BENCH, obj, setup
 
-from kaito.runtime import Client, configure_logging
+from kaito.runtime import GVK, Client, configure_logging
 
-NS = "scale"
+#: Per kind: the namespace its N objects live in and the GVK kaito's informer watches.
+KINDS = {"benchobjects": ("scale", BENCH), "configmaps": ("scale-cm", GVK("", "v1", "ConfigMap"))}
 EMPTY_NS = "scale-empty"
 SIDES = ("kaito", "client_go")
 ETCD_DEFAULT_QUOTA = 2 * 1024**3
@@ -75,7 +83,17 @@ def _self_kib(field: str) -> int:
     return proc_status_kib(Path("/proc/self/status").read_text(), field)
 
 
-async def kaito_child(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
+def configmap(ns: str, i: int) -> dict[str, Any]:
+    """A ConfigMap shaped like bench/runtime.py's BenchObject (a label, two short fields)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"o{i:05d}", "namespace": ns, "labels": {"bench": "yes"}},
+        "data": {"size": "small", "index": str(i)},
+    }
+
+
+async def kaito_child(kubeconfig: str, kind: str, ns: str, expect: int) -> dict[str, Any]:
     """kaito's side, in a fresh process; prints the same result fields as the client-go peer."""
     from kubernetes_asyncio import config as kconfig
     from kubernetes_asyncio.client import Configuration
@@ -86,13 +104,14 @@ async def kaito_child(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
     await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     async with Client(cfg) as client:
         cache = InformerCache(client)
-        cache.get_informer(BENCH, namespace=EMPTY_NS)
+        gvk = KINDS[kind][1]
+        cache.get_informer(gvk, namespace=EMPTY_NS)
         await cache.start()
         assert await cache.wait_for_sync(60)
         gc.collect()
         before = _self_kib("VmRSS")
         t0 = time.perf_counter()
-        inf = cache.get_informer(BENCH, namespace=ns)
+        inf = cache.get_informer(gvk, namespace=ns)
         await inf.start()
         synced = await inf.wait_for_sync(1800)
         seconds = time.perf_counter() - t0
@@ -114,9 +133,9 @@ async def kaito_child(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
     }
 
 
-async def run_kaito(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
+async def run_kaito(kubeconfig: str, kind: str, ns: str, expect: int) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--child", kubeconfig, ns, str(expect),
+        sys.executable, __file__, "--child", kubeconfig, kind, ns, str(expect),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
@@ -125,10 +144,10 @@ async def run_kaito(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
     return _clientgo.parse_result(out.decode())  # the same line format as the peer's
 
 
-async def run_client_go(kubeconfig: str, ns: str, expect: int) -> dict[str, Any]:
+async def run_client_go(kubeconfig: str, kind: str, ns: str, expect: int) -> dict[str, Any]:
     return await _clientgo.run(
-        ["sync", "-kubeconfig", kubeconfig, "-namespace", ns, "-warmup-namespace", EMPTY_NS,
-         "-expect", str(expect)],
+        ["sync", "-kubeconfig", kubeconfig, "-kind", kind, "-namespace", ns,
+         "-warmup-namespace", EMPTY_NS, "-expect", str(expect)],
     )  # fmt: skip
 
 
@@ -154,86 +173,97 @@ def progress(what: str, **shown: Any) -> None:
     )
 
 
-async def create_upto(client: Client, have: int, n: int, concurrency: int) -> None:
-    """Grow the namespace from ``have`` to ``n`` objects (names o<index>, as bench/runtime.py's)."""
+async def create_upto(client: Client, kind: str, have: int, n: int, concurrency: int) -> None:
+    """Grow the kind's namespace from ``have`` to ``n`` objects (names o<index>, as bench/runtime.py's)."""
+    ns = KINDS[kind][0]
+    make = obj if kind == "benchobjects" else configmap
     it = iter(range(have, n))
 
     async def worker() -> None:
         for i in it:
-            await client.create(obj(NS, i))
+            await client.create(make(ns, i))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def measure(kubeconfig: str, kind: str, n: int, rounds: int) -> dict[str, Any]:
+    """Alternating rounds of both sides on ``n`` objects of ``kind``; medians, ratios, goals."""
+    ns = KINDS[kind][0]
+    entry: dict[str, Any] = {"rounds": []}
+    for r in range(rounds):
+        row: dict[str, Any] = {}
+        for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+            run = run_kaito if side == "kaito" else run_client_go
+            row[side] = {k: round(v, 3) for k, v in figures(await run(kubeconfig, kind, ns, n), n).items()}
+            progress(f"{kind} N={n} round {r} {side}", **row[side])
+        row["load1"] = round(os.getloadavg()[0], 2)
+        entry["rounds"].append(row)
+    for side in SIDES:
+        entry[side] = {
+            k: round(statistics.median(row[side][k] for row in entry["rounds"]), 3)
+            for k in entry["rounds"][0][side]
+        }
+    k, c = entry["kaito"], entry["client_go"]
+    entry["ratio_sync_seconds"] = round(k["sync_seconds"] / c["sync_seconds"], 3)
+    entry["ratio_bytes_per_object"] = round(k["bytes_per_object"] / c["bytes_per_object"], 3)
+    entry["ratio_peak_bytes_per_object"] = round(k["peak_bytes_per_object"] / c["peak_bytes_per_object"], 3)
+    entry["goals"] = {
+        "sync_seconds<=2x_client_go": entry["ratio_sync_seconds"] <= 2,
+        "bytes_per_object<=client_go": entry["ratio_bytes_per_object"] <= 1,
+        "peak_bytes_per_object<=client_go": entry["ratio_peak_bytes_per_object"] <= 1,
+    }
+    return entry
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     from kaito.envtest import Cluster, ClusterOptions
 
     sizes = [2000] if args.small else sorted(int(x) for x in args.n.split(","))
+    kinds = args.kinds.split(",")
     rounds = 1 if args.small else args.rounds
-    result: dict[str, Any] = {"mode": "small" if args.small else "full", "rounds": rounds, "sizes": {}}
+    result: dict[str, Any] = {"mode": "small" if args.small else "full", "rounds": rounds, "kinds": {}}
     t_start = time.time()
     _clientgo.binary(lambda m: progress(m))  # a first build happens before any clock
     with Cluster(ClusterOptions()) as cluster:
         kubeconfig = str(cluster.kubeconfig)
         etcdctl = [str(cluster.assets / "etcdctl"), "--endpoints", cluster.etcd_url]
         async with Client(cluster.client_configuration()) as client:
-            await setup(client, [NS, EMPTY_NS])
-            have = 0
-            for n in sizes:
-                t = time.time()
-                if n > have:
-                    await create_upto(client, have, n, args.concurrency)
-                created_s = time.time() - t
-                status = await asyncio.to_thread(
-                    subprocess.run,
-                    [*etcdctl, "endpoint", "status", "-w", "json"],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                entry: dict[str, Any] = {
-                    "created": n - have,
-                    "create_seconds": round(created_s, 1),
-                    "create_per_s": round((n - have) / created_s, 1) if n > have else None,
-                    "etcd_db_bytes": etcd_db_bytes(status.stdout),
-                    "etcd_quota_bytes": ETCD_DEFAULT_QUOTA,
-                    "rounds": [],
-                }
-                have = n
-                progress(f"N={n} created", seconds=created_s, etcd_db_mb=entry["etcd_db_bytes"] / 2**20)
-                for r in range(rounds):
-                    row: dict[str, Any] = {}
-                    for side in SIDES if r % 2 == 0 else SIDES[::-1]:
-                        run = run_kaito if side == "kaito" else run_client_go
-                        row[side] = {
-                            k: round(v, 3) for k, v in figures(await run(kubeconfig, NS, n), n).items()
-                        }
-                        progress(f"N={n} round {r} {side}", **row[side])
-                    row["load1"] = round(os.getloadavg()[0], 2)
-                    entry["rounds"].append(row)
-                for side in SIDES:
-                    entry[side] = {
-                        k: round(statistics.median(row[side][k] for row in entry["rounds"]), 3)
-                        for k in entry["rounds"][0][side]
+            await setup(client, [*(KINDS[kind][0] for kind in kinds), EMPTY_NS])
+            for kind in kinds:
+                result["kinds"][kind] = {}
+                have = 0
+                for n in sizes:
+                    t = time.time()
+                    await create_upto(client, kind, have, n, args.concurrency)
+                    created_s = time.time() - t
+                    status = await asyncio.to_thread(
+                        subprocess.run,
+                        [*etcdctl, "endpoint", "status", "-w", "json"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    created: dict[str, Any] = {
+                        "created": n - have,
+                        "create_seconds": round(created_s, 1),
+                        "create_per_s": round((n - have) / created_s, 1) if n > have else None,
+                        "etcd_db_bytes": etcd_db_bytes(status.stdout),
+                        "etcd_quota_bytes": ETCD_DEFAULT_QUOTA,
                     }
-                k, c = entry["kaito"], entry["client_go"]
-                entry["ratio_sync_seconds"] = round(k["sync_seconds"] / c["sync_seconds"], 3)
-                entry["ratio_bytes_per_object"] = round(k["bytes_per_object"] / c["bytes_per_object"], 3)
-                entry["ratio_peak_bytes_per_object"] = round(
-                    k["peak_bytes_per_object"] / c["peak_bytes_per_object"], 3
-                )
-                entry["goals"] = {
-                    "sync_seconds<=2x_client_go": entry["ratio_sync_seconds"] <= 2,
-                    "bytes_per_object<=client_go": entry["ratio_bytes_per_object"] <= 1,
-                    "peak_bytes_per_object<=client_go": entry["ratio_peak_bytes_per_object"] <= 1,
-                }
-                result["sizes"][str(n)] = entry
-    largest = result["sizes"][str(sizes[-1])]
+                    have = n
+                    progress(
+                        f"{kind} N={n} created",
+                        seconds=created_s,
+                        etcd_db_mb=created["etcd_db_bytes"] / 2**20,
+                    )
+                    result["kinds"][kind][str(n)] = {**created, **await measure(kubeconfig, kind, n, rounds)}
+    head = result["kinds"][kinds[0]][str(sizes[-1])]  # the headline: the first kind at the largest N
     result["n"] = sizes[-1]
-    result["kaito_sync_seconds"] = largest["kaito"]["sync_seconds"]
-    result["client_go_sync_seconds"] = largest["client_go"]["sync_seconds"]
-    result["ratio_sync_seconds"] = largest["ratio_sync_seconds"]
-    result["ratio_bytes_per_object"] = largest["ratio_bytes_per_object"]
+    result["headline_kind"] = kinds[0]
+    result["kaito_sync_seconds"] = head["kaito"]["sync_seconds"]
+    result["client_go_sync_seconds"] = head["client_go"]["sync_seconds"]
+    result["ratio_sync_seconds"] = head["ratio_sync_seconds"]
+    result["ratio_bytes_per_object"] = head["ratio_bytes_per_object"]
     result["wall_seconds"] = round(time.time() - t_start, 1)
     result["loadavg_1m"] = round(os.getloadavg()[0], 2)
     result["cpus"] = os.cpu_count()
@@ -242,12 +272,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(asyncio.run(kaito_child(sys.argv[2], sys.argv[3], int(sys.argv[4])))))
+        kind, ns, expect = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        print(json.dumps(asyncio.run(kaito_child(sys.argv[2], kind, ns, expect))))
         sys.exit(0)
     parser = argparse.ArgumentParser(description="kaito.runtime vs client-go informer sync at scale")
     parser.add_argument("--small", action="store_true", help="quick run for make test")
     parser.add_argument("--n", default="10000,100000", help="object counts, comma-separated")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per N")
+    parser.add_argument("--kinds", default="benchobjects,configmaps", help="the first is the headline")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per kind and N")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent creates")
     configure_logging("console", "WARNING")
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

@@ -9,7 +9,10 @@
 // "kind": "result" (bench/_clientgo.py reads it). Errors go to stderr with a non-zero exit.
 //
 //	clientgo-peer reconcile -kubeconfig K -namespace NS -n N -mode record|patch [-workers 32]
-//	clientgo-peer sync -kubeconfig K -namespace NS -expect N [-warmup-namespace NS2]
+//	clientgo-peer sync -kubeconfig K -namespace NS -expect N [-warmup-namespace NS2] [-kind benchobjects|configmaps]
+//
+// sync -kind configmaps is client-go at its most efficient: the generated typed clientset (which
+// asks for protobuf) and its ConfigMap informer, decoding into Go structs instead of maps.
 package main
 
 import (
@@ -25,12 +28,15 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -293,16 +299,35 @@ func mustKiB(field string) int64 {
 	return v
 }
 
-// startInformer runs one dynamic informer on namespace and waits until it has synced.
-func startInformer(ctx context.Context, client dynamic.Interface, namespace string, strip bool) (cache.SharedIndexInformer, error) {
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 0, namespace, nil)
-	informer := factory.ForResource(benchGVR).Informer()
+// startInformer runs one informer on namespace (kind benchobjects: dynamic; configmaps: typed)
+// and waits until it has synced.
+func startInformer(ctx context.Context, cfg *rest.Config, kind, namespace string, strip bool) (cache.SharedIndexInformer, error) {
+	var informer cache.SharedIndexInformer
+	var start func(<-chan struct{})
+	switch kind {
+	case "benchobjects":
+		client, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(client, 0, namespace, nil)
+		informer, start = factory.ForResource(benchGVR).Informer(), factory.Start
+	case "configmaps":
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace))
+		informer, start = factory.Core().V1().ConfigMaps().Informer(), factory.Start
+	default:
+		return nil, fmt.Errorf("unknown -kind %q (want benchobjects or configmaps)", kind)
+	}
 	if strip {
 		if err := informer.SetTransform(stripManagedFields); err != nil {
 			return nil, err
 		}
 	}
-	factory.Start(ctx.Done())
+	start(ctx.Done())
 	if !cache.WaitFor(ctx, "", informer.HasSyncedChecker()) {
 		return nil, fmt.Errorf("informer on %s did not sync: %v", namespace, context.Cause(ctx))
 	}
@@ -316,6 +341,7 @@ func runSync(args []string) error {
 	warmup := fs.String("warmup-namespace", "", "an empty namespace to sync first (connection, TLS, code paths)")
 	expect := fs.Int("expect", 0, "objects the synced cache must hold")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
+	kind := fs.String("kind", "benchobjects", "benchobjects (dynamic, JSON) or configmaps (typed, protobuf)")
 	strip := fs.Bool("strip-managed-fields", true, "drop metadata.managedFields on the way into the cache, as kaito.runtime does by default")
 	_ = fs.Parse(args)
 	if *namespace == "" || *expect <= 0 {
@@ -325,21 +351,17 @@ func runSync(args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *warmup != "" {
-		if _, err := startInformer(ctx, client, *warmup, *strip); err != nil {
+		if _, err := startInformer(ctx, cfg, *kind, *warmup, *strip); err != nil {
 			return err
 		}
 	}
 	runtime.GC()
 	before := mustKiB("VmRSS")
 	t0 := time.Now()
-	informer, err := startInformer(ctx, client, *namespace, *strip)
+	informer, err := startInformer(ctx, cfg, *kind, *namespace, *strip)
 	if err != nil {
 		return err
 	}
@@ -358,6 +380,7 @@ func runSync(args []string) error {
 	emit(map[string]any{
 		"kind":                 "result",
 		"command":              "sync",
+		"resource":             *kind,
 		"objects":              items,
 		"sync_seconds":         seconds,
 		"rss_before_kib":       before,
@@ -376,8 +399,8 @@ func runSync(args []string) error {
 // kaito.runtime's store applies (InformerOptions.strip_managed_fields): managedFields are often
 // half of a small object and no reconciler reads them, so the cache should not hold them.
 func stripManagedFields(obj any) (any, error) {
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		u.SetManagedFields(nil)
+	if m, err := meta.Accessor(obj); err == nil {
+		m.SetManagedFields(nil)
 	}
 	return obj, nil
 }
