@@ -62,7 +62,7 @@ inference: inference-venv
 tuning: inference-venv
 	$(call pytest,$(IVENV)/bin/python,tests/tuning)
 
-# Small runs are smoke tests: bench/_smoke.py asserts that both sides produced figures; targets
+# Small runs are smoke tests: bench/_smoke.py asserts that every side produced figures; targets
 # are checked by the full runs (docs/performance.md).
 bench-small: assets inference-venv
 	@for b in bench/*.py; do \

@@ -18,7 +18,8 @@ from pathlib import Path
 
 #: Per benchmark, the figure each side must have produced (kaito's first, then the peer's).
 FIGURES: dict[str, tuple[str, ...]] = {
-    "runtime": ("kaito_per_s", "kopf_per_s"),
+    "runtime": ("kaito_per_s", "kopf_per_s", "client_go_per_s"),
+    "informer_scale": ("kaito_sync_seconds", "client_go_sync_seconds"),
     "inference": ("runtime_tokens_per_s", "vllm_tokens_per_s"),
     "provisioning": ("kaito_claims_per_s", "karpenter_claims_per_s"),
     "tuning": ("kaito_tokens_per_s", "peft_tokens_per_s"),

@@ -1,26 +1,33 @@
-"""kaito.runtime vs kopf on one real apiserver; prints ONE JSON object (on the last line).
+"""kaito.runtime vs kopf and client-go on one real apiserver; prints ONE JSON object (last line).
 
     python bench/runtime.py            # full: N=2,000 per round, 5 rounds, 10,000 cached objects, 500 samples
     python bench/runtime.py --small    # quick variant run by `make test` (N=200/100, 3 rounds)
 
-Headlines (medians over alternating rounds; each round pair gives one ratio):
+Headlines (medians over alternating rounds; each round gives one ratio per peer):
   ratio (≥ 5), work "record": N BenchObjects exist; the operator starts and the clock runs until
       each object has been reconciled once (start-up and the initial LIST included). The work
       only records the reconcile (a no-op reconcile), so this compares the frameworks themselves.
-  ratio_with_status_write: the same with one status write (PATCH) per object on both sides
-      (kopf: an on.create handler whose result kopf writes back in one PATCH). On a shared
-      2-core box the apiserver doing those writes is the bottleneck for both.
+      kaito's objects/s ÷ kopf's.
+  ratio_throughput_vs_client_go: the same work, kaito's objects/s ÷ client-go's (bench/clientgo:
+      a dynamic shared informer, lister, rate-limited workqueue and 32 workers; bench/_clientgo.py).
+  ratio_with_status_write (÷ kopf) and ratio_with_status_write_vs_client_go: the same with one
+      status write (PATCH) per object on every side (kopf: an on.create handler whose result kopf
+      writes back in one PATCH; client-go: a JSON merge PATCH unless the cached object already
+      says done). On a shared 2-core box the apiserver doing those writes is the bottleneck.
 
 Fairness: both sides run on the same event loop implementation (``--loop``, asyncio by default;
 kopf is started through bench/_kopf_operator.py, not ``kopf run``, which would pick uvloop on its
 own); kopf's handlers are ``async`` (no thread-pool hop per event); credentials are loaded
 before either clock starts (kaito: the configuration before ``Manager.start()``; kopf: the clock
-starts when its login handler returns); rounds alternate (kaito→kopf, kopf→kaito, ...) after one
-unmeasured warm-up run each (status writes: full mode only), so slow drifts of a shared
-machine hit both sides alike. Record rounds reuse one namespace per side (nothing is written);
-status-write rounds get fresh objects each (both sides skip objects they already handled).
-kopf runs in a subprocess on its own namespace, kaito in this process with
-``max_concurrent_reconciles=32``.
+starts when its login handler returns; client-go: after its kubeconfig is loaded); rounds
+alternate (kaito→kopf→client-go, client-go→kopf→kaito, ...) after one unmeasured warm-up run
+each (status writes: full mode only), so slow drifts of a shared machine hit every side alike.
+Record rounds reuse one namespace per side (nothing is written); status-write rounds get fresh
+objects each (every side skips objects it already handled). kopf and client-go run in
+subprocesses on their own namespaces, kaito in this process with ``max_concurrent_reconciles=32``;
+client-go runs 32 workers, has its client-side rate limit off (kaito's client has none) and
+drops managedFields from its cache as kaito does. client-go's Go startup and kopf's Python
+imports are outside their clocks, as kaito's imports are.
 
 Also reported, from kaito runs:
   p50_ms / p99_ms (p99 ≤ 20): event → reconcile latency at idle. The writer stamps time.time()
@@ -47,12 +54,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _clientgo
 import aiohttp
 
 from kaito.runtime import GVK, AlreadyExistsError, Client, Manager, Request, Result, configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = GVK("bench.kaito.sh", "v1", "BenchObject")
+#: Every side of a round, in even rounds' order (odd rounds run it reversed).
+SIDES = ("kaito", "kopf", "clientgo")
 CRD_GVK = GVK("apiextensions.k8s.io", "v1", "CustomResourceDefinition")
 NS_GVK = GVK("", "v1", "Namespace")
 STAMP = "bench.kaito.sh/stamp"
@@ -273,6 +283,17 @@ async def bench_kopf(cluster: Any, ns: str, n: int, mode: str, loop: str) -> dic
     return {"kopf_per_s": n / elapsed, "kopf_seconds": elapsed}
 
 
+async def bench_client_go(cluster: Any, ns: str, n: int, mode: str) -> dict[str, Any]:
+    """client-go's side: a fresh peer process per run, as kopf's; its own clock (t0 after the
+    kubeconfig is loaded, t_last at the N-th first reconcile) is read from its result line."""
+    res = await _clientgo.run(
+        ["reconcile", "-kubeconfig", str(cluster.kubeconfig), "-namespace", ns, "-n", str(n), "-mode", mode],
+        timeout=900,
+    )
+    elapsed = float(res["t_last"]) - float(res["t0"])
+    return {"client_go_per_s": n / elapsed, "client_go_seconds": elapsed}
+
+
 # ----------------------------------------------------------------- memory (child process)
 
 
@@ -331,12 +352,13 @@ async def bench_memory(cluster: Any, client: Client, n: int) -> dict[str, Any]:
 async def rounds_of(
     cluster: Any, mode: str, n: int, rounds: int, ns_of: Any, loop: str, samples: int = 0
 ) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """``rounds`` alternating pairs; the last kaito run also takes the latency samples."""
+    """``rounds`` alternating rounds of every side; the last kaito run also takes the latency
+    samples. Even rounds run kaito first, odd rounds last."""
     pairs: list[dict[str, float]] = []
     extra: dict[str, Any] = {}
     for r in range(rounds):
         pair: dict[str, float] = {}
-        for side in ("kaito", "kopf") if r % 2 == 0 else ("kopf", "kaito"):
+        for side in SIDES if r % 2 == 0 else SIDES[::-1]:
             if side == "kaito":
                 last = r == rounds - 1
                 res = await bench_kaito(cluster, ns_of("kaito", r), n, samples if last else 0, mode)
@@ -344,11 +366,17 @@ async def rounds_of(
                 res.pop("kaito_seconds")
                 if last:
                     extra = res
-            else:
+            elif side == "kopf":
                 pair["kopf_per_s"] = (await bench_kopf(cluster, ns_of("kopf", r), n, mode, loop))[
                     "kopf_per_s"
                 ]
+            else:
+                pair["client_go_per_s"] = (await bench_client_go(cluster, ns_of(side, r), n, mode))[
+                    "client_go_per_s"
+                ]
         pair["ratio"] = pair["kaito_per_s"] / pair["kopf_per_s"]
+        pair["ratio_vs_client_go"] = pair["kaito_per_s"] / pair["client_go_per_s"]
+        pair["load1"] = os.getloadavg()[0]  # at the round's end: each round's own load, recorded
         pairs.append(pair)
         progress(f"{mode} round {r}", **pair)
     return pairs, extra
@@ -362,6 +390,11 @@ def progress(what: str, **figures: float) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _per_round(pairs: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Every side's objects/s and the load of each round, for the record in docs/performance.md."""
+    return [{k: round(v, 1) for k, v in p.items() if k.endswith("_per_s") or k == "load1"} for p in pairs]
 
 
 def _median(pairs: list[dict[str, float]], key: str) -> float:
@@ -394,9 +427,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     # Round -1: the status-write warm-up (full mode only).
     first_write_round = 0 if args.small else -1
-    sides = ("kaito", "kopf")
-    record_namespaces = [record_ns(side, 0) for side in sides]
-    write_namespaces = [write_ns(side, r) for r in range(first_write_round, rounds) for side in sides]
+    record_namespaces = [record_ns(side, 0) for side in SIDES]
+    write_namespaces = [write_ns(side, r) for r in range(first_write_round, rounds) for side in SIDES]
+    _clientgo.binary(lambda m: progress(m))  # a first build (minutes) happens before any clock
     with Cluster(ClusterOptions()) as cluster:
         async with Client(cluster.client_configuration()) as client:
             await setup(client, [*record_namespaces, *write_namespaces, "bench-mem", "bench-empty"])
@@ -411,9 +444,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             # status-write warm-up (fresh objects, slow) is skipped in small mode for make test.
             await bench_kaito(cluster, record_ns("kaito", 0), n, 0, "record")
             await bench_kopf(cluster, record_ns("kopf", 0), n, "record", args.loop)
+            await bench_client_go(cluster, record_ns("clientgo", 0), n, "record")
             if not args.small:
                 await bench_kaito(cluster, write_ns("kaito", -1), write_n, 0, "patch")
                 await bench_kopf(cluster, write_ns("kopf", -1), write_n, "patch", args.loop)
+                await bench_client_go(cluster, write_ns("clientgo", -1), write_n, "patch")
             # 1. record-only (a no-op reconcile): framework overhead — the headline ratio
             rec, _ = await rounds_of(cluster, "record", n, rounds, record_ns, args.loop)
             # 2. one status write per object: bounded by the apiserver sharing the same cores
@@ -423,13 +458,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["kopf_per_s"] = _median(rec, "kopf_per_s")
             result["ratio"] = _median(rec, "ratio")
             result["ratio_per_round"] = [round(p["ratio"], 2) for p in rec]
+            result["client_go_per_s"] = _median(rec, "client_go_per_s")
+            result["ratio_throughput_vs_client_go"] = _median(rec, "ratio_vs_client_go")
+            result["ratio_throughput_vs_client_go_per_round"] = [
+                round(p["ratio_vs_client_go"], 2) for p in rec
+            ]
+            result["per_round"] = _per_round(rec)
             result["with_status_write"] = {
                 "kaito_per_s": round(_median(wr, "kaito_per_s"), 1),
                 "kopf_per_s": round(_median(wr, "kopf_per_s"), 1),
+                "client_go_per_s": round(_median(wr, "client_go_per_s"), 1),
                 "ratio_per_round": [round(p["ratio"], 2) for p in wr],
+                "ratio_vs_client_go_per_round": [round(p["ratio_vs_client_go"], 2) for p in wr],
+                "per_round": _per_round(wr),
                 "kaito_mean_reconcile_ms": round(kaito_extra.pop("kaito_mean_reconcile_ms"), 1),
             }
             result["ratio_with_status_write"] = _median(wr, "ratio")
+            result["ratio_with_status_write_vs_client_go"] = _median(wr, "ratio_vs_client_go")
             result.update(kaito_extra)  # latency + no-op request figures come from the last kaito run
             result.update(await bench_memory(cluster, client, mem_n))
     result["targets"] = {
@@ -456,7 +501,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
         asyncio.run(memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4])))
         sys.exit(0)
-    parser = argparse.ArgumentParser(description="kaito.runtime vs kopf benchmark")
+    parser = argparse.ArgumentParser(description="kaito.runtime vs kopf and client-go benchmark")
     parser.add_argument("--small", action="store_true", help="quick run for make test")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--mem-n", type=int, default=10000)

@@ -28,7 +28,8 @@ def smoke(script: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_missed_target_still_passes_when_both_sides_ran(tmp_path: Path) -> None:
-    missed = {"kaito_per_s": 90.0, "kopf_per_s": 20.0, "targets": {"ratio>=5": False}}
+    missed: dict[str, object] = {"kaito_per_s": 90.0, "kopf_per_s": 20.0, "client_go_per_s": 95.0}
+    missed["targets"] = {"ratio>=5": False}
     ran = smoke(fake_bench(tmp_path, missed))
     assert ran.returncode == 0, ran.stderr
     lines = ran.stdout.splitlines()
@@ -38,7 +39,9 @@ def test_a_missed_target_still_passes_when_both_sides_ran(tmp_path: Path) -> Non
 
 
 def test_a_side_without_figures_fails(tmp_path: Path) -> None:
-    ran = smoke(fake_bench(tmp_path, {"kaito_per_s": 90.0, "kopf_per_s": 0}))
+    ran = smoke(fake_bench(tmp_path, {"kaito_per_s": 90.0, "kopf_per_s": 0, "client_go_per_s": 95.0}))
     assert ran.returncode == 1 and "kopf_per_s=0" in ran.stderr
+    no_client_go = smoke(fake_bench(tmp_path, {"kaito_per_s": 90.0, "kopf_per_s": 20.0}))
+    assert no_client_go.returncode == 1 and "client_go_per_s=None" in no_client_go.stderr
     crashed = smoke(fake_bench(tmp_path, {"kaito_per_s": 1.0, "kopf_per_s": 1.0}, rc=3))
     assert crashed.returncode == 3
