@@ -773,9 +773,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _cgroup_pids(self) -> set[int]:
         pids: set[int] = set()
         for root in self._cgroup_dirs():
-            for procs in root.rglob("cgroup.procs"):
+            for folder in _folders(root):
                 with contextlib.suppress(OSError, ValueError):
-                    pids.update(int(p) for p in procs.read_text().split())
+                    pids.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
         return pids
 
     def _pod_netns_inodes(self) -> set[int]:
@@ -859,13 +859,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _remove_cgroups(self) -> None:
         for root in self._cgroup_dirs():
-            for folder in sorted(
-                (p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
-            ):
+            for folder in sorted(_folders(root), key=lambda p: len(p.parts), reverse=True):
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             with contextlib.suppress(OSError):
                 root.rmdir()
+
+
+def _folders(root: Path) -> list[Path]:
+    """``root`` and every folder under it. The kubelet and the kernel remove cgroups while we
+    walk (a container exiting during teardown), so a folder gone between listing and entering is
+    skipped: os.walk ignores the scandir error, where Path.rglob raised FileNotFoundError."""
+    return [Path(folder) for folder, _, _ in os.walk(root)]
 
 
 def _taint(spec: str) -> dict[str, str]:
