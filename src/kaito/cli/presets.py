@@ -8,6 +8,7 @@ import typer
 
 from kaito.cli.output import Column, Format, dump, print_table
 from kaito.presets import GPUSku, ModelPreset, catalog_version, list_presets, list_skus
+from kaito.presets.hub import hub_catalog
 from kaito.presets.skus import load_skus
 
 app = typer.Typer(help="Model presets and GPU SKUs kaito knows.", no_args_is_help=True)
@@ -21,6 +22,7 @@ PRESET_COLUMNS = [
     Column("CONTEXT", 1),
     Column("GATED", 4),
     Column("TUNING", 5),
+    Column("SOURCE", 6),
     Column("KV/TOKEN", wide=True),
     Column("RUNTIMES", wide=True),
     Column("PARSERS", wide=True),
@@ -43,11 +45,18 @@ SKU_COLUMNS = [
 ]
 
 
-def preset_record(p: ModelPreset) -> dict[str, Any]:
+#: ``source`` of a preset kaito pins (models.yaml) and of one from upstream's model catalog that a
+#: Workspace names by repo id and kaito sizes from the Hub (hub_catalog.yaml, no pinned revision).
+SOURCE_CATALOG = "catalog"
+SOURCE_HUB = "hub"
+
+
+def preset_record(p: ModelPreset, source: str = SOURCE_CATALOG) -> dict[str, Any]:
     """The machine-readable form of a preset: its catalog fields plus derived facts."""
     data = p.model_dump(mode="json")
     data["gated"] = p.gated
     data["kv_bytes_per_token"] = p.kv_bytes_per_token()
+    data["source"] = source
     return data
 
 
@@ -66,22 +75,32 @@ def sku_record(s: GPUSku) -> dict[str, Any]:
 @app.command("list")
 def list_cmd(
     all_: bool = typer.Option(False, "--all", help="include deprecated presets"),
+    hub: bool = typer.Option(
+        True, "--hub/--no-hub", help="also list upstream's catalog models, sized from the Hub (org/model)"
+    ),
     output: Format = typer.Option(Format.table, "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
-    """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source."""
+    """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source.
+
+    Rows with SOURCE hub come from upstream Kaito's model catalog: name them by repo id; kaito
+    reads their config from the Hugging Face Hub at admission (no pinned revision), so the
+    figures here are upstream's and gating is not known until then."""
     presets = list_presets(include_deprecated=all_)
+    listed = [(p, SOURCE_CATALOG) for p in presets]
+    if hub:
+        listed += [(e.preset, SOURCE_HUB) for e in hub_catalog()]
     if output in (Format.json, Format.yaml):
         dump(
             {
                 "kind": "PresetList",
                 "catalogVersion": catalog_version(),
-                "items": [preset_record(p) for p in presets],
+                "items": [preset_record(p, source) for p, source in listed],
             },
             output,
         )
         return
     rows = []
-    for p in presets:
+    for p, source in listed:
         parsers = ",".join(x for x in (p.tool_parser, p.reasoning_parser) if x) or "-"
         rows.append(
             [
@@ -89,13 +108,14 @@ def list_cmd(
                 f"{p.params_b:g}B",
                 f"{p.weights_gb:g}GB",
                 f"{p.context_length}",
-                "yes" if p.gated else "no",
+                ("yes" if p.gated else "no") if source == SOURCE_CATALOG else "?",
                 ",".join(p.tuning) or "-",
+                source,
                 f"{p.kv_bytes_per_token() // 1024}KiB",
                 ",".join(p.runtimes),
                 parsers,
                 p.hf_repo,
-                p.revision[:12],
+                p.revision[:12] if source == SOURCE_CATALOG else "(unpinned)",
             ]
         )
     print_table(PRESET_COLUMNS, rows, output)

@@ -24,11 +24,19 @@ from kaito.api.validation import validate_workspace
 from kaito.api.webhook import validate_request_with_api
 from kaito.api.workspace import Workspace
 from kaito.cli import estimate as estimate_cli
+from kaito.cli import presets as presets_cli
 from kaito.cli import validate as validate_cli
 from kaito.controllers.workspace import inference
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
-from kaito.presets import estimate, get_preset, get_sku
-from kaito.presets.hub import HubModelError, parse_model_ref, preset_from_hf_config, vllm_architectures
+from kaito.presets import estimate, get_preset, get_sku, list_presets
+from kaito.presets.hub import (
+    HubModelError,
+    find_hub_catalog,
+    hub_catalog,
+    parse_model_ref,
+    preset_from_hf_config,
+    vllm_architectures,
+)
 from kaito.runtime import ApiError
 
 A100 = "Standard_NC24ads_A100_v4"
@@ -328,3 +336,32 @@ def test_cli_validate_and_estimate(fake: FakeHub, tmp_path: Path) -> None:
     assert res.exit_code == 1 and "modelAccessSecret" in res.output
     res = runner.invoke(_app(), ["estimate", "-p", "acme/gated", "-t", A100], env={"HF_TOKEN": GATED_TOKEN})
     assert res.exit_code == 0, res.output
+
+
+# --- upstream's model catalog ---------------------------------------------------------------------
+
+
+def test_upstream_catalog_models_kaito_lacks_are_listed() -> None:
+    entries = hub_catalog()
+    assert len(entries) == 35  # upstream v0.12 lists 60; 25 are kaito presets already
+    table = vllm_architectures()
+    known = {p.hf_repo.lower() for p in list_presets(include_deprecated=True)}
+    for e in entries:
+        assert e.preset.custom and e.preset.revision == "main"
+        assert e.preset.hf_repo.lower() not in known
+        assert table.supports(e.preset.architecture), e.preset.name
+    found = find_hub_catalog("qwen/qwen3-8b-awq")
+    assert found is not None and found.preset.quantization == "awq"
+    res = runner.invoke(_app_presets(), ["presets", "list", "-o", "json"])
+    items = json.loads(res.output)["items"]
+    sources = {i["name"]: i["source"] for i in items}
+    assert sources["phi-4"] == "catalog" and sources["Qwen/Qwen3-8B-AWQ"] == "hub"
+    res = runner.invoke(_app_presets(), ["presets", "list", "--no-hub", "-o", "json"])
+    assert {i["source"] for i in json.loads(res.output)["items"]} == {"catalog"}
+
+
+def _app_presets() -> typer.Typer:
+    app = typer.Typer()
+    app.add_typer(presets_cli.app, name="presets")
+    app.command("validate")(validate_cli.validate)
+    return app
