@@ -219,15 +219,19 @@ def as_workspace_request(request: Any) -> Any:
 async def validate_inferenceset_request_with_api(
     request: Any, options: ValidationOptions | None, client: Client
 ) -> dict[str, Any]:
-    """:func:`validate_request` for an InferenceSet after reading the ConfigMap its template names."""
+    """:func:`validate_request` for an InferenceSet after reading the ConfigMap its template names
+    and, for an ``org/model`` preset, the model on the Hub."""
     as_ws = as_workspace_request(request)
+    hub = asyncio.ensure_future(_lookup_hub(as_ws, client))
     try:
         config_maps = await lookup_config_maps(client, as_ws)
     except Exception as exc:  # a lookup failure is a reason to deny, never a crash
         obj = as_ws.get("object") if isinstance(as_ws, dict) else None
         named = [n for n in (_config(obj, "inference"),) if isinstance(n, str)]
         config_maps = dict.fromkeys(named, f"{type(exc).__name__}: {exc}") or None
-    return validate_request(request, options, config_maps=config_maps, validator=validate_inferenceset)
+    return validate_request(
+        request, options, config_maps=config_maps, validator=validate_inferenceset, hub_models=await hub
+    )
 
 
 def _instance_type(obj: Any) -> Any:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from hub_fake import PHI3_MINI_CONFIG, PHI3_MINI_FILES, FakeHub, fake_hub
 from kaito.api import hub
 from kaito.api.validation import validate_workspace
-from kaito.api.webhook import validate_request_with_api
+from kaito.api.webhook import validate_inferenceset_request_with_api, validate_request_with_api
 from kaito.api.workspace import Workspace
 from kaito.cli import estimate as estimate_cli
 from kaito.cli import presets as presets_cli
@@ -264,6 +264,30 @@ def test_webhook_reads_the_secret_and_asks_the_hub(fake: FakeHub) -> None:
         validate_request_with_api(review(ws("acme/bert"), "UPDATE", ws("acme/bert")), None, client)
     )
     assert same["allowed"] and len(fake.requests) == asked
+
+
+def test_inferenceset_template_model_is_asked_on_the_hub(fake: FakeHub) -> None:
+    iset = {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "InferenceSet",
+        "metadata": {"name": "chat", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "labelSelector": {"matchLabels": {"apps": "chat"}},
+            "template": {
+                "resource": {"instanceType": A100},
+                "inference": {"preset": {"name": "acme/bert"}},
+            },
+        },
+    }
+    client: Any = SecretClient({})
+    answer = asyncio.run(validate_inferenceset_request_with_api(review(iset), None, client))
+    assert not answer["allowed"]
+    assert "spec.template.inference.preset.name" in json.dumps(answer["status"])
+    assert "BertForMaskedLM" in answer["status"]["message"]
+    iset["spec"]["template"]["inference"]["preset"]["name"] = "acme/phi3-copy"
+    answer = asyncio.run(validate_inferenceset_request_with_api(review(iset), None, client))
+    assert answer["allowed"], answer
 
 
 # --- the controller's plan and pod ---------------------------------------------------------------
