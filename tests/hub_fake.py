@@ -60,6 +60,8 @@ class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     url: str = ""
+    #: repo -> (Hub base URL, repo) it redirects to (307), as for a renamed repo
+    moved: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add(
         self, repo: str, config: dict[str, Any], files: list[tuple[str, int]] | None = None, **kw: Any
@@ -98,6 +100,18 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if len(parts) < 5 or parts[2] != "resolve" or parts[-1] != "config.json":
                     return self._send(404, code="EntryNotFound")
                 repo, kind, rev = "/".join(parts[:2]), "config", "/".join(parts[3:-1])
+            if repo in hub.moved:
+                base, target = hub.moved[repo]
+                location = (
+                    f"{base}/{target}/resolve/{rev}/config.json"
+                    if kind == "config"
+                    else f"{base}/api/models/{target}/tree/{rev}?recursive=true"
+                )
+                self.send_response(307)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             rev = unquote(rev)
             found = hub.repos.get(repo)
             if found is None:

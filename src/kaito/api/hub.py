@@ -29,7 +29,7 @@ import urllib.request
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from kaito.api import names
 from kaito.presets import ModelPreset, find_preset, list_presets
@@ -49,7 +49,7 @@ DEFAULT_TIMEOUT = 2.0
 CACHE_TTL = 600.0
 ERROR_TTL = 60.0
 _CACHE_MAX = 256
-_config_limit = 4 << 20  # config.json and the listing are small; refuse anything huge
+_MAX_BODY = 4 << 20  # config.json and the listing are small; read no more than this
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, str, str, str], tuple[float, ModelPreset | HubModelError]] = {}
@@ -65,13 +65,35 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+class _SameHostAuth(urllib.request.HTTPRedirectHandler):
+    """Follow the Hub's redirects (renamed repos, CDN files) without carrying the token to
+    another host: urllib would copy the Authorization header to wherever a redirect points."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_opener = urllib.request.build_opener(_SameHostAuth)
+
+
 def _get(url: str, token: str | None, timeout: float) -> tuple[int, bytes, Mapping[str, str]]:
     request = urllib.request.Request(url, headers={"User-Agent": "kaito"})
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return int(resp.status), resp.read(_config_limit), dict(resp.headers)
+        with _opener.open(request, timeout=timeout) as resp:
+            return int(resp.status), resp.read(_MAX_BODY), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, b"", dict(exc.headers or {})
 

@@ -165,6 +165,18 @@ def test_gated_needs_the_token(fake: FakeHub) -> None:
     assert model.gated and fake.requests[-1][1] == f"Bearer {GATED_TOKEN}"
 
 
+def test_redirects_keep_the_token_on_the_hub_only(fake: FakeHub) -> None:
+    fake.moved["acme/renamed"] = (fake.url, "acme/gated")
+    assert hub.resolve_hub_model("acme/renamed", GATED_TOKEN).hf_repo == "acme/renamed"
+    with fake_hub() as other:
+        other.add("acme/gated", PHI3_MINI_CONFIG, PHI3_MINI_FILES, token=GATED_TOKEN)
+        fake.moved["acme/elsewhere"] = (other.url, "acme/gated")
+        with pytest.raises(HubModelError) as exc:
+            hub.resolve_hub_model("acme/elsewhere", GATED_TOKEN)
+        assert exc.value.reason == "GatedModel"
+        assert other.requests and all(auth is None for _, auth in other.requests)
+
+
 # --- validation (the webhook's rules) ------------------------------------------------------------
 
 
