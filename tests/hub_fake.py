@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 #: microsoft/Phi-3-mini-4k-instruct's config.json (the fields that matter) and weight files.
 PHI3_MINI_CONFIG: dict[str, Any] = {
@@ -62,6 +62,8 @@ class FakeHub:
     url: str = ""
     #: repo -> (Hub base URL, repo) it redirects to (307), as for a renamed repo
     moved: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: entries per listing page (the Hub pages long listings with a Link: <...>; rel="next" header)
+    page_size: int = 1000
 
     def add(
         self, repo: str, config: dict[str, Any], files: list[tuple[str, int]] | None = None, **kw: Any
@@ -76,13 +78,15 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:  # quiet
             pass
 
-        def _send(self, status: int, body: Any = None, code: str = "") -> None:
+        def _send(self, status: int, body: Any = None, code: str = "", link: str = "") -> None:
             data = json.dumps(body if body is not None else {"error": code}).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             if code:
                 self.send_header("X-Error-Code", code)
+            if link:
+                self.send_header("Link", f'<{link}>; rel="next"')
             self.end_headers()
             self.wfile.write(data)
 
@@ -122,7 +126,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, code="RevisionNotFound")
             if kind == "config":
                 return self._send(200, found.config)
-            return self._send(200, [{"type": "file", "path": p, "size": s} for p, s in found.files])
+            start = int(parse_qs(urlsplit(self.path).query).get("cursor", ["0"])[0])
+            page = found.files[start : start + hub.page_size]
+            more = start + hub.page_size < len(found.files)
+            link = f"{hub.url}{path}?recursive=true&cursor={start + hub.page_size}" if more else ""
+            return self._send(200, [{"type": "file", "path": p, "size": s} for p, s in page], link=link)
 
     return Handler
 

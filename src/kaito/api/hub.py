@@ -49,6 +49,7 @@ DEFAULT_TIMEOUT = 2.0
 CACHE_TTL = 600.0
 ERROR_TTL = 60.0
 _CACHE_MAX = 256
+_MAX_PAGES = 20
 _MAX_BODY = 4 << 20  # config.json and the listing are small; read no more than this
 
 _lock = threading.Lock()
@@ -141,17 +142,42 @@ def _gated(ref: HubModelRef, token: str | None) -> HubModelError:
     )
 
 
+def _next_page(headers: Mapping[str, str]) -> str | None:
+    """The ``rel="next"`` URL of a paginated Hub listing (its ``Link`` header), if any."""
+    link = next((v for k, v in headers.items() if k.lower() == "link"), "")
+    for part in link.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params:
+            return url.strip().strip("<>")
+    return None
+
+
 def _fetch(ref: HubModelRef, token: str | None, base: str, timeout: float) -> ModelPreset:
     rev = quote(ref.revision, safe="")
+    files: list[Any] = []
     try:
         status, body, headers = _get(f"{base}/{ref.repo}/resolve/{rev}/config.json", token, timeout)
         if status != 200:
             raise _refusal(status, headers, ref, token, base)
-        status, listing, headers = _get(
-            f"{base}/api/models/{ref.repo}/tree/{rev}?recursive=true", token, timeout
-        )
-        if status != 200:
-            raise _refusal(status, headers, ref, token, base)
+        page: str | None = f"{base}/api/models/{ref.repo}/tree/{rev}?recursive=true"
+        for _ in range(_MAX_PAGES):  # the Hub pages long listings (huggingface_hub follows Link)
+            if page is None:
+                break
+            status, listing, headers = _get(page, token, timeout)
+            if status != 200:
+                raise _refusal(status, headers, ref, token, base)
+            try:
+                entries = json.loads(listing)
+            except ValueError:
+                entries = None
+            if not isinstance(entries, list):
+                raise HubModelError(
+                    "IncompleteConfig", f"{ref.repo}: the Hub at {base} sent a file listing that is not JSON"
+                )
+            files += entries
+            page = _next_page(headers)
+            if page is not None and urlsplit(page).netloc != urlsplit(base).netloc:
+                page = None  # the token goes to the Hub only
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise HubModelError(
@@ -163,14 +189,10 @@ def _fetch(ref: HubModelRef, token: str | None, base: str, timeout: float) -> Mo
     try:
         # transformers reads config.json with json.loads, which takes NaN and Infinity too
         config = json.loads(body)
-        files = json.loads(listing)
     except ValueError:
-        raise HubModelError(
-            "IncompleteConfig",
-            f"{ref.repo}: the Hub at {base} sent a config.json or file listing that is not JSON",
-        ) from None
-    if not isinstance(config, dict) or not isinstance(files, list):
-        raise HubModelError("IncompleteConfig", f"{ref.repo}: config.json is not a JSON object")
+        config = None
+    if not isinstance(config, dict):
+        raise HubModelError("IncompleteConfig", f"{ref.repo}: config.json on {base} is not a JSON object")
     sizes = [
         (str(f.get("path", "")), int(f.get("size") or 0))
         for f in files

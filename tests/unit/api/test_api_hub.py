@@ -147,6 +147,13 @@ def test_answers_are_cached(fake: FakeHub) -> None:
     assert len(fake.requests) == 3
 
 
+def test_paged_listing_is_followed(fake: FakeHub) -> None:
+    fake.page_size = 2
+    model = hub.resolve_hub_model("acme/phi3-copy")
+    assert model.weights_gb == pytest.approx(7.642, rel=1e-3)
+    assert len(fake.requests) == 1 + 3  # config.json and three pages of five files
+
+
 def test_revision_is_read_and_unknown_revision_refused(fake: FakeHub) -> None:
     assert hub.resolve_hub_model("acme/phi3-copy@v1").revision == "v1"
     assert fake.requests[0][0] == "/acme/phi3-copy/resolve/v1/config.json"
