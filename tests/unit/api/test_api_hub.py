@@ -408,3 +408,32 @@ def _app_presets() -> typer.Typer:
     app.add_typer(presets_cli.app, name="presets")
     app.command("validate")(validate_cli.validate)
     return app
+
+
+def test_controller_keeps_the_last_answer_when_the_hub_goes_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from kaito.controllers.workspace.reconciler import WorkspaceReconciler
+
+    token = {"data": {"HF_TOKEN": base64.b64encode(GATED_TOKEN.encode()).decode()}}
+    manager: Any = SimpleNamespace(client=SecretClient({"hf": token}), cache=None)
+    obj = ws("acme/gated", secret="hf")
+
+    async def run() -> None:
+        rec = WorkspaceReconciler(manager, provisioner=None)  # type: ignore[arg-type]
+        with fake_hub() as h:
+            h.add("acme/gated", PHI3_MINI_CONFIG, PHI3_MINI_FILES, token=GATED_TOKEN)
+            monkeypatch.setenv("HF_ENDPOINT", h.url)
+            hub.clear_cache()
+            first = await rec._hub_model(obj)
+            assert first is not None and first.gated
+            with pytest.raises(inference.PlanError) as exc:
+                await rec._hub_model(ws("acme/gated"))  # no Secret named: no token
+            assert exc.value.reason == "GatedModel"
+        hub.clear_cache()  # cache expired, Hub gone
+        assert await rec._hub_model(obj) == first
+        with pytest.raises(inference.PlanError) as exc:
+            await rec._hub_model(ws("acme/never-seen"))
+        assert exc.value.reason == "HubUnreachable" and "HF_ENDPOINT" in str(exc.value)
+
+    asyncio.run(run())
