@@ -22,11 +22,22 @@ PRESET_COLUMNS = [
     Column("CONTEXT", 1),
     Column("GATED", 4),
     Column("TUNING", 5),
-    Column("SOURCE", 6),
     Column("KV/TOKEN", wide=True),
     Column("RUNTIMES", wide=True),
     Column("PARSERS", wide=True),
     Column("HF MODEL", wide=True),
+    Column("REVISION", wide=True),
+]
+
+#: upstream's catalog models kaito sizes from the Hub: a table of their own, after the presets
+HUB_COLUMNS = [
+    Column("HUB MODEL"),
+    Column("PARAMS", 3),
+    Column("WEIGHTS", 2),
+    Column("CONTEXT", 1),
+    Column("ARCHITECTURE", 4),
+    Column("KV/TOKEN", wide=True),
+    Column("LICENSE", wide=True),
     Column("REVISION", wide=True),
 ]
 
@@ -82,13 +93,13 @@ def list_cmd(
 ) -> None:
     """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source.
 
-    Rows with SOURCE hub come from upstream Kaito's model catalog: name them by repo id; kaito
-    reads their config from the Hugging Face Hub at admission (no pinned revision), so the
-    figures here are upstream's and gating is not known until then."""
+    The second table (HUB MODEL; ``source: hub`` in json/yaml) is upstream Kaito's model catalog:
+    name them by repo id; kaito reads their config from the Hugging Face Hub at admission (no
+    pinned revision), so the figures there are upstream's and gating is not known until then."""
     presets = list_presets(include_deprecated=all_)
     listed = [(p, SOURCE_CATALOG) for p in presets]
     if hub:
-        listed += [(e.preset, SOURCE_HUB) for e in hub_catalog()]
+        listed += [(e.preset, SOURCE_HUB) for e in hub_catalog()]  # -o json/yaml: one list
     if output in (Format.json, Format.yaml):
         dump(
             {
@@ -100,7 +111,7 @@ def list_cmd(
         )
         return
     rows = []
-    for p, source in listed:
+    for p in presets:
         parsers = ",".join(x for x in (p.tool_parser, p.reasoning_parser) if x) or "-"
         rows.append(
             [
@@ -108,17 +119,33 @@ def list_cmd(
                 f"{p.params_b:g}B",
                 f"{p.weights_gb:g}GB",
                 f"{p.context_length}",
-                ("yes" if p.gated else "no") if source == SOURCE_CATALOG else "?",
+                "yes" if p.gated else "no",
                 ",".join(p.tuning) or "-",
-                source,
                 f"{p.kv_bytes_per_token() // 1024}KiB",
                 ",".join(p.runtimes),
                 parsers,
                 p.hf_repo,
-                p.revision[:12] if source == SOURCE_CATALOG else "(unpinned)",
+                p.revision[:12],
             ]
         )
     print_table(PRESET_COLUMNS, rows, output)
+    if hub:
+        # figures are upstream's; the Workspace's model is read from the Hub (no pinned revision)
+        hub_rows = [
+            [
+                e.preset.name,
+                f"~{e.preset.params_b:g}B",
+                f"{e.preset.weights_gb:g}GB",
+                f"{e.preset.context_length}",
+                e.preset.architecture,
+                f"{e.preset.kv_bytes_per_token() // 1024}KiB",
+                e.license or "-",
+                "(unpinned)",
+            ]
+            for e in hub_catalog()
+        ]
+        print()
+        print_table(HUB_COLUMNS, hub_rows, output)
 
 
 @app.command("skus")
