@@ -34,6 +34,7 @@ from kaito.api.labels import key_problem, value_problem
 from kaito.api.validation import (
     ConfigMaps,
     FieldError,
+    HubModels,
     ValidationOptions,
     ValidationResult,
     field_errors,
@@ -65,9 +66,10 @@ def validate_inferenceset(
     options: ValidationOptions | None = None,
     *,
     config_maps: ConfigMaps | None = None,
+    hub_models: HubModels | None = None,
 ) -> ValidationResult:
     """Check an InferenceSet manifest (dict or model); ``old`` (the stored object) turns on the
-    update behaviour. ``config_maps`` as for :func:`validate_workspace`."""
+    update behaviour. ``config_maps`` and ``hub_models`` as for :func:`validate_workspace`."""
     result = ValidationResult()
     try:
         model = _parse(obj, result)
@@ -81,11 +83,11 @@ def validate_inferenceset(
                 "spec.nodeCountLimit: accepted but not enforced (upstream Kaito v0.12 does not enforce it "
                 "either); bound the replicas (or the HPA's maxReplicas) instead"
             )
-        child = _child_result(model, options, config_maps)
+        child = _child_result(model, options, config_maps, hub_models)
         if old_model is not None:
             # Faults the stored set already had are not refused again (rules that tightened later
             # must not wedge an existing object).
-            known = set(_child_result(old_model, options, None, check_config=False).errors)
+            known = set(_child_result(old_model, options, None, hub_models, check_config=False).errors)
             child.errors = [e for e in child.errors if e not in known]
         result.errors += child.errors
         result.warnings += child.warnings
@@ -170,6 +172,7 @@ def _child_result(
     model: InferenceSet,
     options: ValidationOptions | None,
     config_maps: ConfigMaps | None,
+    hub_models: HubModels | None = None,
     *,
     check_config: bool = True,
 ) -> ValidationResult:
@@ -178,7 +181,7 @@ def _child_result(
     if not model.metadata.name:
         return ValidationResult()
     child = child_workspace(model, 0)
-    got = validate_workspace(child, None, options, config_maps=config_maps)
+    got = validate_workspace(child, None, options, config_maps=config_maps, hub_models=hub_models)
     out = ValidationResult()
     out.errors = [FieldError(set_field(e.field), e.message) for e in got.errors if e.field != "metadata.name"]
     out.warnings = [_rename_warning(w) for w in got.warnings]

@@ -37,12 +37,12 @@ from kaito.presets import (
     estimate,
     find_preset,
     get_sku,
-    is_hf_repo_id,
     list_presets,
     preset_names,
     sku_names,
 )
 from kaito.presets.estimator import tuning_fits
+from kaito.presets.hub import parse_model_ref
 
 MAX_ADAPTERS = 10
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -59,6 +59,10 @@ NODE_IMAGE_FAMILIES = c.NODE_IMAGE_FAMILIES
 #: What the webhook found for each ConfigMap name: the object, None when absent, or a string saying
 #: why it could not be read. A name missing from the mapping was not looked up (no cluster).
 ConfigMaps = Mapping[str, "Mapping[str, Any] | str | None"]
+#: What the caller learned from the Hugging Face Hub for each ``org/model`` preset name
+#: (:mod:`kaito.api.hub`): the sized preset, or the refusal's message. A name missing from the
+#: mapping was not looked up (offline), and is admitted unsized with a warning.
+HubModels = Mapping[str, "ModelPreset | str"]
 
 
 @dataclass(frozen=True, order=True)
@@ -107,12 +111,14 @@ def validate_workspace(
     options: ValidationOptions | None = None,
     *,
     config_maps: ConfigMaps | None = None,
+    hub_models: HubModels | None = None,
 ) -> ValidationResult:
     """Check a Workspace manifest (dict or model); ``old`` turns on the update rules.
 
     ``config_maps`` holds what the caller could read of the ConfigMaps in the Workspace's
     namespace (see :data:`ConfigMaps`); without it the ``inference.config`` check is reported in
-    ``result.skipped`` rather than silently passed.
+    ``result.skipped`` rather than silently passed. ``hub_models`` holds what the caller read
+    from the Hub for an ``org/model`` preset (see :data:`HubModels`).
     """
     opts = options or ValidationOptions()
     result = ValidationResult()
@@ -122,14 +128,14 @@ def validate_workspace(
             return result
         result.workspace = ws
         old_ws = _parse(old, ValidationResult()) if old is not None else None
-        _Checker(ws, opts, result, config_maps, old=old_ws).run()
+        _Checker(ws, opts, result, config_maps, old=old_ws, hub_models=hub_models).run()
         _check_pod_policy(ws, opts, result)
         if old_ws is not None:
             _check_update(ws, old_ws, result)
             # Rules that tighten later (a deprecated preset, a retired SKU) must not wedge
             # existing objects: their finalizers and labels still have to be writable.
             before = ValidationResult()
-            _Checker(old_ws, opts, before, check_config=False).run()
+            _Checker(old_ws, opts, before, check_config=False, hub_models=hub_models).run()
             _check_pod_policy(old_ws, opts, before)
             known = set(before.errors)
             result.errors = [e for e in result.errors if e not in known]
@@ -221,8 +227,10 @@ class _Checker:
         *,
         old: Workspace | None = None,
         check_config: bool = True,
+        hub_models: HubModels | None = None,
     ) -> None:
         self.ws, self.opts, self.result = ws, opts, result
+        self.hub_models = hub_models
         self.config_maps, self.old, self.check_config = config_maps, old, check_config
         self.annotations: dict[str, str] = dict(ws.metadata.annotations or {})
 
@@ -435,7 +443,7 @@ class _Checker:
             return entry
         if spec.preset_options is not None and spec.preset_options.image:
             self.check_image(f"{path}.presetOptions.image", spec.preset_options.image)
-        if is_hf_repo_id(name):
+        if parse_model_ref(name) is not None:
             raw = (self.ws.metadata.annotations or {}).get(c.ANNOTATION_MODEL_PARAMETERS)
             if raw is None:
                 known = _by_repo().get(name.lower())
@@ -446,11 +454,7 @@ class _Checker:
                         f"preset {known.name} to have its GPU memory checked and sized",
                     )
                     return None
-                self.result.warnings.append(
-                    f"{path}.name: {name} is not in kaito's catalog; GPU memory is not checked "
-                    f"(set annotation {c.ANNOTATION_MODEL_PARAMETERS} to check it)"
-                )
-                return None
+                return self.hub_model(f"{path}.name", name)
             try:
                 params = json.loads(raw)
                 if not isinstance(params, dict):
@@ -467,6 +471,21 @@ class _Checker:
             "org/model id",
         )
         return None
+
+    def hub_model(self, path: str, name: str) -> ModelPreset | None:
+        """An ``org/model`` preset as the caller resolved it on the Hub; refused when the Hub said
+        no (gated, unknown, unsupported architecture) or could not be reached."""
+        found = self.hub_models.get(name) if self.hub_models is not None else None
+        if found is None:
+            self.result.warnings.append(
+                f"{path}: {name} is not in kaito's catalog and was not looked up on the Hugging Face Hub; "
+                f"GPU memory is not checked (set annotation {c.ANNOTATION_MODEL_PARAMETERS} to check it)"
+            )
+            return None
+        if isinstance(found, str):
+            self.error(path, found)
+            return None
+        return found
 
     def check_preset_access(self, path: str, spec: PresetSpec | None, preset: ModelPreset | None) -> None:
         """A gated model needs a token (upstream: downloadAuthRequired without modelAccessSecret is

@@ -29,10 +29,17 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Literal
 
+from kaito.api.hub import hub_preset_of, lookup_hub_models
 from kaito.api.inferenceset import InferenceSet
 from kaito.api.inferenceset_child import child_workspace
 from kaito.api.inferenceset_validation import validate_inferenceset
-from kaito.api.validation import ConfigMaps, ValidationOptions, ValidationResult, validate_workspace
+from kaito.api.validation import (
+    ConfigMaps,
+    HubModels,
+    ValidationOptions,
+    ValidationResult,
+    validate_workspace,
+)
 from kaito.presets import get_sku
 from kaito.runtime import (
     CONFIGMAP,
@@ -60,6 +67,8 @@ _MAX_WARNING = 500
 #: The apiserver gives the whole webhook call 10 s (timeoutSeconds); all of a request's lookups
 #: together get half.
 LOOKUP_TIMEOUT = 5.0
+#: The Hub lookup of an ``org/model`` preset runs beside the ConfigMap lookups, in the same budget.
+HUB_TIMEOUT = LOOKUP_TIMEOUT
 #: API statuses for a ConfigMap the operator may not read: answered as if it were absent, so the
 #: answer says nothing of a namespace the operator (and maybe the caller) may not look into.
 _UNREADABLE = (401, 403, 404)
@@ -75,6 +84,7 @@ def validate_request(
     *,
     config_maps: ConfigMaps | None = None,
     validator: Validator = validate_workspace,
+    hub_models: HubModels | None = None,
 ) -> dict[str, Any]:
     """The validating decision for one AdmissionReview ``request``; ``config_maps`` is what was
     read of the namespace's ConfigMaps (see :func:`lookup_config_maps`); ``validator`` is the
@@ -90,7 +100,8 @@ def validate_request(
         meta = obj.get("metadata") if isinstance(obj, dict) else None
         if isinstance(meta, dict) and meta.get("deletionTimestamp"):
             return allowed()  # finalizer removal must always go through
-        result = validator(obj, old, options, config_maps=config_maps)
+        extra = {"hub_models": hub_models} if hub_models is not None else {}
+        result = validator(obj, old, options, config_maps=config_maps, **extra)
         # A check that could not run is said, not passed silently (only without a client).
         warnings = [w[:_MAX_WARNING] for w in (*result.warnings, *result.skipped)]
         if result.ok:
@@ -161,14 +172,30 @@ def _config(obj: Any, section: str) -> Any:
 async def validate_request_with_api(
     request: Any, options: ValidationOptions | None, client: Client
 ) -> dict[str, Any]:
-    """:func:`validate_request` after reading, through ``client``, what the rules need."""
+    """:func:`validate_request` after reading, through ``client``, what the rules need: the
+    ConfigMaps and, for an ``org/model`` preset, the model on the Hugging Face Hub (both at once,
+    inside the lookup budget)."""
+    hub = asyncio.ensure_future(_lookup_hub(request, client))
     try:
         config_maps = await lookup_config_maps(client, request)
     except Exception as exc:  # a lookup failure is a reason to deny, never a crash
         obj = request.get("object") if isinstance(request, dict) else None
         names = [n for n in (_config(obj, "inference"), _config(obj, "tuning")) if isinstance(n, str)]
         config_maps = dict.fromkeys(names, f"{type(exc).__name__}: {exc}") or None
-    return validate_request(request, options, config_maps=config_maps)
+    return validate_request(request, options, config_maps=config_maps, hub_models=await hub)
+
+
+async def _lookup_hub(request: Any, client: Client) -> HubModels | None:
+    if not isinstance(request, dict) or request.get("operation") not in ("CREATE", "UPDATE"):
+        return None
+    old = request.get("oldObject") if request.get("operation") == "UPDATE" else None
+    try:
+        return await lookup_hub_models(
+            client, request.get("namespace"), request.get("object"), old, budget=HUB_TIMEOUT
+        )
+    except Exception as exc:  # deny with the reason rather than admit unsized
+        found = hub_preset_of(request.get("object"))
+        return {found[0]: f"could not look the model up on the Hugging Face Hub: {exc}"} if found else None
 
 
 def as_workspace_request(request: Any) -> Any:
@@ -192,15 +219,19 @@ def as_workspace_request(request: Any) -> Any:
 async def validate_inferenceset_request_with_api(
     request: Any, options: ValidationOptions | None, client: Client
 ) -> dict[str, Any]:
-    """:func:`validate_request` for an InferenceSet after reading the ConfigMap its template names."""
+    """:func:`validate_request` for an InferenceSet after reading the ConfigMap its template names
+    and, for an ``org/model`` preset, the model on the Hub."""
     as_ws = as_workspace_request(request)
+    hub = asyncio.ensure_future(_lookup_hub(as_ws, client))
     try:
         config_maps = await lookup_config_maps(client, as_ws)
     except Exception as exc:  # a lookup failure is a reason to deny, never a crash
         obj = as_ws.get("object") if isinstance(as_ws, dict) else None
         named = [n for n in (_config(obj, "inference"),) if isinstance(n, str)]
         config_maps = dict.fromkeys(named, f"{type(exc).__name__}: {exc}") or None
-    return validate_request(request, options, config_maps=config_maps, validator=validate_inferenceset)
+    return validate_request(
+        request, options, config_maps=config_maps, validator=validate_inferenceset, hub_models=await hub
+    )
 
 
 def _instance_type(obj: Any) -> Any:

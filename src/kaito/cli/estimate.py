@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 import typer
 
+from kaito.api.hub import resolve_hub_model
 from kaito.cli.output import Column, Format, dump, print_table
-from kaito.presets import Estimate, PresetError, estimate, get_sku, list_skus, rank_skus, resolve_preset
+from kaito.presets import (
+    Estimate,
+    PresetError,
+    estimate,
+    find_preset,
+    get_sku,
+    list_skus,
+    rank_skus,
+    resolve_preset,
+)
 from kaito.presets.estimator import MIN_CONTEXT
+from kaito.presets.hub import parse_model_ref
 
 RANK_COLUMNS = [
     Column("INSTANCE TYPE"),
@@ -103,13 +115,20 @@ def estimate_cmd(
     instance_type: str = typer.Option(None, "--instance-type", "-t", help="GPU SKU; rank all when omitted"),
     count: int = typer.Option(None, "--count", "-n", min=1, help="plan exactly this many nodes"),
     cloud: str = typer.Option(None, help="limit the ranking to azure, aws or arc"),
-    params: str = typer.Option(None, help="JSON architecture numbers for a custom org/model preset"),
+    params: str = typer.Option(
+        None,
+        help="JSON architecture numbers for an org/model preset (default: read from the Hugging Face Hub)",
+    ),
     all_: bool = typer.Option(False, "--all", help="ranking: also list the SKUs that do not fit, and why"),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table, wide, json or yaml"),
 ) -> None:
     """Plan a preset on one GPU SKU, or rank every SKU it fits on (one-node plans first, then cost)."""
     try:
-        model = resolve_preset(preset, json.loads(params) if params else None)
+        if params is None and find_preset(preset) is None and parse_model_ref(preset) is not None:
+            # any Hugging Face model: sized from its config.json on $HF_ENDPOINT, token $HF_TOKEN
+            model = resolve_hub_model(preset, os.environ.get("HF_TOKEN") or None)
+        else:
+            model = resolve_preset(preset, json.loads(params) if params else None)
     except (PresetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -8,6 +8,7 @@ import typer
 
 from kaito.cli.output import Column, Format, dump, print_table
 from kaito.presets import GPUSku, ModelPreset, catalog_version, list_presets, list_skus
+from kaito.presets.hub import hub_catalog
 from kaito.presets.skus import load_skus
 
 app = typer.Typer(help="Model presets and GPU SKUs kaito knows.", no_args_is_help=True)
@@ -28,6 +29,18 @@ PRESET_COLUMNS = [
     Column("REVISION", wide=True),
 ]
 
+#: upstream's catalog models kaito sizes from the Hub: a table of their own, after the presets
+HUB_COLUMNS = [
+    Column("HUB MODEL"),
+    Column("PARAMS", 3),
+    Column("WEIGHTS", 2),
+    Column("CONTEXT", 1),
+    Column("ARCHITECTURE", 4),
+    Column("KV/TOKEN", wide=True),
+    Column("LICENSE", wide=True),
+    Column("REVISION", wide=True),
+]
+
 SKU_COLUMNS = [
     Column("INSTANCE TYPE"),
     Column("CLOUD", 5),
@@ -43,11 +56,18 @@ SKU_COLUMNS = [
 ]
 
 
-def preset_record(p: ModelPreset) -> dict[str, Any]:
+#: ``source`` of a preset kaito pins (models.yaml) and of one from upstream's model catalog that a
+#: Workspace names by repo id and kaito sizes from the Hub (hub_catalog.yaml, no pinned revision).
+SOURCE_CATALOG = "catalog"
+SOURCE_HUB = "hub"
+
+
+def preset_record(p: ModelPreset, source: str = SOURCE_CATALOG) -> dict[str, Any]:
     """The machine-readable form of a preset: its catalog fields plus derived facts."""
     data = p.model_dump(mode="json")
     data["gated"] = p.gated
     data["kv_bytes_per_token"] = p.kv_bytes_per_token()
+    data["source"] = source
     return data
 
 
@@ -66,16 +86,26 @@ def sku_record(s: GPUSku) -> dict[str, Any]:
 @app.command("list")
 def list_cmd(
     all_: bool = typer.Option(False, "--all", help="include deprecated presets"),
+    hub: bool = typer.Option(
+        True, "--hub/--no-hub", help="also list upstream's catalog models, sized from the Hub (org/model)"
+    ),
     output: Format = typer.Option(Format.table, "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
-    """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source."""
+    """Model presets: size, context, gating; -o wide adds KV cache, runtimes, parsers, source.
+
+    The second table (HUB MODEL; ``source: hub`` in json/yaml) is upstream Kaito's model catalog:
+    name them by repo id; kaito reads their config from the Hugging Face Hub at admission (no
+    pinned revision), so the figures there are upstream's and gating is not known until then."""
     presets = list_presets(include_deprecated=all_)
+    listed = [(p, SOURCE_CATALOG) for p in presets]
+    if hub:
+        listed += [(e.preset, SOURCE_HUB) for e in hub_catalog()]  # -o json/yaml: one list
     if output in (Format.json, Format.yaml):
         dump(
             {
                 "kind": "PresetList",
                 "catalogVersion": catalog_version(),
-                "items": [preset_record(p) for p in presets],
+                "items": [preset_record(p, source) for p, source in listed],
             },
             output,
         )
@@ -99,6 +129,23 @@ def list_cmd(
             ]
         )
     print_table(PRESET_COLUMNS, rows, output)
+    if hub:
+        # figures are upstream's; the Workspace's model is read from the Hub (no pinned revision)
+        hub_rows = [
+            [
+                e.preset.name,
+                f"~{e.preset.params_b:g}B",
+                f"{e.preset.weights_gb:g}GB",
+                f"{e.preset.context_length}",
+                e.preset.architecture,
+                f"{e.preset.kv_bytes_per_token() // 1024}KiB",
+                e.license or "-",
+                "(unpinned)",
+            ]
+            for e in hub_catalog()
+        ]
+        print()
+        print_table(HUB_COLUMNS, hub_rows, output)
 
 
 @app.command("skus")

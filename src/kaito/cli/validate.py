@@ -3,7 +3,10 @@
 Exit status 1 when any Workspace is rejected (or a file cannot be read), 0 otherwise.
 
 Without a cluster, the one rule that reads the API (the ConfigMap named by ``inference.config``)
-is run against the ConfigMaps among the files given, and otherwise reported as skipped. Files
+is run against the ConfigMaps among the files given, and otherwise reported as skipped. An
+``org/model`` preset is looked up on the Hugging Face Hub (``$HF_ENDPOINT``) as the webhook does,
+with the token of the ``modelAccessSecret`` Secret among the files or else ``$HF_TOKEN``; ``--offline``
+skips that and only warns. Files
 are refused cleanly, with exit 1, when they are not UTF-8, hold no document, or hold an object
 the apiserver would not store (see :func:`size_problem`).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,8 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from kaito.api.validation import ValidationOptions, validate_workspace
+from kaito.api.hub import hub_preset_of, resolve_answer, token_from_secret
+from kaito.api.validation import HubModels, ValidationOptions, validate_workspace
 from kaito.cli.output import Format, dump
 
 #: kube-apiserver refuses request bodies over 3 MiB (its maxRequestBodyBytes).
@@ -121,6 +126,9 @@ def validate(
         help="the operator's Workspace pod policy (as kaito controller's flag of the same name)",
     ),
     strict: bool = typer.Option(False, help="treat warnings as rejections"),
+    offline: bool = typer.Option(
+        False, "--offline", help="do not look org/model presets up on the Hugging Face Hub ($HF_ENDPOINT)"
+    ),
     output: Format = typer.Option(
         Format.table, "--output", "-o", help="table/wide (lines for people), json or yaml (one document)"
     ),
@@ -151,6 +159,7 @@ def validate(
             items.append(_item(str(path), None, None, "unreadable", [f"cannot read: {reason}"], []))
             rejected += 1
     config_maps = [doc for _, doc in loaded if isinstance(doc, dict) and doc.get("kind") == "ConfigMap"]
+    secrets = [doc for _, doc in loaded if isinstance(doc, dict) and doc.get("kind") == "Secret"]
     for label, doc in loaded:
         name = _name(doc)
         where = escape(f"{label} ({name})" if name is not None else label)
@@ -166,7 +175,12 @@ def validate(
             items.append(_item(label, doc.get("kind"), name, "skipped", [], []))
             continue
         checked += 1
-        result = validate_workspace(doc, options=opts, config_maps=_config_maps_for(doc, config_maps))
+        result = validate_workspace(
+            doc,
+            options=opts,
+            config_maps=_config_maps_for(doc, config_maps),
+            hub_models=None if offline else _hub_models_for(doc, secrets),
+        )
         for warning in result.warnings:
             console.print(f"[yellow]{where}: warning: {escape(warning)}[/]")
         for skipped in result.skipped:
@@ -186,6 +200,24 @@ def validate(
         dump({"kind": "ValidationResult", "checked": checked, "rejected": rejected, "items": items}, output)
     if rejected:
         raise typer.Exit(1)
+
+
+def _hub_models_for(ws: Any, secrets: list[dict[str, Any]]) -> HubModels | None:
+    """The Hub's answer for the Workspace's ``org/model`` preset, with the token of the Secret it
+    names when that Secret is among the files (``data`` or ``stringData``), else ``$HF_TOKEN``."""
+    found = hub_preset_of(ws)
+    if found is None:
+        return None
+    name, secret = found
+    token: str | None = None
+    if secret is not None:
+        token = os.environ.get("HF_TOKEN") or None
+        for doc in secrets:
+            if (doc.get("metadata") or {}).get("name") == secret:
+                string_data = doc.get("stringData") or {}
+                given = string_data.get("HF_TOKEN") if isinstance(string_data, dict) else None
+                token = given if isinstance(given, str) and given else token_from_secret(doc)
+    return {name: resolve_answer(name, token)}
 
 
 def _config_maps_for(ws: Any, config_maps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -323,3 +323,49 @@ async def test_reserved_and_malformed_selector_labels_are_refused_at_kubectl_app
     }
     made = await hooked.run("apply", "-f", "-", input=json.dumps(ok))
     assert made.returncode == 0, made.stderr
+
+
+async def test_hub_model_is_read_from_the_hub_with_the_secrets_token(
+    hooked: Hooked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inference.preset.name: org/model`` through the real apiserver: the webhook reads the
+    model on a fake Hub (``HF_ENDPOINT``), with the token of the Secret the Workspace names."""
+    from hub_fake import PHI3_MINI_CONFIG, PHI3_MINI_FILES, fake_hub
+    from kaito.api import hub
+
+    def hub_ws(name: str, model: str, secret: str | None = None) -> str:
+        preset: dict[str, Any] = {"name": model}
+        if secret:
+            preset["presetOptions"] = {"modelAccessSecret": secret}
+        return json.dumps(workspace(name, preset=preset))
+
+    with fake_hub() as fake:
+        fake.add("acme/phi3-copy", PHI3_MINI_CONFIG, PHI3_MINI_FILES)
+        fake.add("acme/gated", PHI3_MINI_CONFIG, PHI3_MINI_FILES, token="hf_ok")
+        fake.add("acme/bert", {"architectures": ["BertForMaskedLM"], "num_hidden_layers": 12})
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        hub.clear_cache()
+
+        ok = await hooked.run("create", "-f", "-", input=hub_ws("hub-ok", "acme/phi3-copy"))
+        assert ok.returncode == 0, ok.stderr
+        bert = await hooked.run("create", "-f", "-", input=hub_ws("hub-bert", "acme/bert"))
+        assert bert.returncode != 0
+        assert "inference.preset.name: acme/bert is a BertForMaskedLM model, which vLLM" in bert.stderr
+        gated = await hooked.run("create", "-f", "-", input=hub_ws("hub-gated", "acme/gated"))
+        assert gated.returncode != 0 and "set presetOptions.modelAccessSecret" in gated.stderr
+
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf"},
+            "stringData": {"HF_TOKEN": "hf_ok"},
+        }
+        assert (await hooked.run("apply", "-f", "-", input=json.dumps(secret))).returncode == 0
+        with_token = await hooked.run("create", "-f", "-", input=hub_ws("hub-gated", "acme/gated", "hf"))
+        assert with_token.returncode == 0, with_token.stderr
+        assert ("/acme/gated/resolve/main/config.json", "Bearer hf_ok") in fake.requests
+        down_url = fake.url
+    hub.clear_cache()  # the fake Hub is gone: nobody listens at HF_ENDPOINT now
+    down = await hooked.run("create", "-f", "-", input=hub_ws("hub-down", "acme/other"))
+    assert down.returncode != 0
+    assert f"cannot reach the Hugging Face Hub at {down_url} (HF_ENDPOINT)" in down.stderr

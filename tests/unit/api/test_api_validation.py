@@ -108,7 +108,7 @@ def test_deprecated_preset() -> None:
 
 def test_hf_model_id_is_accepted_and_checked_with_parameters() -> None:
     res = validate_workspace(inference(inference__preset={"name": "Qwen/Qwen3-0.6B"}))
-    assert res.ok and "not in kaito's catalog" in res.warnings[0]
+    assert res.ok and "not in kaito's catalog and was not looked up" in res.warnings[0]
     params = {
         "params_b": 400,
         "context_length": 8192,

@@ -38,7 +38,7 @@ from kaito.controllers.workspace.labels import child_labels, headless_name, sele
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.services import POD_INDEX_LABEL
-from kaito.presets import PresetError, estimate, get_sku, resolve_preset
+from kaito.presets import ModelPreset, PresetError, estimate, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 
 Obj = dict[str, Any]
@@ -71,14 +71,23 @@ class Plan:
     storage_gib: int | None = None
     #: The estimator's engine arguments for splitting the model across nodes (multi-node only).
     distributed: tuple[tuple[str, str | int | float | bool], ...] = ()
+    #: A Hugging Face model kaito has no preset for (``org/model``): the pod runs vLLM with
+    #: ``--model`` and downloads it at start, as upstream; the in-pod server cannot plan it from
+    #: its catalog, so the estimator's split travels on the command line (``hub_engine``).
+    hub_repo: str | None = None
+    hub_revision: str = "main"
+    hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
 
     @property
     def multi_node(self) -> bool:
         return self.node_count > 1
 
 
-def plan_for(ws: Workspace) -> Plan:
-    """``resource.count`` when given, else the estimator's count for the preset on the SKU."""
+def plan_for(ws: Workspace, hub: ModelPreset | None = None) -> Plan:
+    """``resource.count`` when given, else the estimator's count for the preset on the SKU.
+
+    ``hub`` is the preset :mod:`kaito.api.hub` resolved for an ``org/model`` name (the caller
+    fetches it: this function does no I/O)."""
     count = ws.resource.count
     sku = get_sku(ws.resource.instance_type) if ws.resource.instance_type else None
     gpus = sku.gpu_count if sku is not None else 1
@@ -95,7 +104,7 @@ def plan_for(ws: Workspace) -> Plan:
                 "InvalidModelParameters", f"annotation {names.ANNOTATION_MODEL_PARAMETERS} is not valid JSON"
             ) from None
     try:
-        preset = resolve_preset(preset_spec.name, params)
+        preset = hub if hub is not None and params is None else resolve_preset(preset_spec.name, params)
     except PresetError as exc:
         raise PlanError("UnknownPreset", f"inference.preset.name: {exc}") from None
     est = estimate(preset, sku, node_count=count)
@@ -129,7 +138,17 @@ def plan_for(ws: Workspace) -> Plan:
             value = args.get(key)
             if isinstance(value, str | int | float | bool):
                 distributed += ((key, value),)
+    hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
+    if preset.custom and nodes == 1:
+        split = est.vllm_args()
+        for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
+            value = split.get(key)
+            if isinstance(value, int) and (value > 1 or key == "tensor_parallel_size"):
+                hub_engine += ((key, value),)
     return Plan(
+        hub_repo=preset.hf_repo if preset.custom else None,
+        hub_revision=preset.revision,
+        hub_engine=hub_engine,
         node_count=nodes,
         gpus_per_node=(est.gpus_per_node if est.fits else gpus) or gpus,
         tensor_parallel=est.tensor_parallel,
@@ -279,12 +298,20 @@ def _pod_spec(
     # Only an explicit kaito.sh/runtime goes on the command line (it then wins over the ConfigMap),
     # so Workspaces without it keep their pod spec, and their revision, unchanged.
     explicit_runtime = (ws.metadata.annotations or {}).get(names.ANNOTATION_RUNTIME)
+    engine_args = _engine_args(ws_obj, plan)
+    if plan.hub_repo is not None:
+        # No catalog entry in the pod: vLLM downloads org/model itself (with HF_TOKEN when the
+        # Workspace names a modelAccessSecret) and the plan's split is given explicitly.
+        engine_args = {**dict(plan.hub_engine), **engine_args}
+        if plan.hub_revision != "main":
+            engine_args["revision"] = plan.hub_revision
     command = InferenceCommand(
-        preset=preset.name,
+        preset=None if plan.hub_repo is not None else preset.name,
+        model=plan.hub_repo,
         instance_type=ws.resource.instance_type,
         runtime=explicit_runtime if explicit_runtime in names.RUNTIMES else None,
         config_file=f"{CONFIG_DIR}/{INFERENCE_CONFIG_FILE}",
-        engine_args=_engine_args(ws_obj, plan),
+        engine_args=engine_args,
     ).argv()
     ports: list[Obj] = [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}]
     if plan.multi_node:

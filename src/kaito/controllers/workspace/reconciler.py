@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kaito.api import names
+from kaito.api import hub, names
 from kaito.api.meta import selector_matches
 from kaito.api.workspace import Workspace
 from kaito.controllers.workspace import configmap, inference, revision, services, status, tuning
@@ -35,6 +35,8 @@ from kaito.controllers.workspace.sync import (
     up_to_date,
 )
 from kaito.nodes import NodeProvisioner, NodeRequest
+from kaito.presets import ModelPreset
+from kaito.presets.hub import HubModelError
 from kaito.runtime import (
     GVK,
     NORMAL,
@@ -96,6 +98,8 @@ class WorkspaceReconciler:
         self._background_errors: dict[tuple[GVK, str, str], str] = {}
         self._background_slots = asyncio.Semaphore(self.options.max_concurrent_reconciles)
         self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], inference.Plan | inference.PlanError] = {}
+        #: The last Hub answer per ``org/model`` name, kept for when the Hub cannot be reached.
+        self._hub_known: dict[str, ModelPreset] = {}
         #: Seam for tuning Workspaces (kaito.controllers.workspace.tuning).
         self.tuning: TuningHandler = _tuning_not_available
         self.controller: Controller | None = None
@@ -173,7 +177,7 @@ class WorkspaceReconciler:
         ws = await self._ensure_metadata(ws, number)
 
         try:
-            plan = self._plan(ws, digest, model)
+            plan = self._plan(ws, digest, model, await self._hub_model(ws))
         except inference.PlanError as exc:
             await self._report(
                 ws,
@@ -182,7 +186,8 @@ class WorkspaceReconciler:
                     endpoint=status.endpoint_check(meta.get("annotations")),
                 ),
             )
-            return None
+            # The Hub being down passes; a refusal (gated, unknown, unsupported) waits for an edit.
+            return Result(requeue_after=HUB_RETRY) if exc.reason in _HUB_TRANSIENT else None
         request = self._request(ws, model, plan)
         await self.provisioner.provision_nodes(request)
         nodes = await self.provisioner.ensure_nodes_ready(request)
@@ -264,7 +269,33 @@ class WorkspaceReconciler:
         wait = last + STATUS_MESSAGE_INTERVAL - asyncio.get_running_loop().time()
         return wait if wait > 0 else None
 
-    def _plan(self, ws: Obj, digest: str, model: Workspace) -> inference.Plan:
+    async def _hub_model(self, ws: Obj) -> ModelPreset | None:
+        """The Hub's sizing of an ``org/model`` preset kaito has no catalog entry for (cached in
+        :mod:`kaito.api.hub`), read with the modelAccessSecret's token; None for catalog presets."""
+        found = hub.hub_preset_of(ws)
+        if found is None:
+            return None
+        name, secret = found
+        token, note = None, ""
+        if secret:
+            token, note = await hub.read_token(self.client, ws["metadata"]["namespace"], secret)
+        try:
+            found_model = await asyncio.to_thread(hub.resolve_hub_model, name, token)
+        except HubModelError as exc:
+            # A running Workspace must not fail because the Hub is down after the cache expired.
+            last = self._hub_known.get(name)
+            if last is not None and exc.reason in _HUB_TRANSIENT:
+                return last
+            extra = note if exc.reason == "GatedModel" else ""
+            raise inference.PlanError(exc.reason, f"inference.preset.name: {exc}{extra}") from None
+        if len(self._hub_known) >= 1024:
+            self._hub_known.pop(next(iter(self._hub_known)))
+        self._hub_known[name] = found_model
+        return found_model
+
+    def _plan(
+        self, ws: Obj, digest: str, model: Workspace, hub_model: ModelPreset | None = None
+    ) -> inference.Plan:
         """``inference.plan_for``, remembered per spec: the estimator is the costliest step of a
         reconcile (~0.5 ms) and its answer depends only on the spec and the annotations."""
         annotations = (ws.get("metadata") or {}).get("annotations") or {}
@@ -275,7 +306,7 @@ class WorkspaceReconciler:
         hit = self._plans.get(key)
         if hit is None:
             try:
-                hit = inference.plan_for(model)
+                hit = inference.plan_for(model, hub_model)
             except inference.PlanError as exc:
                 hit = exc
             if len(self._plans) >= 1024:
@@ -651,12 +682,25 @@ _FAILURE_REASONS = set(status.FAILURE_REASONS) | {
     "InvalidModelParameters",
     "NodesNotEnough",
     "InvalidAPIKeySecret",
+    # an org/model preset the Hugging Face Hub refused or could not answer for (kaito.api.hub)
+    "GatedModel",
+    "ModelNotFound",
+    "RevisionNotFound",
+    "UnsupportedArchitecture",
+    "NoArchitecture",
+    "IncompleteConfig",
+    "NoWeights",
+    "HubUnreachable",
+    "HubUnavailable",
     status.UNAUTHENTICATED_LB,  # a warning Event, though the Workspace still serves
 }
 
 
 #: Seconds between two status writes that change only condition messages.
 STATUS_MESSAGE_INTERVAL = 5.0
+#: Hub failures that pass by themselves: the plan is retried after HUB_RETRY seconds.
+_HUB_TRANSIENT = frozenset({"HubUnreachable", "HubUnavailable"})
+HUB_RETRY = 30.0
 
 
 def deleted_underneath(exc: NotFoundError, req: Request) -> bool:
