@@ -6,18 +6,15 @@ holds ``replicas >= 0`` without the webhook; both versions are served with the s
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from workspace_webhooks import serving_webhook
 
-from kaito.api.webhook import new_webhook_server
 from kaito.envtest import Cluster
-from kaito.runtime import WebhookServerOptions
 
 pytestmark = pytest.mark.cluster
 
@@ -56,32 +53,19 @@ async def webhook(kube_cluster: Cluster, namespace: str, tmp_path: Path) -> Asyn
         if "kind: CustomResourceDefinition" in f.read_text():
             kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
     kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/inferencesets.kaito.sh")
-    cert, key = kube_cluster.serving_cert("kaito-webhook")
-    cert_dir = tmp_path / "certs"
-    cert_dir.mkdir()
-    shutil.copyfile(cert, cert_dir / "tls.crt")
-    shutil.copyfile(key, cert_dir / "tls.key")
-    server = new_webhook_server(WebhookServerOptions(host="127.0.0.1", port=0, cert_dir=str(cert_dir)))
-    stop = asyncio.Event()
-    task = asyncio.create_task(server.start(stop))
-    async with asyncio.timeout(30):
-        await server.wait_started()
-    assert kube_cluster.pki is not None
-    ca_bundle = base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode()
-    name = f"kaito-iset-{namespace}"
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": _hooks(server.bound_port, ca_bundle, namespace),
-    }
-    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
-    try:
-        yield namespace
-    finally:
-        kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    async with serving_webhook(kube_cluster, tmp_path) as (server, ca_bundle):
+        name = f"kaito-iset-{namespace}"
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": _hooks(server.bound_port, ca_bundle, namespace),
+        }
+        kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+        try:
+            yield namespace
+        finally:
+            kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
 
 
 def _set(version: str, preset: str, replicas: int = 2) -> dict[str, Any]:

@@ -9,22 +9,18 @@ the test also proves that ``--allow-privileged-pods`` reaches admission.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workspace_webhooks import workspace_webhooks
+from workspace_webhooks import serving_webhook, workspace_webhooks
 
-from kaito.api.webhook import new_webhook_server
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions
 from kaito.operator.wiring import webhook_validation_options
-from kaito.runtime import WebhookServerOptions
 
 pytestmark = pytest.mark.cluster
 
@@ -64,35 +60,22 @@ async def hooked(
     kube_cluster: Cluster, namespace: str, tmp_path: Path, operator: OperatorOptions
 ) -> AsyncIterator[None]:
     """kaito's validating webhook, with the operator's options, registered for ``namespace``."""
-    cert, key = kube_cluster.serving_cert("kaito-webhook")
-    cert_dir = tmp_path / "certs"
-    cert_dir.mkdir(exist_ok=True)
-    shutil.copyfile(cert, cert_dir / "tls.crt")
-    shutil.copyfile(key, cert_dir / "tls.key")
-    server = new_webhook_server(
-        WebhookServerOptions(host="127.0.0.1", port=0, cert_dir=str(cert_dir)),
-        webhook_validation_options(operator),
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(server.start(stop))
-    async with asyncio.timeout(30):
-        await server.wait_started()
-    assert kube_cluster.pki is not None
-    ca_bundle = base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode()
-    name = f"kaito-podpolicy-{namespace}"
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": workspace_webhooks("validate", server.bound_port, ca_bundle, namespace),
-    }
-    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
-    try:
-        yield
-    finally:
-        kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    async with serving_webhook(kube_cluster, tmp_path, webhook_validation_options(operator)) as (
+        server,
+        ca_bundle,
+    ):
+        name = f"kaito-podpolicy-{namespace}"
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": workspace_webhooks("validate", server.bound_port, ca_bundle, namespace),
+        }
+        kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+        try:
+            yield
+        finally:
+            kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
 
 
 async def _create(kube_cluster: Cluster, namespace: str, obj: dict[str, Any]) -> Any:

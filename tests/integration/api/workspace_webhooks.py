@@ -4,7 +4,44 @@ because the session cluster is shared with other tests."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
+
+from kaito.api.validation import ValidationOptions
+from kaito.api.webhook import new_webhook_server
+from kaito.envtest import Cluster
+from kaito.runtime import WebhookServer, WebhookServerOptions
+
+
+@asynccontextmanager
+async def serving_webhook(
+    kube_cluster: Cluster, folder: Path, validation: ValidationOptions | None = None
+) -> AsyncIterator[tuple[WebhookServer, str]]:
+    """kaito's webhook server on loopback with a serving certificate the cluster CA signed;
+    yields the started server and the caBundle to register it with, and stops it on exit."""
+    cert, key = kube_cluster.serving_cert("kaito-webhook")
+    cert_dir = folder / "certs"
+    cert_dir.mkdir(exist_ok=True)
+    shutil.copyfile(cert, cert_dir / "tls.crt")
+    shutil.copyfile(key, cert_dir / "tls.key")
+    server = new_webhook_server(
+        WebhookServerOptions(host="127.0.0.1", port=0, cert_dir=str(cert_dir)), validation
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.start(stop))
+    try:
+        async with asyncio.timeout(30):
+            await server.wait_started()
+        assert kube_cluster.pki is not None
+        yield server, base64.b64encode(kube_cluster.pki.ca_cert.read_bytes()).decode()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def workspace_webhooks(
