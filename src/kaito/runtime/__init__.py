@@ -20,6 +20,7 @@ imports pointing down)::
     leaderelection, controller   Lease elector; sources → predicates → queue → reconcile workers
     builder                      mgr.builder().for_().owns().watches().complete()
     manager                      lifecycle: probes, metrics, cache sync, leadership, graceful shutdown
+    writes                       write-if-changed: desired-state fingerprint, own writes newer than the cache
     helpers                      conditions, finalizers, ownerrefs, events, predicates
 
 Typical use::
@@ -80,6 +81,7 @@ from kaito.runtime.options import (
     InformerOptions,
     LeaderElectionOptions,
     ManagerOptions,
+    WriterOptions,
     field_docs,
 )
 from kaito.runtime.ownerrefs import (
@@ -141,6 +143,19 @@ from kaito.runtime.workqueue import (
     WorkQueue,
     default_controller_rate_limiter,
 )
+from kaito.runtime.writes import (
+    Accepted,
+    Expectations,
+    NotOwnedError,
+    RecentWrites,
+    Writer,
+    check_owner,
+    drift,
+    manifest_hash,
+    revert_patch,
+    stamp,
+    up_to_date,
+)
 
 __all__ = [
     "CONFIGMAP",
@@ -159,6 +174,7 @@ __all__ = [
     "SERVICE",
     "STATEFULSET",
     "WARNING",
+    "Accepted",
     "AdmissionHandler",
     "AlreadyExistsError",
     "AlreadyOwnedError",
@@ -175,6 +191,7 @@ __all__ = [
     "EventHandler",
     "EventRecorder",
     "ExecConfig",
+    "Expectations",
     "ForbiddenError",
     "FuncHandler",
     "GoneError",
@@ -192,9 +209,11 @@ __all__ = [
     "MaxOfRateLimiter",
     "Metrics",
     "NotFoundError",
+    "NotOwnedError",
     "Predicate",
     "RESTMapper",
     "RateLimiter",
+    "RecentWrites",
     "Reconciler",
     "Request",
     "ResourceInfo",
@@ -209,13 +228,17 @@ __all__ = [
     "WebhookServer",
     "WebhookServerOptions",
     "WorkQueue",
+    "Writer",
+    "WriterOptions",
     "add_finalizer",
     "allowed",
     "and_",
     "annotations_changed",
+    "check_owner",
     "configure_logging",
     "default_controller_rate_limiter",
     "denied",
+    "drift",
     "errored",
     "field_docs",
     "finalizers_patch",
@@ -232,6 +255,7 @@ __all__ = [
     "label_selector",
     "labels_changed",
     "load_configuration",
+    "manifest_hash",
     "namespace_in",
     "not_",
     "or_",
@@ -242,8 +266,11 @@ __all__ = [
     "remove_owner_reference",
     "resource_version_changed",
     "retry_on_conflict",
+    "revert_patch",
     "set_condition",
     "set_controller_reference",
     "set_observed_generation",
     "set_owner_reference",
+    "stamp",
+    "up_to_date",
 ]

@@ -151,6 +151,25 @@ class ManagerOptions(_Replaceable):
     """Settings of every informer of the manager's cache."""
 
 
+@dataclass
+class WriterOptions(_Replaceable):
+    """How a ``Writer`` (:mod:`kaito.runtime.writes`) writes one controller's objects."""
+
+    field_manager: str
+    """fieldManager of every apply and merge patch: the name managedFields and the audit log
+    show, and what server-side apply resolves conflicts by. One per controller."""
+    hash_annotation: str = "kaito.sh/desired-hash"
+    """Annotation carrying the desired manifest's hash on every object written. An object whose
+    annotation matches the desired manifest's hash (and shows no edit) is not written again;
+    changing the name makes every object look changed once."""
+    max_background_writes: int = 16
+    """Background writes (``Writer.apply_in_background``) sent at once; more wait for a slot.
+    Usually the controller's ``max_concurrent_reconciles``."""
+    not_owned_hint: str = "rename the owner or delete that object"
+    """What to do, appended to a ``NotOwnedError``'s message (an object of the needed name is
+    controlled by someone else); a controller's users read it in a status condition."""
+
+
 @cache
 def field_docs(cls: type) -> dict[str, str]:
     """Each field's docstring (the string literal under it), for CLI help and generated docs."""
@@ -174,5 +193,6 @@ __all__ = [
     "InformerOptions",
     "LeaderElectionOptions",
     "ManagerOptions",
+    "WriterOptions",
     "field_docs",
 ]

@@ -19,10 +19,9 @@ from workspace_helpers import CM, NODE, POD, uniq, wait_for
 
 from kaito.api import names
 from kaito.controllers.workspace import WORKSPACE
-from kaito.controllers.workspace.sync import RecentWrites
 from kaito.envtest import Cluster
 from kaito.operator import Operator, OperatorOptions, build_operator
-from kaito.runtime import GVK, Client
+from kaito.runtime import GVK, Client, RecentWrites
 
 pytestmark = pytest.mark.cluster
 
@@ -109,7 +108,7 @@ async def test_namespaced_operator_lists_and_watches_only_its_namespace(
     cache = op.manager.cache
     assert op.manager.rest_mapper.cached(NODE) is None  # cold: nothing discovered yet
     recent = RecentWrites(cache)
-    # as sync.py asks while the mapper is cold (several at once, as concurrent reconciles do)
+    # as RecentWrites (kaito.runtime.writes) asks while the mapper is cold (several at once, as concurrent reconciles do)
     for gvk in (NODE, CM, POD, JOB, NODE, CM):
         cache.get_informer(gvk)
     task = asyncio.create_task(op.start())
@@ -119,7 +118,7 @@ async def test_namespaced_operator_lists_and_watches_only_its_namespace(
         await wait_for(lambda: ctrl.started.is_set() or task.done(), "operator started", timeout=60)
         assert not task.done()
         assert op.manager.rest_mapper.cached(NODE) is not None  # warm now
-        # a reconcile's read of an object it wrote and the cache has not seen (sync.py)
+        # a reconcile's read of an object it wrote and the cache has not seen (kaito.runtime.writes)
         written = {"apiVersion": "v1", "kind": "ConfigMap",
                    "metadata": {"name": "mine", "namespace": namespace, "resourceVersion": str(1 << 40)}}
         recent.remember(CM, written)

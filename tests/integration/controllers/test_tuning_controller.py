@@ -17,7 +17,7 @@ import pytest
 from workspace_helpers import REPO, Running, cond, get_ws, gpu_nodes, seed_path, wait_condition, wait_for
 
 from kaito.api import names
-from kaito.controllers.workspace.tuning import JOB, PUSHER, TuningHandler, TuningJobOptions
+from kaito.controllers.workspace.tuning import JOB, PUSHER, TuningJobOptions
 from kaito.envtest import Cluster
 from kaito.runtime import Client
 
@@ -158,8 +158,8 @@ async def test_failing_job_marks_the_workspace_failed_with_its_reason(
     # A tuning image that cannot be pulled (kwok's kubelet reports ImagePullBackOff for the reserved
     # .invalid domain) and a deadline: the Job controller fails the Job with DeadlineExceeded.
     assert operator.op is not None
-    operator.op.workspace.tuning = TuningHandler(
-        TuningJobOptions(image="registry.invalid/kaito/tuning:0", active_deadline_seconds=20)
+    operator.op.workspace.tuning.options = TuningJobOptions(
+        image="registry.invalid/kaito/tuning:0", active_deadline_seconds=20
     )
     push_secret(crds, namespace, registry, "local-registry")
     manifest = tmp_path / "ws.yaml"

@@ -36,7 +36,7 @@ from workspace_helpers import (
 
 from kaito.api import names
 from kaito.controllers.workspace import WORKSPACE
-from kaito.controllers.workspace.configmap import DEFAULT_CONFIG_NAME
+from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
 from kaito.envtest import Cluster
 from kaito.nodes import NodeRequest, NodeStatus
 from kaito.operator import BACKENDS, OperatorOptions

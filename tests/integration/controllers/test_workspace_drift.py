@@ -33,7 +33,7 @@ from workspace_helpers import (
 from kaito.api import names
 from kaito.contract import INFERENCE_CONFIG_FILE
 from kaito.controllers.workspace import WORKSPACE
-from kaito.controllers.workspace.configmap import DEFAULT_CONFIG_NAME
+from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions
 from kaito.runtime import Client, NotFoundError

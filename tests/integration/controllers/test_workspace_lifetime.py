@@ -42,7 +42,7 @@ async def test_recent_writes_empty_once_workspaces_converge_or_go(
     ControllerRevisions and the shared ConfigMap written once, status updates) is dropped once
     the cache shows it, and a deleted Workspace leaves nothing behind either."""
     assert operator.op is not None
-    recent = operator.op.workspace.recent
+    recent = operator.op.workspace.writer.recent
     label = {"apps": uniq("recent")}
     count, deleted = 4, 2
     async with gpu_nodes(kclient, count, label):
@@ -118,7 +118,7 @@ async def test_no_background_write_after_the_lease_is_lost(
                 lost = loop.time()
                 gate.set()  # had the writes survived the loss, the second would be sent now
                 # Both writes settled (sent or abandoned): nothing more can come after this.
-                await wait_for(lambda: not op.workspace._in_flight, "the background writes settled")
+                await wait_for(lambda: not op.workspace.writer.in_flight, "the background writes settled")
                 late = [(t - lost, path) for t, path in writes if t > lost]
                 assert late == [], late
                 assert len(writes) == 1

@@ -425,15 +425,15 @@ def test_controller_keeps_the_last_answer_when_the_hub_goes_away(monkeypatch: py
             h.add("acme/gated", PHI3_MINI_CONFIG, PHI3_MINI_FILES, token=GATED_TOKEN)
             monkeypatch.setenv("HF_ENDPOINT", h.url)
             hub.clear_cache()
-            first = await rec._hub_model(obj)
+            first = await rec.inference._hub_model(obj)
             assert first is not None and first.gated
             with pytest.raises(inference.PlanError) as exc:
-                await rec._hub_model(ws("acme/gated"))  # no Secret named: no token
+                await rec.inference._hub_model(ws("acme/gated"))  # no Secret named: no token
             assert exc.value.reason == "GatedModel"
         hub.clear_cache()  # cache expired, Hub gone
-        assert await rec._hub_model(obj) == first
+        assert await rec.inference._hub_model(obj) == first
         with pytest.raises(inference.PlanError) as exc:
-            await rec._hub_model(ws("acme/never-seen"))
+            await rec.inference._hub_model(ws("acme/never-seen"))
         assert exc.value.reason == "HubUnreachable" and "HF_ENDPOINT" in str(exc.value)
 
     asyncio.run(run())

@@ -15,7 +15,8 @@ import yaml
 
 from kaito.api import crd, names
 from kaito.api.workspace import Workspace, bypass_resource_checks_of, enable_lb_of, runtime_of
-from kaito.controllers.workspace import WorkspaceControllerOptions, inference, services, status
+from kaito.controllers.workspace import WorkspaceControllerOptions, inference, status
+from kaito.controllers.workspace.inference import services
 from kaito.nodes import NodeRequest
 from kaito.provisioners.byo import BYOProvisioner, assess
 

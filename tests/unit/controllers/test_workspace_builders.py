@@ -12,17 +12,11 @@ import yaml
 from kaito.api import names
 from kaito.api.workspace import Workspace
 from kaito.contract import ADAPTERS_DIR, CONFIG_DIR, DIST_PORT, HEALTH_PATH, INFERENCE_PORT, InferenceCommand
-from kaito.controllers.workspace import (
-    WorkspaceControllerOptions,
-    configmap,
-    inference,
-    revision,
-    services,
-    status,
-)
-from kaito.controllers.workspace.sync import manifest_hash, stamp, up_to_date
+from kaito.controllers.workspace import WorkspaceControllerOptions, inference, revision, status
+from kaito.controllers.workspace.inference import configmap, services
 from kaito.nodes import NodeRequest
 from kaito.provisioners.byo import BYOProvisioner, assess, gpu_node_manifest
+from kaito.runtime import manifest_hash, stamp, up_to_date
 
 SEED = Path(__file__).resolve().parents[1] / "api" / "seed"
 Obj = dict[str, Any]

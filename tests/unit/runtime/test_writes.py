@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kaito.controllers.workspace.sync import Accepted, RecentWrites, drift, revert_patch, stamp
+from kaito.runtime import Accepted, RecentWrites, drift, revert_patch, stamp
 
 SVC: dict[str, Any] = stamp(
     {

@@ -33,11 +33,11 @@ from kaito.contract import (
     InferenceCommand,
     adapter_strength_env,
 )
-from kaito.controllers.workspace.configmap import DEFAULT_CONFIG_NAME
+from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
+from kaito.controllers.workspace.inference.services import POD_INDEX_LABEL
 from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
-from kaito.controllers.workspace.services import POD_INDEX_LABEL
 from kaito.presets import ModelPreset, PresetError, estimate, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 

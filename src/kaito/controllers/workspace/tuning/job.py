@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kaito.api import names
 from kaito.api.workspace import Workspace
@@ -46,10 +46,7 @@ from kaito.controllers.workspace.options import DEFAULT_TUNING_IMAGE
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.status import Check, pod_failure
 from kaito.presets import get_sku
-from kaito.runtime import GVK, AlreadyExistsError, Result, set_condition, set_controller_reference
-
-if TYPE_CHECKING:
-    from kaito.controllers.workspace.reconciler import WorkspaceReconciler
+from kaito.runtime import GVK, set_condition, set_controller_reference
 
 Obj = dict[str, Any]
 JOB = GVK("batch", "v1", "Job")
@@ -387,53 +384,3 @@ def desired_tuning_status(
     if gen is not None:
         status["observedGeneration"] = gen
     return new
-
-
-# --------------------------------------------------------------------------- reconcile
-
-
-class TuningHandler:
-    """The reconciler's seam for tuning Workspaces (``WorkspaceReconciler.tuning``)."""
-
-    def __init__(self, options: TuningJobOptions | None = None) -> None:
-        self.options = options or TuningJobOptions()
-
-    async def __call__(self, rec: WorkspaceReconciler, ws: Obj, model: Workspace) -> Result | None:
-        meta = ws["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        ws = await rec._ensure_metadata(ws, 1)
-        job = rec.recent.get(JOB, name, ns)
-        request = rec._request(ws, model, None)
-        await rec.provisioner.provision_nodes(request)
-        nodes = await rec.provisioner.ensure_nodes_ready(request)
-        resource = Check(
-            nodes.ready, nodes.reason or ("NodesReady" if nodes.ready else "NodesNotReady"), nodes.message
-        )
-        if job is None and nodes.ready:
-            assert model.tuning is not None
-            if model.tuning.config and rec.cache.get(CONFIGMAP, model.tuning.config, ns) is None:
-                problem = Check(
-                    False,
-                    "ConfigMapNotFound",
-                    f"tuning.config: ConfigMap {ns}/{model.tuning.config} does not exist; "
-                    "create it or unset the field",
-                    failed=True,
-                )
-                outcome = JobOutcome(problem, problem, names.STATE_FAILED)
-                await rec._write_status(ws, desired_tuning_status(ws, resource, outcome, nodes.conditions))
-                return None
-            affinity = rec.provisioner.node_affinity(request, nodes)
-            desired, config = build_tuning_job(ws, self.options, affinity=affinity)
-            if config is not None:
-                await rec._apply(CONFIGMAP, ws, config)
-            try:
-                job = await rec.client.create(desired, field_manager=rec.options.field_manager)
-                rec.recent.remember(JOB, job)
-            except AlreadyExistsError:
-                job = rec.recent.get(JOB, name, ns)
-        pods = rec.cache.list(POD, ns, {names.LABEL_WORKSPACE: name}) if job is not None else []
-        outcome = job_status_to_conditions(job, pods)
-        await rec._write_status(ws, desired_tuning_status(ws, resource, outcome, nodes.conditions))
-        if job is None and nodes.requeue_after:
-            return Result(requeue_after=nodes.requeue_after)
-        return None
