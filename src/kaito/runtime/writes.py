@@ -81,8 +81,11 @@ def manifest_hash(desired: Obj, annotation: str = ANNOTATION_DESIRED_HASH) -> st
     meta = desired.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, dict) else None
     if isinstance(annotations, dict) and annotation in annotations:
+        # Hashed as it was before stamping: without the annotation (and without the map, if
+        # the hash was all it held).
         rest = {k: v for k, v in annotations.items() if k != annotation}
-        desired = {**desired, "metadata": {**meta, "annotations": rest}}  # type: ignore[dict-item]
+        bare = {k: v for k, v in meta.items() if k != "annotations"}  # type: ignore[union-attr]
+        desired = {**desired, "metadata": {**bare, "annotations": rest} if rest else bare}
     text = json.dumps(desired, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

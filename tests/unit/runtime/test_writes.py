@@ -131,3 +131,257 @@ def test_recent_writes_are_dropped_by_the_informers_events() -> None:
     inf.store.resource_version = "25"  # the event came before our answer: nothing to keep
     recent.remember("SVC", _obj("e", "24"))
     assert len(recent) == 1
+
+
+# --------------------------------------------------------------------------- Writer
+# The semantics of the public write-if-changed module, against an in-process client that answers
+# like the apiserver (a resourceVersion per write) and a cache the test moves by hand; the
+# cluster tests (tests/integration/controllers) cover the same paths against a real apiserver.
+
+import asyncio  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kaito.runtime import (  # noqa: E402
+    GVK,
+    Controller,
+    Expectations,
+    NotOwnedError,
+    Request,
+    Writer,
+    WriterOptions,
+    manifest_hash,
+    up_to_date,
+)
+
+CM = GVK("", "v1", "ConfigMap")
+
+
+class _Client:
+    """Records writes; answers each with the object at the next resourceVersion."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.rv = 100
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def _answer(self, verb: str, obj: dict[str, Any]) -> dict[str, Any]:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((verb, obj["metadata"]["name"]))
+        self.rv += 1
+        out = copy.deepcopy(obj)
+        out["metadata"]["resourceVersion"] = str(self.rv)
+        return out
+
+    async def apply(self, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return await self._answer("apply", obj)
+
+    async def patch(
+        self, gvk: Any, name: str, patch: dict[str, Any], namespace: Any, **_: Any
+    ) -> dict[str, Any]:
+        return await self._answer("patch", {**patch, "metadata": {**patch["metadata"], "name": name}})
+
+
+def _cm(name: str = "c", value: str = "1", owner: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "ns"},
+        "data": {"k": value},
+    }
+    if owner:
+        obj["metadata"]["ownerReferences"] = [{"kind": "X", "name": "o", "uid": owner, "controller": True}]
+    return obj
+
+
+class _SyncedCache(_Cache):
+    """A cache whose informers report the resourceVersion they have caught up with, as the
+    real one does (RecentWrites reads it to tell "not seen yet" from "deleted since")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.informer = _Informer()
+
+    def get_informer(self, gvk: Any) -> _Informer:
+        return self.informer
+
+
+def _writer(client: _Client, cache: _Cache, **options: Any) -> Writer:
+    return Writer(client, cache, WriterOptions(field_manager="test", **options))  # type: ignore[arg-type]
+
+
+def test_stamp_is_idempotent_and_the_hash_ignores_its_own_annotation() -> None:
+    once = stamp(_cm())
+    twice = stamp(copy.deepcopy(once))
+    assert once == twice
+    assert manifest_hash(once) == manifest_hash(_cm())
+    assert up_to_date(stamp(_cm()), once) and not up_to_date(stamp(_cm(value="2")), once)
+
+
+async def test_fingerprint_skip_writes_only_what_changed() -> None:
+    """A desired manifest whose fingerprint the stored object carries costs no request, even
+    once the cache holds the object in its stored form (defaults added); a changed manifest is
+    one apply; a hand edit of a field we set is one merge patch putting it back."""
+    client, cache = _Client(), _SyncedCache()
+    writer = _writer(client, cache)
+    written = await writer.apply(CM, _cm())
+    assert client.calls == [("apply", "c")]
+    assert await writer.apply(CM, _cm()) is written  # our own write, not yet in the cache
+    stored_form = copy.deepcopy(written)
+    stored_form["metadata"].update(uid="u", creationTimestamp="2026-01-01T00:00:00Z")
+    cache.objs["c"] = stored_form  # the cache caught up, with the apiserver's additions
+    await writer.apply(CM, _cm())
+    assert client.calls == [("apply", "c")]
+    await writer.apply(CM, _cm(value="2"))
+    assert client.calls == [("apply", "c"), ("apply", "c")]
+    edited = copy.deepcopy(writer.get(CM, "c", "ns"))
+    assert edited is not None
+    edited["data"]["k"] = "by hand"
+    edited["metadata"]["resourceVersion"] = "999"
+    cache.objs["c"] = edited
+    await writer.apply(CM, _cm(value="2"))
+    assert client.calls[-1] == ("patch", "c")
+    assert len(client.calls) == 3
+
+
+async def test_concurrent_applies_of_one_object_send_one_write() -> None:
+    """A shared object (no owner) written by many reconciles at once: the first writes, the
+    others find its write."""
+    client, cache = _Client(), _SyncedCache()
+    writer = _writer(client, cache)
+    await asyncio.gather(*(writer.apply(CM, _cm()) for _ in range(5)))
+    assert client.calls == [("apply", "c")]
+
+
+async def test_an_object_controlled_by_another_owner_is_not_written() -> None:
+    client, cache = _Client(), _SyncedCache()
+    theirs = _cm(owner="someone")
+    theirs["metadata"]["resourceVersion"] = "5"
+    cache.objs["c"] = theirs
+    writer = _writer(client, cache, not_owned_hint="rename it")
+    with pytest.raises(NotOwnedError, match="controlled by X o; rename it"):
+        await writer.apply(CM, _cm(), owner_uid="me")
+    assert client.calls == []
+
+
+def test_own_write_is_newer_than_the_cache_until_the_cache_shows_it() -> None:
+    cache = _Cache()
+    recent = RecentWrites(cache)
+    cache.objs["a"] = _obj("a", "5")
+    mine = _obj("a", "7")
+    recent.remember(CM, mine)
+    assert recent.get(CM, "a", "ns") is mine  # the cache is behind our write
+    cache.objs["a"] = _obj("a", "7")
+    assert recent.get(CM, "a", "ns") is cache.objs["a"]  # caught up: the cache again
+    assert len(recent) == 0
+    cache.objs["a"] = _obj("a", "9")
+    recent.remember(CM, _obj("a", "8"))  # older than what the cache already shows
+    assert recent.get(CM, "a", "ns") is cache.objs["a"]
+    cache.objs["b"] = _obj("b", "3")
+    recent.remember(CM, _obj("b", "not-a-number"))  # no ordering known: the cache wins
+    assert recent.get(CM, "b", "ns") is cache.objs["b"]
+
+
+async def test_background_writes_are_cancelled_with_the_controller() -> None:
+    """A write left running after a reconcile belongs to the controller: cancelling the
+    controller (leadership lost) cancels it before it is sent."""
+    client, cache = _Client(), _SyncedCache()
+    client.gate = asyncio.Event()
+    writer = _writer(client, cache)
+    ctrl: Controller | None = None
+
+    async def reconcile(req: Request) -> None:
+        writer.apply_in_background(CM, _cm(req.name), retry=req)
+
+    ctrl = Controller("writes", reconcile)
+    writer.bind(ctrl)
+    src = _Source([_cm("held")])
+    ctrl.watch(CM, src, lambda o: (Request.from_object(o),), ())
+    task = asyncio.create_task(ctrl.start(asyncio.Event()))
+    await _eventually(lambda: writer.in_flight == 1)
+    writer.apply_in_background(CM, _cm("held"))  # one per object: a second call is a no-op
+    assert writer.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _eventually(lambda: writer.in_flight == 0)
+    client.gate.set()
+    await asyncio.sleep(0)
+    assert client.calls == []  # never sent
+
+
+async def test_a_background_write_waits_for_leadership_and_reports_failures() -> None:
+    client, cache = _Client(), _SyncedCache()
+    writer = _writer(client, cache, max_background_writes=1)
+    ctrl = Controller("writes2", lambda req: None)  # type: ignore[arg-type, return-value]
+    leader = False
+    ctrl.may_act = lambda: leader
+    writer.bind(ctrl)
+    src = _Source([])
+    ctrl.watch(CM, src, lambda o: (Request.from_object(o),), ())
+    stop = asyncio.Event()
+    task = asyncio.create_task(ctrl.start(stop))
+    await asyncio.wait_for(ctrl.started.wait(), 5)
+    writer.apply_in_background(CM, _cm("a"))
+    await _eventually(lambda: writer.in_flight == 0)
+    assert client.calls == []  # not the leader: nothing sent
+    leader = True
+    client.fail = RuntimeError("apiserver says no")
+    writer.apply_in_background(CM, _cm("a"), retry=Request("ns", "a"))
+    await _eventually(lambda: writer.in_flight == 0)
+    assert writer.background_error(CM, "a", "ns") == "RuntimeError: apiserver says no"
+    client.fail = None
+    writer.apply_in_background(CM, _cm("a"))
+    await _eventually(lambda: writer.in_flight == 0)
+    assert client.calls == [("apply", "a")] and writer.background_error(CM, "a", "ns") is None
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def test_expectations_hold_names_until_settled() -> None:
+    exp: Expectations[tuple[str, str]] = Expectations()
+    key = ("ns", "ws")
+    exp.expect(key, "claim-a")
+    exp.expect(key, "claim-b")
+    assert exp.pending(key) == {"claim-a", "claim-b"} and len(exp) == 2
+    exp.settle(key, "claim-a")
+    assert exp.keep_only(key, {"claim-b", "other"}) == {"claim-b"}
+    assert exp.keep_only(key, set()) == set() and len(exp) == 0
+    assert exp.pending(key) == set()
+
+
+class _Source:
+    """An in-process event source for a Controller (the informer's part it needs)."""
+
+    def __init__(self, objs: list[dict[str, Any]]) -> None:
+        self.handlers: list[Any] = []
+        self.objs = objs
+
+    def add_handler(self, h: Any) -> None:
+        self.handlers.append(h)
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        return True
+
+    @property
+    def has_synced(self) -> bool:
+        return True
+
+    @property
+    def store(self) -> _Source:
+        return self
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.objs
+
+
+async def _eventually(cond: Any, limit_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not cond():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
