@@ -47,6 +47,7 @@ from kaito.runtime import (
     GVK,
     AlreadyExistsError,
     Client,
+    Expectations,
     Manager,
     NotFoundError,
     get_condition,
@@ -257,12 +258,13 @@ class GPUProvisioner:
         #: listed yet, per (namespace, workspace). A name goes in *before* its POST: an answer
         #: lost to a cut connection, a cancelled reconcile or a resend must not make the next
         #: reconcile create a second claim, nor a deletion miss the first.
-        self._unseen: dict[tuple[str, str], set[str]] = {}
+        #: (kaito.runtime.Expectations: names, as RecentWrites keeps objects.)
+        self._unseen: Expectations[tuple[str, str]] = Expectations()
         #: Surplus claims this backend deleted that the cache still lists as live, per
         #: (namespace, workspace): the mirror of ``_unseen``. While a lagging NodeClaim watch
         #: still shows a deleted claim, the next reconcile would count it, rank the claims again
         #: and (its pods having moved meanwhile) delete the other one too, leaving none.
-        self._deleted: dict[tuple[str, str], set[str]] = {}
+        self._deleted: Expectations[tuple[str, str]] = Expectations()
         # Informers up front, so reads are cached from the first reconcile on.
         for gvk in self.watched_kinds():
             manager.cache.get_informer(gvk)
@@ -303,41 +305,31 @@ class GPUProvisioner:
         landed, stops counting; API calls happen only in that window."""
         key = (request.namespace, request.workspace)
         names = {c["metadata"]["name"] for c in listed}
-        pending = self._unseen.get(key, set())
-        for name in list(pending):
+        for name in self._unseen.pending(key):
             if name in names:
-                pending.discard(name)
+                self._unseen.settle(key, name)
                 continue
             try:
                 live = await self.client.get(NODECLAIM, name, cached=False)
             except NotFoundError:
-                pending.discard(name)
+                self._unseen.settle(key, name)
                 continue
             if _deleting(live):
-                pending.discard(name)
-        if not pending:
-            self._unseen.pop(key, None)
-        return len(pending)
+                self._unseen.settle(key, name)
+        return len(self._unseen.pending(key))
 
     def _deleted_unseen(self, request: NodeRequest, listed: list[dict[str, Any]]) -> set[str]:
         """Names of claims this backend deleted that the cache still lists without a deletion
         timestamp. A name leaves the set once the cache shows the claim deleting or gone; no
         API call is needed, the DELETE was answered."""
         key = (request.namespace, request.workspace)
-        pending = self._deleted.get(key)
-        if not pending:
-            return set()
-        live = {c["metadata"]["name"] for c in listed if not _deleting(c)}
-        pending &= live
-        if not pending:
-            self._deleted.pop(key, None)
-        return set(pending)
+        return self._deleted.keep_only(key, (c["metadata"]["name"] for c in listed if not _deleting(c)))
 
     async def _create(self, request: NodeRequest) -> None:
         manifest = nodeclaim_manifest(request, cloud=self.cloud)
         name = manifest["metadata"]["name"]
         # Remembered before the POST: see _unseen.
-        self._unseen.setdefault((request.namespace, request.workspace), set()).add(name)
+        self._unseen.expect((request.namespace, request.workspace), name)
         try:
             await self.client.create(manifest)
         except AlreadyExistsError:
@@ -371,7 +363,7 @@ class GPUProvisioner:
                     want=want,
                 )
                 await self.client.delete(NODECLAIM, meta["name"], ignore_not_found=True)
-                self._deleted.setdefault((request.namespace, request.workspace), set()).add(meta["name"])
+                self._deleted.expect((request.namespace, request.workspace), meta["name"])
 
     def _fit(self, node: dict[str, Any], request: NodeRequest) -> bool:
         labels = (node.get("metadata") or {}).get("labels") or {}
@@ -474,18 +466,15 @@ class GPUProvisioner:
             if not _deleting(claim):
                 await self.client.delete(NODECLAIM, claim["metadata"]["name"], ignore_not_found=True)
         listed = {c["metadata"]["name"] for c in live}
-        pending = self._unseen.get(key, set())
-        for name in list(pending):
+        for name in self._unseen.pending(key):
             if name in listed:
                 continue
             try:
                 await self.client.delete(NODECLAIM, name)
             except NotFoundError:
-                pending.discard(name)  # never landed, or already gone
+                self._unseen.settle(key, name)  # never landed, or already gone
                 continue
             remaining = True
-        if not pending:
-            self._unseen.pop(key, None)
         return not remaining
 
     async def release_gone(self, namespace: str, workspace: str) -> None:
@@ -503,7 +492,7 @@ class GPUProvisioner:
         create are the OrphanClaimSweeper's, after its grace period.
         """
         request = NodeRequest(workspace=workspace, namespace=namespace, uid="", instance_type=None, count=0)
-        if not self._unseen.get((namespace, workspace)) and not await self._claims(request):
+        if not self._unseen.pending((namespace, workspace)) and not await self._claims(request):
             return
         if not await workspace_gone(self.client, namespace, workspace):
             return  # there after all: the cache trails its creation

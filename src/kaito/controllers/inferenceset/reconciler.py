@@ -2,9 +2,10 @@
 status aggregated from them; level-triggered on :mod:`kaito.runtime`.
 
 Each reconcile reads the set and its Workspaces from the informer cache (laid over with the
-controller's own writes the cache has not shown yet, see :mod:`.pending`), asks :func:`.plan.plan`
-for the next writes, makes them, and writes the status only when it differs from the stored one:
-a converged set costs no API request.
+controller's own writes the cache has not shown yet: :mod:`.pending` for the children,
+:class:`kaito.runtime.RecentWrites` for the set's own status), asks :func:`.plan.plan` for the
+next writes, makes them, and writes the status only when it differs from the stored one (or
+from our own newer write): a converged set costs no API request.
 
 Children carry a controlling owner reference to the set, so deleting the set deletes them through
 the garbage collector (no finalizer of the set's own: nothing outside the cluster is held for a
@@ -38,6 +39,7 @@ from kaito.runtime import (
     Manager,
     NotFoundError,
     Predicate,
+    RecentWrites,
     Request,
     Result,
     get_controller_of,
@@ -80,15 +82,16 @@ class InferenceSetReconciler:
         self.options = options or InferenceSetControllerOptions()
         self.events = EventRecorder(manager.client, self.options.field_manager)
         self.pending = Pending(self.options.pending_ttl)
-        #: (namespace, name) -> (status written, resourceVersion the API answered with).
-        self._status_written: dict[tuple[str, str], tuple[Obj, int]] = {}
+        #: The set as our last status write left it, until the cache shows that write: a
+        #: reconcile in between reads it, not the older cached set, and writes nothing again.
+        self.recent = RecentWrites(manager.cache)
         self.controller: Controller | None = None
 
     async def reconcile(self, req: Request) -> Result | None:
         ns = req.namespace or ""
-        set_obj = self.cache.get(INFERENCESET, req.name, req.namespace)
+        set_obj = self.recent.get(INFERENCESET, req.name, req.namespace)
         if set_obj is None:
-            self._status_written.pop((ns, req.name), None)
+            self.recent.forget(INFERENCESET, req.name, req.namespace)
             return None
         if is_being_deleted(set_obj):
             return None  # the garbage collector deletes the children (owner references)
@@ -169,10 +172,7 @@ class InferenceSetReconciler:
         key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
         status = new.get("status") or {}
         if status == (set_obj.get("status") or {}):
-            return
-        last = self._status_written.get(key)
-        if last is not None and last[0] == status and _rv(set_obj) < last[1]:
-            return  # the cache has not shown our last write yet; it says the same
+            return  # stored, or written by us and not in the cache yet (self.recent)
         try:
             written = await self.client.patch(
                 INFERENCESET,
@@ -184,7 +184,7 @@ class InferenceSetReconciler:
             )
         except NotFoundError:
             return
-        self._status_written[key] = (status, _rv(written))
+        self.recent.remember(INFERENCESET, written)
 
 
 class _LazyChildren(dict[int, Obj]):
@@ -208,13 +208,6 @@ def _invalid_status(set_obj: Obj, message: str) -> Obj:
     return new
 
 
-def _rv(obj: Obj | None) -> int:
-    try:
-        return int(_meta(obj or {}).get("resourceVersion") or -1)
-    except (TypeError, ValueError):
-        return -1
-
-
 def setup(manager: Manager, options: InferenceSetControllerOptions | None = None) -> InferenceSetReconciler:
     """Register the InferenceSet controller on ``manager``; returns the reconciler (its
     ``controller`` attribute is the runtime Controller)."""
@@ -227,6 +220,8 @@ def setup(manager: Manager, options: InferenceSetControllerOptions | None = None
         .with_options(max_concurrent_reconciles=rec.options.max_concurrent_reconciles)
         .complete(rec)
     )
+    # The informer the controller reads sets from drops remembered status writes it has shown.
+    rec.recent.track(INFERENCESET, manager.cache.get_informer(INFERENCESET, namespace=manager.namespace))
     return rec
 
 
