@@ -152,8 +152,9 @@ class WorkspaceReconciler:
         """Revision and finalizer, the workload's plan, nodes, then the workload itself."""
         meta = ws["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        digest, number = "", 1
-        side: list[Awaitable[Any]] = []
+        digest, number, rev_name = "", 1, ""
+        revisions: list[Obj] = []
+        current: Obj | None = None
         if workload.keeps_revisions:
             digest = revision.spec_hash(ws)
             revisions = revision.owned_revisions(
@@ -172,6 +173,7 @@ class WorkspaceReconciler:
         request = workload.node_request(ws, model, plan)
         await self.provisioner.provision_nodes(request)
         nodes = await self.provisioner.ensure_nodes_ready(request)
+        side: list[Awaitable[object]] = []
         if workload.keeps_revisions:
             # The revision record and pruning go out with the workload's writes (one round trip
             # instead of two): nothing reads them back in this reconcile.
@@ -260,9 +262,10 @@ class WorkspaceReconciler:
             model = None
         if model is None:
             request = unparsed_request(ws)
+        elif model.tuning is not None:
+            request = self.tuning.release_request(ws, model)
         else:
-            workload: Workload[Any] = self.tuning if model.tuning is not None else self.inference
-            request = workload.release_request(ws, model)
+            request = self.inference.release_request(ws, model)
         # Decided by the backend from the server (not this cache): a claim or pool created a
         # moment ago must not outlive the finalizer.
         if not await self.provisioner.delete_nodes(request):
@@ -352,7 +355,7 @@ class WorkspaceReconciler:
 T = TypeVar("T")
 
 
-async def _alongside(work: Awaitable[T], side: list[Awaitable[Any]]) -> T:
+async def _alongside(work: Awaitable[T], side: list[Awaitable[object]]) -> T:
     """``work`` with ``side`` (writes nobody reads back in this reconcile) sent concurrently;
     the side writes are awaited, not dropped, whatever ``work`` does, and cancelled with it."""
     if not side:

@@ -183,7 +183,7 @@ class InferenceWorkload:
                 f"inference.config: ConfigMap {ns}/{model.inference.config} does not exist; "
                 "create it or unset the field",
             )
-        writes: list[Awaitable[Any]] = []
+        writes: list[Awaitable[object]] = []
         if not model.inference.config and model.inference.preset is not None:
             # Shared by the namespace's Workspaces (no owner): the writer serialises concurrent
             # writes of it, so the second finds the first's and sends nothing.
@@ -208,8 +208,10 @@ class InferenceWorkload:
         except Exception:
             await asyncio.gather(*writes)  # started coroutines are awaited, not dropped
             raise
-        sts, *_ = await asyncio.gather(deps.writer.apply(STATEFULSET, desired, owner_uid=uid), *writes)
-        return sts  # type: ignore[no-any-return]
+        sts, _ = await asyncio.gather(
+            deps.writer.apply(STATEFULSET, desired, owner_uid=uid), asyncio.gather(*writes)
+        )
+        return sts
 
     # ------------------------------------------------------------------ deletion
 
