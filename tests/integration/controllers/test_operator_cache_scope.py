@@ -108,7 +108,7 @@ async def test_namespaced_operator_lists_and_watches_only_its_namespace(
     cache = op.manager.cache
     assert op.manager.rest_mapper.cached(NODE) is None  # cold: nothing discovered yet
     recent = RecentWrites(cache)
-    # as RecentWrites (kaito.runtime.writes) asks while the mapper is cold (several at once, as concurrent reconciles do)
+    # as RecentWrites asks while the mapper is cold (several at once, as concurrent reconciles do)
     for gvk in (NODE, CM, POD, JOB, NODE, CM):
         cache.get_informer(gvk)
     task = asyncio.create_task(op.start())

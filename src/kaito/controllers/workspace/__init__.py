@@ -1,11 +1,13 @@
-"""The Workspace controller: GPU nodes (through a NodeProvisioner), the inference workload, its
-Services and the Workspace status, reconciled level-triggered on :mod:`kaito.runtime`.
+"""The Workspace controller: GPU nodes (through a NodeProvisioner), the workload, its Services
+and the Workspace status, reconciled level-triggered on :mod:`kaito.runtime`.
 
-Modules, one concept each: ``reconciler`` (the loop and event mapping), ``inference`` (the
-StatefulSet), ``services``, ``configmap`` (the default inference config), ``revision`` (spec
-hashes and ControllerRevisions), ``status`` (conditions and failure reasons), ``sync`` (write
-only what changed), ``labels`` (names), ``options``. Tuning Workspaces are dispatched to
-``WorkspaceReconciler.tuning``.
+A thin ``reconciler`` (finalizer, revision, nodes, dispatch, status, deletion order, event
+mapping) over ``Workload`` plug-ins that are peers: ``inference`` (the StatefulSet, its Services,
+the default inference config) and ``tuning`` (the Job). Beside them: ``workload`` (the seam:
+the protocol and what crosses it), ``statuswriter`` (the one writer of Workspace status),
+``status`` (conditions and failure reasons), ``revision`` (spec hashes and
+ControllerRevisions), ``labels``, ``podsecurity``, ``options``. Children are written through
+:class:`kaito.runtime.Writer` (write only what changed). See docs/design/workspace-seam.md.
 """
 
 from kaito.controllers.workspace.options import (
