@@ -1,4 +1,4 @@
-"""Drift detection of owned objects (pure functions; the cluster tests cover the wiring)."""
+"""Write-if-changed (kaito.runtime.writes): drift, Accepted, RecentWrites, Expectations and the Writer."""
 
 from __future__ import annotations
 
