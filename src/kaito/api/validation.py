@@ -34,8 +34,8 @@ from kaito.presets import (
     ModelPreset,
     PresetError,
     custom_preset,
-    estimate,
     find_preset,
+    fit,
     get_sku,
     list_presets,
     preset_names,
@@ -245,10 +245,6 @@ class _Checker:
         """The server runtime, as upstream picks it: the annotation, vllm by default."""
         value = self.annotations.get(ANNOTATION_RUNTIME, "vllm")
         return value if value in RUNTIMES else "vllm"
-
-    @property
-    def bypass_resource_checks(self) -> bool:
-        return ANNOTATION_BYPASS_RESOURCE_CHECKS in self.annotations
 
     def run(self) -> None:
         ws = self.ws
@@ -517,10 +513,11 @@ class _Checker:
 
     def check_inference_fit(self, preset: ModelPreset, sku: GPUSku) -> None:
         count = self.ws.resource.count
-        plan = estimate(preset, sku, count)
+        verdict = fit(preset, sku, count, annotations=self.annotations)  # shared with the controller
+        plan = verdict.estimate
         if plan.fits:
             return
-        if self.bypass_resource_checks:
+        if verdict.bypassed:
             self.warn(
                 "resource.instanceType",
                 f"GPU memory check bypassed ({ANNOTATION_BYPASS_RESOURCE_CHECKS}): {plan.reason}",
