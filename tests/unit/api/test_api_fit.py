@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from kaito.api.validation import validate_workspace
 from kaito.api.workspace import Workspace
+from kaito.api.workspace.validation import validate_workspace
 from kaito.controllers.workspace import inference
 from kaito.presets import BYPASS_ANNOTATION, GPUSku, bypass_requested, fit, get_preset, get_sku
 
