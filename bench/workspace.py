@@ -763,10 +763,14 @@ def main() -> None:
             # on one flaps with it. That measures kwok's heartbeats, not the controller, so the
             # scale run gives kcm a grace period longer than the run.
             grace = ("--node-monitor-grace-period=10m",)
-            for mode, kcm_args in (("kcm_default", grace), ("kcm_qps200_burst300", (*KCM_FAST, *grace))):
+            modes: tuple[tuple[str, tuple[str, ...]], ...] = (
+                ("kcm_default", grace),
+                ("kcm_qps200_burst300", (*KCM_FAST, *grace)),
+            )
+            for mode, scale_kcm_args in modes:
                 runs[mode] = asyncio.run(
                     run_side(
-                        KAITO, n, window, workdir / mode, kcm_args=kcm_args,
+                        KAITO, n, window, workdir / mode, kcm_args=scale_kcm_args,
                         extra_args=tuple(args.controller_arg), idle=idle,
                     )
                 )  # fmt: skip
