@@ -26,6 +26,21 @@ UPSTREAM_WEIGHTS_FACTOR = 1.02
 UPSTREAM_BASE_OVERHEAD_GIB = 2.3
 UPSTREAM_WEIGHT_OVERHEAD = 0.05
 UPSTREAM_MAX_MODEL_LEN = 2048
+#: The preset names upstream v0.12 accepts (pkg/utils/plugin LegacyBuiltinToCatalog; any other
+#: name without a "/" is refused as "Unsupported inference preset name", the falcon presets that
+#: its supported_models.yaml still lists included).
+UPSTREAM_PRESETS = frozenset(
+    {
+        "phi-4", "phi-4-mini-instruct", "llama-3.1-8b-instruct", "llama-3.3-70b-instruct",
+        "deepseek-r1-distill-llama-8b", "deepseek-r1-distill-qwen-14b", "deepseek-r1-0528",
+        "deepseek-v3-0324",
+        "phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "phi-3-medium-4k-instruct",
+        "phi-3-medium-128k-instruct", "phi-3.5-mini-instruct", "qwen2.5-coder-7b-instruct",
+        "qwen2.5-coder-32b-instruct", "gpt-oss-20b", "gpt-oss-120b", "gemma-3-4b-instruct",
+        "gemma-3-27b-instruct", "mistral-7b", "mistral-7b-instruct", "ministral-3-3b-instruct",
+        "ministral-3-8b-instruct", "ministral-3-14b-instruct", "mistral-large-3-675b-instruct",
+    }
+)  # fmt: skip
 DOC_NAME = "estimator-vs-upstream.md"
 PICTURE_NAME = "pictures/estimator-vs-upstream.svg"
 
@@ -36,6 +51,7 @@ PALETTE: dict[str, str] = {
     "more": "#f4b183",
     "size": "#d5a6bd",
     "cc": "#d9d9d9",
+    "name": "#c9a0dc",
     "dropped": "#bfbfbf",
     "absent": "#e7e6e6",
     "vendor": "#f2f2f2",
@@ -53,6 +69,8 @@ def upstream_node_count(preset: ModelPreset, sku: GPUSku) -> UpstreamPlan:
     0.84 of its memory minus 2.3 GiB minus its share of 2048 tokens of KV cache, divided by 1.05
     for the overhead that grows with the weights. Every v0.12 preset may span nodes (its vLLM
     models all report SupportDistributedInference), so a plan of any size is upstream's answer."""
+    if preset.name not in UPSTREAM_PRESETS:
+        return UpstreamPlan(None, "not a v0.12 preset name")
     if sku.upstream != "listed":
         return UpstreamPlan(None, f"SKU {sku.upstream} upstream")
     file_gib = preset.upstream_file_size_gib or preset.weights_bytes / GIB
@@ -83,6 +101,8 @@ def explain(preset: ModelPreset, sku: GPUSku, ours: Estimate, up: UpstreamPlan) 
         return "vendor"
     if ours.fits and up.nodes == ours.node_count:
         return ""
+    if preset.name not in UPSTREAM_PRESETS:
+        return "name"
     if sku.upstream == "dropped":
         return "dropped"
     if sku.upstream == "absent":
@@ -105,6 +125,9 @@ NOTES = {
     "absent": "Upstream does not list this SKU; kaito sizes it with the same rules as any other.",
     "cc": "The preset needs compute capability >= 8.0 (bfloat16-only model, or fp8/MXFP4 kernels); "
     "kaito refuses the SKU, upstream only compares memory.",
+    "name": "Upstream v0.12 refuses this preset name: its webhook accepts only the names in its "
+    "LegacyBuiltinToCatalog map and `org/model` ids, and the falcon presets its supported_models.yaml still "
+    "lists are not in that map. kaito keeps them.",
     "size": "Upstream sizes from the repository's file size, which counts the checkpoint twice "
     "(gpt-oss ships HF shards and original/); kaito sizes one copy.",
     "more": "kaito needs more nodes: it charges each GPU its runtime (CUDA context, graphs, NCCL), the "

@@ -159,8 +159,11 @@ def test_upstream_formula_by_hand() -> None:
     gpus = int(51.10 * 1.02 / per_gpu) + 1
     up = compare.upstream_node_count(get_preset("gemma-3-27b-instruct"), sku("Standard_NV36ads_A10_v5"))
     assert gpus > 1 and up.nodes == gpus  # every v0.12 preset may span nodes (one A10 per node)
-    falcon = compare.upstream_node_count(get_preset("falcon-7b"), sku("Standard_NC24s_v3"))
-    assert falcon.nodes is None and "dropped" in falcon.reason
+    v100 = compare.upstream_node_count(get_preset("phi-4"), sku("Standard_NC24s_v3"))
+    assert v100.nodes is None and "dropped" in v100.reason
+    # v0.12's webhook knows no falcon preset name (not in its LegacyBuiltinToCatalog map)
+    falcon = compare.upstream_node_count(get_preset("falcon-7b"), sku("Standard_NC24ads_A100_v4"))
+    assert falcon.nodes is None and falcon.reason == "not a v0.12 preset name"
 
 
 def test_estimator_doc_is_fresh() -> None:
