@@ -12,9 +12,10 @@ such results (docs/performance.md). Each figure is written only when its data is
                           (which can differ from a headline ratio of medians)
   NAME-latency-cdf.png    the empirical CDF of every list of latency samples
                           (``latencies_ms`` from bench/runtime.py; ``ready_s``, each Workspace's
-                          create -> ready, per side from bench/workspace.py)
+                          create -> ready, per side and kcm mode from bench/workspace.py)
   NAME-scaling.png        seconds until all Workspaces are ready against their number, per side,
-                          when the results hold more than one Workspace count (e.g. 100 and 1,000)
+                          when the results hold more than one Workspace count (e.g. a full-mode
+                          run at 100 and a --kaito-only run at 1,000)
 
 It needs matplotlib, which only the ``bench`` extra installs: ``pip install 'kaito[bench]'``.
 """
@@ -103,7 +104,7 @@ def latency_series(result: dict[str, Any]) -> list[tuple[str, list[float], str]]
             out.append((".".join(path[:-1]) or "latency", nums, "ms"))
         elif path[-1] == "ready_s":
             parent = path[:-1]
-            kept = (p for p in parent if p not in ("comparisons", "rounds") and not p.isdigit())
+            kept = (p for p in parent if p not in ("comparisons", "rounds", "runs") and not p.isdigit())
             label = ".".join(kept) or "ready"
             pooled.setdefault(label, []).extend(nums)
     out.extend((label, sorted(nums), "s") for label, nums in pooled.items())
@@ -111,7 +112,15 @@ def latency_series(result: dict[str, Any]) -> list[tuple[str, list[float], str]]
 
 
 def _round_ready(result: dict[str, Any]) -> Iterator[tuple[str, int, float]]:
-    """(side, workspaces, seconds to all ready) from one bench/workspace.py result."""
+    """(side, workspaces, seconds to all ready) from one bench/workspace.py result: full mode
+    (``comparisons``), ``--kaito-only`` (``runs`` per kcm mode) or ``--small`` (one side)."""
+    runs = result.get("runs")
+    if isinstance(runs, dict):
+        for mode, run in runs.items():
+            if isinstance(run, dict):
+                for side, n, seconds in _round_ready(run):
+                    yield f"{side} ({mode})", n, seconds
+        return
     comparisons = result.get("comparisons")
     if isinstance(comparisons, dict):
         n = result.get("workspaces")

@@ -56,6 +56,20 @@ def workspace_result(n: int, kaito_s: float, upstream_s: float) -> dict[str, Any
     }
 
 
+#: Shaped as bench/workspace.py --kaito-only's result (trimmed).
+KAITO_ONLY = {
+    "workspaces": 1000,
+    "kcm_default": {"seconds_to_all_ready": 75.0},
+    "runs": {
+        "kcm_default": {
+            "side": "kaito",
+            "workspaces": 1000,
+            "seconds_to_all_ready": 75.0,
+            "ready_s": [9, 40, 75],
+        }
+    },
+}
+
 #: Shaped as bench/runtime.py's result (trimmed).
 RUNTIME = {
     "ratio": 6.9,
@@ -98,6 +112,10 @@ def test_series_are_found_where_the_bench_scripts_put_them() -> None:
     assert plot.scaling_points([ws]) == {}
     points = plot.scaling_points([ws, workspace_result(1000, 90.0, 400.0)])
     assert points["kaito (kcm_default)"] == [(100, 20.0), (1000, 90.0)]
+    # a --kaito-only scale run at 1,000 next to a full-mode run at 100
+    points = plot.scaling_points([ws, KAITO_ONLY])
+    assert points == {"kaito (kcm_default)": [(100, 20.0), (1000, 75.0)]}
+    assert [(label, len(xs)) for label, xs, _ in plot.latency_series(KAITO_ONLY)] == [("kcm_default", 3)]
 
 
 def test_the_recorded_json_in_performance_md_is_read() -> None:
