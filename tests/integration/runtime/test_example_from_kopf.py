@@ -2,13 +2,14 @@
 
 The page's kaito.runtime code blocks are checked to be the example file's own text, and the file
 is run: create, update, a deleted child, a spec no retry can fix, and deletion through the
-finalizer.
+finalizer. The page's kopf code is run too (``kopf run``), and must make the same ConfigMap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -160,3 +161,47 @@ async def test_from_kopf_operator(kube_cluster: Any, namespace: str, kclient: Cl
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_the_page_kopf_operator_runs(
+    kube_cluster: Any, namespace: str, kclient: Client, tmp_path: Path
+) -> None:
+    """The page's kopf code, as written, under ``kopf run`` on the same apiserver: it makes the same
+    ConfigMap, so the two columns of the page describe the same operator."""
+    code = re.search(r"## The kopf operator\n\n```python\n(.*?)```", PAGE.read_text(), flags=re.S)
+    assert code is not None
+    script = tmp_path / "kopf_greeting.py"
+    script.write_text(code.group(1))
+    env = {**os.environ, "KUBECONFIG": str(kube_cluster.kubeconfig)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace, str(script),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await kclient.create(
+            {
+                "apiVersion": "example.kaito.sh/v1alpha1",
+                "kind": "Greeting",
+                "metadata": {"name": "from-kopf", "namespace": namespace},
+                "spec": {"message": "Hello", "who": "kopf"},
+            }
+        )
+
+        async def text() -> str | None:
+            try:
+                cm = await kclient.get(op.CONFIGMAP, "greeting-from-kopf", namespace, cached=False)
+            except NotFoundError:
+                return None
+            return str(cm["data"]["greeting"])
+
+        assert await eventually(text, limit_s=60) == "Hello, kopf!"
+
+        async def status() -> str | None:
+            g = await kclient.get(op.GREETING, "from-kopf", namespace, cached=False)
+            return (g.get("status") or {}).get("configMap")
+
+        assert await eventually(status, limit_s=30) == "greeting-from-kopf"
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert b"Traceback" not in err, err.decode()[-2000:]
