@@ -42,7 +42,8 @@ Reported (one JSON line, the last): per kcm mode (``comparisons``), both sides' 
                                ``ratio_writes_per_workspace_no_events`` without Events
 and per side:
   seconds_to_all_ready    first create -> last Workspace ready
-  p50_s / p99_s           per Workspace, from its own create to its ready
+  p50_s / p99_s           per Workspace, from its own create to its ready (``ready_s``: all of
+                          them, sorted, for bench/plot.py's CDF)
   writes_per_workspace    the controller's write requests per Workspace (audit log, by the
                           controller's own client-certificate user; both sides get one), from
                           start to the end of the converged window; ``..._no_events`` without
@@ -605,6 +606,7 @@ async def run_side(
         "seconds_to_all_ready": round(t_all, 2),
         "p50_s": round(statistics.median(per_ws), 2),
         "p99_s": round(_percentile(per_ws, 0.99), 2),
+        "ready_s": sorted(round(x, 2) for x in per_ws),  # every Workspace's create -> ready (bench/plot.py)
         "writes_per_workspace": round(sum(writes.values()) / n, 2),
         "writes_per_workspace_no_events": round((sum(writes.values()) - event_writes) / n, 2),
         "statefulset_written_s": {
