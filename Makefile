@@ -66,7 +66,7 @@ tuning: inference-venv
 # are checked by the full runs (docs/performance.md).
 bench-small: assets inference-venv
 	@for b in bench/*.py; do \
-	  case $$b in bench/_*) continue;; esac; \
+	  case $$b in bench/_*|bench/plot.py) continue;; esac; \
 	  py=$(BIN)/python; case $$b in bench/inference.py|bench/tuning.py|bench/dataset_loader.py) py=$(IVENV)/bin/python;; esac; \
 	  echo "== $$b --small"; $$py bench/_smoke.py $$b || exit 1; \
 	done

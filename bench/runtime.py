@@ -32,7 +32,7 @@ imports are outside their clocks, as kaito's imports are.
 Also reported, from kaito runs:
   p50_ms / p99_ms (p99 ≤ 20): event → reconcile latency at idle. The writer stamps time.time()
       into an annotation; the reconciler subtracts it (includes the PATCH round trip and the
-      watch delivery).
+      watch delivery). ``latencies_ms``: every sample, sorted (bench/plot.py draws their CDF).
   bytes_per_object (≤ 6 KB): RSS growth per cached small object, in a fresh subprocess.
   requests_per_noop_reconcile (0): API requests per reconcile of an already-converged object,
       counted with an aiohttp TraceConfig on the manager's client.
@@ -240,6 +240,7 @@ async def bench_kaito(cluster: Any, ns: str, n: int, samples: int, mode: str = "
         "p50_ms": statistics.median(lats) * 1000,
         "p99_ms": q[98] * 1000,
         "latency_samples": len(lats),
+        "latencies_ms": [round(x * 1000, 2) for x in lats],  # sorted, for bench/plot.py's CDF
         "write_rtt_p50_ms": statistics.median(rtts) * 1000,
         "in_process_p50_ms": statistics.median(rec.in_process) * 1000 if rec.in_process else None,
         "in_process_p99_ms": pct(rec.in_process, 99) * 1000 if rec.in_process else None,

@@ -42,7 +42,8 @@ Reported (one JSON line, the last): per kcm mode (``comparisons``), both sides' 
                                ``ratio_writes_per_workspace_no_events`` without Events
 and per side:
   seconds_to_all_ready    first create -> last Workspace ready
-  p50_s / p99_s           per Workspace, from its own create to its ready
+  p50_s / p99_s           per Workspace, from its own create to its ready (``ready_s``: all of
+                          them, sorted, for bench/plot.py's CDF)
   writes_per_workspace    the controller's write requests per Workspace (audit log, by the
                           controller's own client-certificate user; both sides get one), from
                           start to the end of the converged window; ``..._no_events`` without
@@ -433,8 +434,13 @@ async def run_side(
     extra_args: tuple[str, ...] = (),
     upstream_src: Path | None = None,
     upstream_bin: Path | None = None,
+    idle: float = 0.0,
 ) -> dict[str, Any]:
-    """One side on a fresh cluster: N nodes Ready, the controller up, N Workspaces, clock."""
+    """One side on a fresh cluster: N nodes Ready, the controller up, N Workspaces, clock.
+
+    ``idle`` > 0 adds a quiet window after the converged one: nothing is poked, and the
+    controller's CPU and API requests over it are its cost of merely running (issue 24's
+    "idle CPU over a minute once converged" at 1,000 Workspaces)."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the cluster starts
     audit_log = workdir / "audit.log"
     policy = workdir / "audit-policy.yaml"
@@ -486,7 +492,8 @@ async def run_side(
                 ]
                 return len(ready) >= n
 
-            await _wait(nodes_ready, "the GPU nodes Ready", 120)
+            # kwok marks nodes Ready at its own pace: about 10/s here, so scale the deadline with N
+            await _wait(nodes_ready, "the GPU nodes Ready", max(120.0, n * 0.3))
             port = _free_port()
             log = (workdir / "controller.log").open("wb")
             argv, env = _controller_command(side, controller_kubeconfig, port, upstream_bin, extra_args)
@@ -538,7 +545,12 @@ async def run_side(
                 return len(ready_at) == n
 
             # Polled every 0.5 s (a LIST of N Workspaces is not free for a 2-core apiserver).
-            await _wait(all_ready, f"every Workspace {side.ready_condition}", 300, interval=0.5)
+            # kcm's StatefulSet controller alone needs about N / 4 s at its default 20 requests/s
+            deadline = max(300.0, n * 0.6)
+            try:
+                await _wait(all_ready, f"every Workspace {side.ready_condition}", deadline, interval=0.5)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}: {len(ready_at)} of {n} after {deadline:.0f} s") from None
             t_all = max(ready_at.values()) - t0
             per_ws = [ready_at[nm] - created[nm] for nm in names]
 
@@ -556,6 +568,18 @@ async def run_side(
             await asyncio.sleep(window)
             after = _metrics(port)
             rss_mb, cpu_s = _proc_figures(proc.pid)
+            idle_figures: dict[str, float | None] = {}
+            if idle > 0:
+                quiet_from, cpu_from = _metrics(port), cpu_s
+                await asyncio.sleep(idle)
+                quiet_to = _metrics(port)
+                rss_mb, cpu_s = _proc_figures(proc.pid)
+                idle_figures = {
+                    "idle_window_s": idle,
+                    "idle_cpu_percent": round((cpu_s - cpu_from) / idle * 100, 3),
+                    "idle_requests": quiet_to["requests"] - quiet_from["requests"],
+                    "idle_reconciles": quiet_to["reconciles"] - quiet_from["reconciles"],
+                }
             components = {name: round(_proc_figures(pid)[1], 1) for name, pid in cluster.pids().items()}
     finally:
         if proc is not None:
@@ -582,6 +606,7 @@ async def run_side(
         "seconds_to_all_ready": round(t_all, 2),
         "p50_s": round(statistics.median(per_ws), 2),
         "p99_s": round(_percentile(per_ws, 0.99), 2),
+        "ready_s": sorted(round(x, 2) for x in per_ws),  # every Workspace's create -> ready (bench/plot.py)
         "writes_per_workspace": round(sum(writes.values()) / n, 2),
         "writes_per_workspace_no_events": round((sum(writes.values()) - event_writes) / n, 2),
         "statefulset_written_s": {
@@ -599,9 +624,18 @@ async def run_side(
         ),
         "rss_mb": round(rss_mb, 1),
         "cpu_s": round(cpu_s, 2),
+        **idle_figures,
         "cluster_cpu_s": components,
     }
 
+
+#: The figures a --kaito-only scale run prints per kcm mode.
+SCALE_KEYS = (
+    "seconds_to_all_ready", "p50_s", "p99_s", "writes_per_workspace", "requests_per_converged_reconcile",
+    "rss_mb", "idle_cpu_percent", "idle_requests", "idle_reconciles",
+)  # fmt: skip
+#: Issue 24's goals at 1,000 Workspaces.
+SCALE_TARGETS = {"rss_mb": 300, "idle_cpu_percent": 1.0, "requests_per_converged_reconcile": 0}
 
 #: Figures summarised as medians over rounds, per side.
 MEDIAN_KEYS = (
@@ -682,6 +716,14 @@ def main() -> None:
     parser.add_argument("--workspaces", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side and kcm mode (full mode)")
     parser.add_argument("--window", type=float, default=None, help="converged window in seconds")
+    parser.add_argument(
+        "--kaito-only", action="store_true",
+        help="kaito alone, one round per kcm mode, with an idle window (the 1,000-Workspace scale run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--idle", type=float, default=None,
+        help="quiet window after convergence, for idle CPU and requests (default 60 with --kaito-only)",
+    )  # fmt: skip
     parser.add_argument("--keep", type=Path, default=None, help="keep the audit and controller logs here")
     parser.add_argument("--controller-arg", action="append", default=[], help="extra `kaito controller` flag")
     parser.add_argument(
@@ -691,7 +733,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.workspaces or (10 if args.small else 100)
     window = args.window if args.window is not None else (10.0 if args.small else 30.0)
-    if not args.small:
+    idle = args.idle if args.idle is not None else (60.0 if args.kaito_only else 0.0)
+    if not args.small and not args.kaito_only:
         try:
             tarball = upstream_tarball(args.upstream_tarball)
         except PeerMissing as exc:
@@ -703,13 +746,43 @@ def main() -> None:
         started = time.monotonic()
         if args.small:
             result = asyncio.run(
-                run_side(KAITO, n, window, workdir / "kaito", extra_args=tuple(args.controller_arg))
+                run_side(
+                    KAITO, n, window, workdir / "kaito", extra_args=tuple(args.controller_arg), idle=idle
+                )
             )
             out = {
                 **result,
                 "peer": f"upstream Kaito v{UPSTREAM_VERSION}'s controller runs in full mode only "
                 "(it needs the Go build and its source tarball); --small runs kaito only",
                 "targets": TARGETS,
+            }
+        elif args.kaito_only:
+            # Scale, not a comparison: upstream at 1,000 Workspaces would take most of an hour
+            # per round here; the ratio figures come from the 100-Workspace full runs.
+            runs = {}
+            # A thousand kwok nodes renew a thousand Leases; on a loaded 2-core machine some renew
+            # late, kcm's node controller marks them NotReady and taints them, and every Workspace
+            # on one flaps with it. That measures kwok's heartbeats, not the controller, so the
+            # scale run gives kcm a grace period longer than the run.
+            grace = ("--node-monitor-grace-period=10m",)
+            modes: tuple[tuple[str, tuple[str, ...]], ...] = (
+                ("kcm_default", grace),
+                ("kcm_qps200_burst300", (*KCM_FAST, *grace)),
+            )
+            for mode, scale_kcm_args in modes:
+                runs[mode] = asyncio.run(
+                    run_side(
+                        KAITO, n, window, workdir / mode, kcm_args=scale_kcm_args,
+                        extra_args=tuple(args.controller_arg), idle=idle,
+                    )
+                )  # fmt: skip
+                print(json.dumps({"mode": mode, **{k: runs[mode].get(k) for k in SCALE_KEYS}}), flush=True)
+            out = {
+                "workspaces": n,
+                "peer": "none: --kaito-only (a scale run; the ratios against upstream come from full mode)",
+                **{mode: {k: r.get(k) for k in SCALE_KEYS} for mode, r in runs.items()},
+                "runs": runs,
+                "targets": SCALE_TARGETS,
             }
         else:
             try:

@@ -33,8 +33,8 @@ from reliability_stack import emit
 
 from workspace_webhooks import workspace_webhooks  # isort: skip  (found through rel_support's path)
 
-from kaito.api.validation import validate_workspace
 from kaito.api.webhook import review
+from kaito.api.workspace.validation import validate_workspace
 from kaito.controllers.workspace import WORKSPACE
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions

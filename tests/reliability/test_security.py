@@ -34,7 +34,7 @@ from prometheus_client import generate_latest
 from rel_support import REPO, LogCapture, fresh_namespace, running_operator, until
 from reliability_stack import emit
 
-from kaito.api.validation import validate_workspace
+from kaito.api.workspace.validation import validate_workspace
 from kaito.contract.urls import image_host_problem, url_problem
 from kaito.controllers.workspace import WORKSPACE
 from kaito.envtest import Cluster

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from kaito.presets.fitting import BYPASS_ANNOTATION
+
 GROUP: Final = "kaito.sh"
 KIND: Final = "Workspace"
 PLURAL: Final = "workspaces"
@@ -92,7 +94,8 @@ RUNTIME_TRANSFORMERS: Final = "transformers"
 RUNTIMES: Final = (RUNTIME_VLLM, RUNTIME_TRANSFORMERS)
 #: Present (any value, as upstream): skip the "does the preset fit these GPUs" checks, in the
 #: webhook and in the controller's sizing; the user takes the risk of an out-of-memory start.
-ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = "kaito.sh/bypass-resource-checks"
+#: What it waives is decided in one place, :func:`kaito.presets.fit`, which owns the name.
+ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = BYPASS_ANNOTATION
 #: The node image family of the nodes kaito provisions (copied onto the NodeClaim).
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
 NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")

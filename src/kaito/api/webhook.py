@@ -31,15 +31,15 @@ from typing import Any, Literal
 
 from kaito.api.hub import hub_preset_of, lookup_hub_models
 from kaito.api.inferenceset import InferenceSet
-from kaito.api.inferenceset_child import child_workspace
-from kaito.api.inferenceset_validation import validate_inferenceset
+from kaito.api.inferenceset.child import child_workspace
+from kaito.api.inferenceset.validation import validate_inferenceset
 from kaito.api.validation import (
     ConfigMaps,
     HubModels,
     ValidationOptions,
     ValidationResult,
-    validate_workspace,
 )
+from kaito.api.workspace.validation import validate_workspace
 from kaito.presets import get_sku
 from kaito.runtime import (
     CONFIGMAP,

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from kaito.api.hub import hub_preset_of, resolve_answer, token_from_secret
-from kaito.api.validation import HubModels, ValidationOptions, validate_workspace
+from kaito.api.validation import HubModels, ValidationOptions
+from kaito.api.workspace.validation import validate_workspace
 from kaito.cli.output import Format, dump
 
 #: kube-apiserver refuses request bodies over 3 MiB (its maxRequestBodyBytes).

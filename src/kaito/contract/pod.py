@@ -89,6 +89,10 @@ class InferenceCommand:
     port: int = INFERENCE_PORT
     engine_args: dict[str, str | int | float | bool] = field(default_factory=dict)
     python: str = "python"
+    #: The Workspace carries ``kaito.sh/bypass-resource-checks``: the controller has already
+    #: planned the preset onto a SKU too small for it, and the server must not refuse to start
+    #: on the same verdict. Only written when set, so other Workspaces' pod specs do not change.
+    bypass_resource_checks: bool = False
 
     def argv(self) -> list[str]:
         out = [self.python, "-m", "kaito.inference"]
@@ -96,6 +100,8 @@ class InferenceCommand:
             out += ["--preset", self.preset]
         if self.instance_type:
             out += ["--instance-type", self.instance_type]
+        if self.bypass_resource_checks:
+            out.append("--bypass-resource-checks")
         if self.model:
             out += ["--model", self.model]
         if self.runtime:

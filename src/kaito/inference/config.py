@@ -146,8 +146,20 @@ class InferenceSettings:
         return self.served_model_name or self.preset or self.model
 
 
-def preset_engine_args(preset_name: str, instance_type: str | None) -> dict[str, Any]:
-    """Engine arguments the catalog implies for ``preset_name`` on ``instance_type``.
+def preset_engine_args(
+    preset_name: str,
+    instance_type: str | None,
+    *,
+    node_count: int = 1,
+    bypass_resource_checks: bool = False,
+) -> dict[str, Any]:
+    """Engine arguments the catalog implies for ``preset_name`` on ``node_count`` x ``instance_type``.
+
+    The node count is the controller's (it passes ``--nnodes`` whenever it planned more than one
+    node), never re-chosen here: a server that picked its own count could wait for pods that do
+    not exist. A plan that does not fit is refused unless ``bypass_resource_checks`` (the
+    Workspace's bypass annotation, which the controller honoured when it planned the nodes):
+    then the estimator's split is used as planned and vLLM finds out on the hardware.
 
     Without an instance type (or on a SKU the table does not know) only the preset's own
     properties apply: its parsers and its context length.
@@ -170,10 +182,17 @@ def preset_engine_args(preset_name: str, instance_type: str | None) -> dict[str,
         sku = get_sku(instance_type)
         if sku is None:
             raise ConfigError(f"instance type {instance_type!r} is not in the GPU SKU table")
-        plan = estimate(preset, sku)
+        plan = estimate(preset, sku, node_count)
+        if not plan.fits and not bypass_resource_checks:
+            raise ConfigError(
+                f"preset {preset_name!r} does not fit {node_count} x {instance_type}: {plan.reason}"
+            )
+        planned = plan.vllm_args()
         if not plan.fits:
-            raise ConfigError(f"preset {preset_name!r} does not fit {instance_type}: {plan.reason}")
-        args.update(plan.vllm_args())
+            # bypassed: the estimator found no KV-cache room (max_model_len 0); keep the
+            # preset's own context length and let vLLM size what it can on the hardware
+            planned = {k: v for k, v in planned.items() if k != "max_model_len" or v}
+        args.update(planned)
     return args
 
 
@@ -301,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(ENV_INSTANCE_TYPE),
         help=f"GPU SKU the preset is planned for: parallelism, dtype, memory (${ENV_INSTANCE_TYPE})",
     )
+    p.add_argument(
+        "--bypass-resource-checks",
+        action="store_true",
+        help="start even where the preset does not fit the instance type's GPU memory "
+        "(the Workspace's kaito.sh/bypass-resource-checks; the controller sets it)",
+    )
     for dest, typ in ENGINE_FLAGS.items():
         p.add_argument(
             "--" + dest.replace("_", "-"),
@@ -352,7 +377,14 @@ def parse_settings(argv: Sequence[str]) -> InferenceSettings:
     if ns.preset:
         s.preset = ns.preset
         s.instance_type = ns.instance_type
-        engine.update(preset_engine_args(ns.preset, ns.instance_type))
+        engine.update(
+            preset_engine_args(
+                ns.preset,
+                ns.instance_type,
+                node_count=ns.nnodes or 1,
+                bypass_resource_checks=ns.bypass_resource_checks,
+            )
+        )
     file_server: dict[str, Any] = {}
     explicit: set[str] = set()
     if ns.config is not None:

@@ -50,7 +50,7 @@ class OperatorOptions:
     revision_history_limit: int = 10
     #: Serve the Workspace admission webhook (validating + defaulting) in this process.
     webhook: bool = False
-    #: The Workspace pod policy the webhook enforces (``kaito.api.podpolicy``): refuse
+    #: The Workspace pod policy the webhook enforces (``kaito.api.workspace.podpolicy``): refuse
     #: ``inference.template`` pods that are privileged, use the node's network/PID/IPC, mount
     #: hostPath, add capabilities or run as another ServiceAccount, and hostPath tuning volumes.
     #: On by default: creating a Workspace must not mean owning a node. ``--allow-privileged-pods``

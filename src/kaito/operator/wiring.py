@@ -23,6 +23,7 @@ from kaito.controllers.workspace import (
     setup,
 )
 from kaito.nodes import NodeProvisioner
+from kaito.operator.inventory import InventoryCollector
 from kaito.operator.options import OperatorOptions
 from kaito.runtime import LeaderElectionOptions, Manager, get_logger
 
@@ -128,6 +129,8 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
         inferenceset = setup_inferenceset(manager, InferenceSetControllerOptions())
     if options.webhook:
         _add_webhook(manager, options)
+    # upstream's kaito_workspace_count / _preset_count / kaito_inferenceset_count, from the cache
+    manager.metrics.registry.register(InventoryCollector(manager.cache))
     return Operator(manager, provisioner, workspace, inferenceset)
 
 

@@ -1,7 +1,7 @@
 """kaito's node estimate next to upstream Kaito's, for every preset x SKU pair.
 
-Upstream v0.12's "advanced" node estimator (pkg/workspace/estimator/advancednodesestimator) is
-re-expressed here from its documented arithmetic so that users moving over can see where the two
+Upstream v0.12's node estimator (pkg/workspace/estimator/nodesestimator) is
+re-expressed here from its arithmetic so that users moving over can see where the two
 disagree and why. ``python -m kaito.presets.compare [DOCS_DIR]`` writes docs/estimator-vs-upstream.md
 and its picture docs/pictures/estimator-vs-upstream.svg; a unit test fails when either committed
 file is stale, as it does for the CRDs.
@@ -15,15 +15,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaito.presets.catalog import ModelPreset, catalog_version, list_presets
-from kaito.presets.estimator import MIN_CONTEXT, MULTI_NODE_BACKEND, Estimate, estimate
+from kaito.presets.estimator import MIN_CONTEXT, Estimate, estimate
 from kaito.presets.skus import GIB, GPUSku, list_skus, load_skus
 
-#: Upstream's constants: vLLM memory share, weights overhead factor, fixed per-GPU overhead, and
-#: the context length whose KV cache it reserves (its default when the ConfigMap sets none).
+#: Upstream's constants: vLLM memory share, weights overhead factor, fixed per-GPU overhead, the
+#: runtime overhead that grows with each GPU's share of the weights (activations, CUDA graphs),
+#: and the context length whose KV cache it reserves (its default when the ConfigMap sets none).
 UPSTREAM_UTILIZATION = 0.84
 UPSTREAM_WEIGHTS_FACTOR = 1.02
 UPSTREAM_BASE_OVERHEAD_GIB = 2.3
+UPSTREAM_WEIGHT_OVERHEAD = 0.05
 UPSTREAM_MAX_MODEL_LEN = 2048
+#: The preset names upstream v0.12 accepts (pkg/utils/plugin LegacyBuiltinToCatalog; any other
+#: name without a "/" is refused as "Unsupported inference preset name", the falcon presets that
+#: its supported_models.yaml still lists included).
+UPSTREAM_PRESETS = frozenset(
+    {
+        "phi-4", "phi-4-mini-instruct", "llama-3.1-8b-instruct", "llama-3.3-70b-instruct",
+        "deepseek-r1-distill-llama-8b", "deepseek-r1-distill-qwen-14b", "deepseek-r1-0528",
+        "deepseek-v3-0324",
+        "phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "phi-3-medium-4k-instruct",
+        "phi-3-medium-128k-instruct", "phi-3.5-mini-instruct", "qwen2.5-coder-7b-instruct",
+        "qwen2.5-coder-32b-instruct", "gpt-oss-20b", "gpt-oss-120b", "gemma-3-4b-instruct",
+        "gemma-3-27b-instruct", "mistral-7b", "mistral-7b-instruct", "ministral-3-3b-instruct",
+        "ministral-3-8b-instruct", "ministral-3-14b-instruct", "mistral-large-3-675b-instruct",
+    }
+)  # fmt: skip
 DOC_NAME = "estimator-vs-upstream.md"
 PICTURE_NAME = "pictures/estimator-vs-upstream.svg"
 
@@ -32,10 +49,9 @@ PALETTE: dict[str, str] = {
     "same": "#a9d18e",
     "fewer": "#9dc3e6",
     "more": "#f4b183",
-    "dist": "#ffd966",
-    "notp": "#c9a0dc",
     "size": "#d5a6bd",
     "cc": "#d9d9d9",
+    "name": "#c9a0dc",
     "dropped": "#bfbfbf",
     "absent": "#e7e6e6",
     "vendor": "#f2f2f2",
@@ -50,7 +66,11 @@ class UpstreamPlan:
 
 def upstream_node_count(preset: ModelPreset, sku: GPUSku) -> UpstreamPlan:
     """Upstream's node count: weights (its file size) x 1.02 over GPUs of which each offers
-    0.84 of its memory minus 2.3 GiB minus its share of 2048 tokens of KV cache."""
+    0.84 of its memory minus 2.3 GiB minus its share of 2048 tokens of KV cache, divided by 1.05
+    for the overhead that grows with the weights. Every v0.12 preset may span nodes (its vLLM
+    models all report SupportDistributedInference), so a plan of any size is upstream's answer."""
+    if preset.name not in UPSTREAM_PRESETS:
+        return UpstreamPlan(None, "not a v0.12 preset name")
     if sku.upstream != "listed":
         return UpstreamPlan(None, f"SKU {sku.upstream} upstream")
     file_gib = preset.upstream_file_size_gib or preset.weights_bytes / GIB
@@ -58,17 +78,10 @@ def upstream_node_count(preset: ModelPreset, sku: GPUSku) -> UpstreamPlan:
     available = sku.gpu_memory_gib * GIB * UPSTREAM_UTILIZATION
     kv = UPSTREAM_MAX_MODEL_LEN * preset.kv_bytes_per_token() / sku.gpu_count
     overhead = UPSTREAM_BASE_OVERHEAD_GIB * GIB + kv
-    if preset.upstream_disable_tp and required + overhead > available:
-        return UpstreamPlan(None, "no tensor parallel and one GPU is too small")
     if available <= overhead:
         return UpstreamPlan(None, "GPU smaller than the fixed overhead")
-    gpus = int(required / (available - overhead)) + 1
-    nodes = math.ceil(gpus / sku.gpu_count)
-    if nodes > 1 and preset.upstream_disable_tp:
-        return UpstreamPlan(None, "no tensor parallel: cannot span nodes")
-    if nodes > 1 and not preset.upstream_distributed:
-        return UpstreamPlan(None, f"needs {nodes} nodes; preset not distributed upstream")
-    return UpstreamPlan(nodes)
+    gpus = int(required / ((available - overhead) / (1 + UPSTREAM_WEIGHT_OVERHEAD))) + 1
+    return UpstreamPlan(math.ceil(gpus / sku.gpu_count))
 
 
 def _ours(e: Estimate) -> str:
@@ -88,16 +101,14 @@ def explain(preset: ModelPreset, sku: GPUSku, ours: Estimate, up: UpstreamPlan) 
         return "vendor"
     if ours.fits and up.nodes == ours.node_count:
         return ""
+    if preset.name not in UPSTREAM_PRESETS:
+        return "name"
     if sku.upstream == "dropped":
         return "dropped"
     if sku.upstream == "absent":
         return "absent"
     if not ours.fits and sku.compute_capability < preset.min_compute_capability:
         return "cc"
-    if up.nodes is None and "not distributed" in up.reason and ours.fits:
-        return "dist"
-    if up.nodes is None and "tensor parallel" in up.reason:
-        return "notp"
     file_gib = preset.upstream_file_size_gib or 0
     if file_gib and abs(file_gib * GIB - preset.weights_bytes) / preset.weights_bytes > 0.25:
         return "size"
@@ -114,21 +125,20 @@ NOTES = {
     "absent": "Upstream does not list this SKU; kaito sizes it with the same rules as any other.",
     "cc": "The preset needs compute capability >= 8.0 (bfloat16-only model, or fp8/MXFP4 kernels); "
     "kaito refuses the SKU, upstream only compares memory.",
-    "dist": "The plan needs more than one node. Upstream refuses presets it does not mark distributed; kaito "
-    f"spans nodes for any preset with vLLM's multi-node backend (`{MULTI_NODE_BACKEND}`), whole pipeline "
-    "stages per node.",
-    "notp": "Upstream disables tensor parallelism for this preset (71 attention heads) and so refuses to use "
-    "more than one GPU; kaito uses pipeline and data parallelism across the node's GPUs instead.",
+    "name": "Upstream v0.12 refuses this preset name: its webhook accepts only the names in its "
+    "LegacyBuiltinToCatalog map and `org/model` ids, and the falcon presets its supported_models.yaml still "
+    "lists are not in that map. kaito keeps them.",
     "size": "Upstream sizes from the repository's file size, which counts the checkpoint twice "
     "(gpt-oss ships HF shards and original/); kaito sizes one copy.",
     "more": "kaito needs more nodes: it charges each GPU its runtime (CUDA context, graphs, NCCL), the "
     "activation peak of vLLM's profiling pass and the sampler's logits, puts the embeddings on the first "
     f"and the lm_head on the last pipeline stage, and wants KV cache for min(context, {MIN_CONTEXT}) "
     f"tokens on the tightest stage; upstream spreads weights x {UPSTREAM_WEIGHTS_FACTOR} evenly and "
-    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB plus {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache per GPU.",
+    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB plus {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache per GPU, "
+    f"plus {UPSTREAM_WEIGHT_OVERHEAD:.0%} of the GPU's share of the weights.",
     "fewer": "kaito needs fewer nodes: upstream always adds one GPU to its quotient (int(x) + 1) and "
-    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB on every GPU, which is more than kaito's runtime costs "
-    "on large GPUs.",
+    f"reserves {UPSTREAM_BASE_OVERHEAD_GIB} GiB plus {UPSTREAM_WEIGHT_OVERHEAD:.0%} of the weight share on "
+    "every GPU, which is more than kaito's runtime costs on large GPUs.",
 }
 
 
@@ -145,13 +155,14 @@ def render() -> str:
         "",
         f"Catalog {catalog_version()}, SKU table {load_skus().table_version}. For every preset and every",
         "GPU SKU: the nodes kaito plans (with its layout: tensor, pipeline and data parallel) and the",
-        "nodes upstream Kaito v0.12's advanced node estimator computes, with the reason for each",
+        "nodes upstream Kaito v0.12's node estimator computes, with the reason for each",
         "difference. `—` means the side refuses the pair. How kaito sizes is in",
         "[presets.md](presets.md#the-estimator); upstream's arithmetic is re-expressed in",
         "`kaito.presets.compare.upstream_node_count`: weights (its file size) x 1.02 spread over GPUs",
         f"that each offer {UPSTREAM_UTILIZATION} of their memory minus {UPSTREAM_BASE_OVERHEAD_GIB} GiB",
-        f"minus their share of {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache;",
-        "GPUs = int(weights / per-GPU) + 1.",
+        f"minus their share of {UPSTREAM_MAX_MODEL_LEN} tokens of KV cache, divided by",
+        f"{1 + UPSTREAM_WEIGHT_OVERHEAD} for the overhead that grows with the weights;",
+        "GPUs = int(weights / per-GPU) + 1. Every v0.12 preset may span nodes.",
         "",
         "Plans that span nodes use vLLM's multi-node multiprocessing backend, which kaito's inference",
         "server starts itself (node rank from the pod's `POD_INDEX`, leader address from the headless",

@@ -43,7 +43,7 @@ from deploy_helpers import (
     service_account_kubeconfig,
 )
 
-from kaito.api.validation import validate_workspace
+from kaito.api.workspace.validation import validate_workspace
 from kaito.envtest import Cluster
 from kaito.envtest.helm import ensure_helm
 from kaito.provisioners.byo import gpu_node_manifest

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from hub_fake import PHI3_MINI_CONFIG, PHI3_MINI_FILES, FakeHub, fake_hub
 from kaito.api import hub
-from kaito.api.validation import validate_workspace
 from kaito.api.webhook import validate_inferenceset_request_with_api, validate_request_with_api
 from kaito.api.workspace import Workspace
+from kaito.api.workspace.validation import validate_workspace
 from kaito.cli import estimate as estimate_cli
 from kaito.cli import presets as presets_cli
 from kaito.cli import validate as validate_cli

@@ -8,7 +8,7 @@ from typing import Any
 
 from kaito.api.crd import inferenceset_crd
 from kaito.api.inferenceset import child_index
-from kaito.api.inferenceset_validation import set_field, validate_inferenceset
+from kaito.api.inferenceset.validation import set_field, validate_inferenceset
 from kaito.api.webhook import validate_request
 
 BASE: dict[str, Any] = {

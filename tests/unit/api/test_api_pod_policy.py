@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from kaito.api.podpolicy import HOW_TO_ALLOW
-from kaito.api.validation import ValidationOptions, validate_workspace
+from kaito.api.validation import ValidationOptions
+from kaito.api.workspace.podpolicy import HOW_TO_ALLOW
+from kaito.api.workspace.validation import validate_workspace
 
 CONTAINER: dict[str, Any] = {"name": "server", "image": "mcr.microsoft.com/aks/kaito/server:0.1"}
 

@@ -293,3 +293,23 @@ def test_deleting_sets_workspace_deleting() -> None:
     conds = {c["type"]: c for c in status.desired_status(_seed(), out)["status"]["conditions"]}
     assert conds[names.WORKSPACE_DELETING]["status"] == "True"
     assert conds[names.WORKSPACE_DELETING]["reason"] == "Deleting"
+
+
+def test_bypassed_plan_starts_in_the_pod_too() -> None:
+    """The server re-plans the preset from --instance-type; with the bypass flag it must accept
+    the plan the controller accepted, and without it refuse as before."""
+    from kaito.contract.pod import InferenceCommand
+    from kaito.inference.config import ConfigError, build_parser, preset_engine_args
+
+    preset, sku = "llama-3.3-70b-instruct", "Standard_NC12s_v3"
+    with pytest.raises(ConfigError, match="does not fit"):
+        preset_engine_args(preset, sku)
+    args = preset_engine_args(preset, sku, bypass_resource_checks=True)
+    assert args["tensor_parallel_size"] >= 1 and args["max_model_len"] > 0
+
+    plain = InferenceCommand(preset=preset, instance_type=sku).argv()
+    assert "--bypass-resource-checks" not in plain  # other Workspaces' pod specs do not change
+    bypassed = InferenceCommand(preset=preset, instance_type=sku, bypass_resource_checks=True).argv()
+    ns, _ = build_parser().parse_known_args(bypassed[3:])
+    assert ns.bypass_resource_checks is True
+    assert build_parser().parse_known_args(plain[3:])[0].bypass_resource_checks is False

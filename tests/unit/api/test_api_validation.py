@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito.api.validation import ValidationOptions, url_problem, validate_workspace
+from kaito.api.validation import ValidationOptions
+from kaito.api.workspace.validation import validate_workspace
+from kaito.contract.urls import url_problem
 
 SEED = Path(__file__).parent / "seed"
 

@@ -19,9 +19,10 @@ import yaml
 from typer.testing import CliRunner
 
 from kaito.api.imageref import image_ref_problem
-from kaito.api.inference_config import config_map_problems
-from kaito.api.validation import ValidationOptions, validate_workspace
+from kaito.api.validation import ValidationOptions
 from kaito.api.webhook import default_request, review
+from kaito.api.workspace.inference_config import config_map_problems
+from kaito.api.workspace.validation import validate_workspace
 from kaito.cli import validate as validate_cli
 from kaito.inference.config import ConfigError, load_config_file
 from kaito.presets import get_preset

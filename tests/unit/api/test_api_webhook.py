@@ -12,7 +12,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kaito.api.validation import validate_workspace
 from kaito.api.webhook import (
     INFERENCESET_VALIDATE_PATHS,
     MUTATE_PATHS,
@@ -22,6 +21,7 @@ from kaito.api.webhook import (
     review,
     validate_request,
 )
+from kaito.api.workspace.validation import validate_workspace
 from kaito.runtime import WebhookServerOptions
 
 SEED = Path(__file__).parent / "seed"

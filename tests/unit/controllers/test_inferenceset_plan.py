@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kaito.api.inferenceset import ANNOTATION_TEMPLATE_HASH, CONDITION_READY, InferenceSet
-from kaito.api.inferenceset_child import child_workspace, template_hash
+from kaito.api.inferenceset.child import child_workspace, template_hash
 from kaito.controllers.inferenceset.pending import Pending
 from kaito.controllers.inferenceset.plan import Child, child_of, plan, replace_reason, workspace_ready
 from kaito.controllers.inferenceset.status import desired_status

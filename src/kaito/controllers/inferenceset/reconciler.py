@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kaito.api import names
 from kaito.api.inferenceset import CONDITION_READY, GROUP, KIND, STORAGE_VERSION, InferenceSet
-from kaito.api.inferenceset_child import child_workspace, template_hash
+from kaito.api.inferenceset.child import child_workspace, template_hash
 from kaito.controllers.inferenceset.options import InferenceSetControllerOptions
 from kaito.controllers.inferenceset.pending import Pending
 from kaito.controllers.inferenceset.plan import Plan, child_of, plan

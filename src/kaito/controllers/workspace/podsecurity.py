@@ -13,7 +13,7 @@ refuses to start a root-user image under ``runAsNonRoot`` (CreateContainerConfig
 capabilities that root is the container's only, not the node's.
 
 User pod templates (``inference.template``) are left as written; the operator's pod policy
-(:mod:`kaito.api.podpolicy`) decides what they may ask for.
+(:mod:`kaito.api.workspace.podpolicy`) decides what they may ask for.
 """
 
 from __future__ import annotations

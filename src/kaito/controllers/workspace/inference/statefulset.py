@@ -38,7 +38,7 @@ from kaito.controllers.workspace.inference.services import POD_INDEX_LABEL
 from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
-from kaito.presets import ModelPreset, PresetError, estimate, get_sku, resolve_preset
+from kaito.presets import ModelPreset, PresetError, fit, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 
 Obj = dict[str, Any]
@@ -107,12 +107,10 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None) -> Plan:
         preset = hub if hub is not None and params is None else resolve_preset(preset_spec.name, params)
     except PresetError as exc:
         raise PlanError("UnknownPreset", f"inference.preset.name: {exc}") from None
-    est = estimate(preset, sku, node_count=count)
-    # kaito.sh/bypass-resource-checks waives the memory verdict only: a SKU the runtime cannot
-    # use at all (unsupported GPU family, too old a compute capability) still stops here.
-    usable = sku.supported and sku.compute_capability >= preset.min_compute_capability
-    bypass = ws.bypass_resource_checks and usable
-    if not est.fits and not bypass:
+    # the one fit verdict, shared with the webhook (the bypass annotation included)
+    verdict = fit(preset, sku, node_count=count, annotations=ws.metadata.annotations)
+    est = verdict.estimate
+    if not verdict.ok:
         raise PlanError(
             "PresetDoesNotFit",
             f"preset {preset.name} does not fit {count or est.node_count} x {sku.name}: {est.reason}",

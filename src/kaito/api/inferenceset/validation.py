@@ -1,5 +1,5 @@
 """InferenceSet validation: the set's own fields, then the Workspace its template makes, judged by
-the Workspace rules (:func:`kaito.api.validation.validate_workspace`).
+the Workspace rules (:func:`kaito.api.workspace.validation.validate_workspace`).
 
 Why validate a generated child rather than re-state the rules: a template the Workspace webhook
 would refuse would otherwise be admitted on the set and fail later, once per replica, in the
@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kaito.api.inferenceset import (
+from kaito.api.inferenceset.child import child_workspace
+from kaito.api.inferenceset.types import (
     GROUP,
     KIND,
     MAX_NAME_LENGTH,
@@ -29,7 +30,6 @@ from kaito.api.inferenceset import (
     VERSIONS,
     InferenceSet,
 )
-from kaito.api.inferenceset_child import child_workspace
 from kaito.api.labels import key_problem, value_problem
 from kaito.api.validation import (
     ConfigMaps,
@@ -38,8 +38,8 @@ from kaito.api.validation import (
     ValidationOptions,
     ValidationResult,
     field_errors,
-    validate_workspace,
 )
+from kaito.api.workspace.validation import validate_workspace
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 #: Where each Workspace field comes from in the set (longest prefix first).

@@ -23,6 +23,7 @@ from pydantic.config import JsonDict
 
 from kaito.api import names as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ManifestMixin, ObjectMeta
+from kaito.presets import bypass_requested
 
 PRESERVE: JsonDict = {"x-kubernetes-preserve-unknown-fields": True}
 #: "0" .. "1" as a decimal string, e.g. "0.5", "1.0".
@@ -311,5 +312,6 @@ def api_key_secret_of(annotations: Mapping[str, str] | None) -> tuple[str, str] 
 
 
 def bypass_resource_checks_of(annotations: Mapping[str, str] | None) -> bool:
-    """Upstream bypasses the checks when the annotation is present, whatever its value."""
-    return c.ANNOTATION_BYPASS_RESOURCE_CHECKS in (annotations or {})
+    """Upstream bypasses the checks when the annotation is present, whatever its value (what
+    the bypass waives is :func:`kaito.presets.fit`'s to decide)."""
+    return bypass_requested(annotations)

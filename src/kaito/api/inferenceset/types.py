@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from kaito.api import names as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ManifestMixin, ObjectMeta
-from kaito.api.workspace import InferenceSpec, cel
+from kaito.api.workspace.types import InferenceSpec, cel
 
 # The group and versions are the Workspace's (one API group, one version policy).
 GROUP: Final = c.GROUP

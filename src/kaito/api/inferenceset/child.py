@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from kaito.api import names
-from kaito.api.inferenceset import (
+from kaito.api.inferenceset.types import (
     ANNOTATION_TEMPLATE_HASH,
     KIND,
     LABEL_CREATED_BY,

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kaito.api.workspace import Workspace
+from kaito.api.workspace.types import Workspace
 
 #: How the cluster admin lifts the policy, quoted in every refusal.
 HOW_TO_ALLOW = (

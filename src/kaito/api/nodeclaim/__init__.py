@@ -1,0 +1,63 @@
+"""Karpenter's NodeClaim and NodePool (karpenter.sh v1), as kaito writes and reads them.
+
+``types`` holds the open models (unknown fields kept) and the label, taint and condition names
+the provisioners and the node-provisioner controller share. Importing the package gives them.
+"""
+
+from kaito.api.nodeclaim.types import (
+    GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
+    INITIALIZED,
+    KAITO_NODEPOOL,
+    KARPENTER_API_VERSION,
+    KARPENTER_GROUP,
+    KARPENTER_VERSION,
+    LABEL_INSTANCE_TYPE,
+    LABEL_NODEPOOL,
+    LAUNCHED,
+    READY,
+    REGISTERED,
+    Disruption,
+    NodeClaim,
+    NodeClaimSpec,
+    NodeClaimStatus,
+    NodeClassReference,
+    NodePool,
+    NodePoolSpec,
+    NodePoolStatus,
+    NodePoolTemplate,
+    NodePoolTemplateMeta,
+    NodePoolTemplateSpec,
+    NodeSelectorRequirement,
+    ResourceRequirements,
+    Taint,
+)
+
+__all__ = [
+    "GPU_TAINT_KEY",
+    "GPU_TAINT_VALUE",
+    "INITIALIZED",
+    "KAITO_NODEPOOL",
+    "KARPENTER_API_VERSION",
+    "KARPENTER_GROUP",
+    "KARPENTER_VERSION",
+    "LABEL_INSTANCE_TYPE",
+    "LABEL_NODEPOOL",
+    "LAUNCHED",
+    "READY",
+    "REGISTERED",
+    "Disruption",
+    "NodeClaim",
+    "NodeClaimSpec",
+    "NodeClaimStatus",
+    "NodeClassReference",
+    "NodePool",
+    "NodePoolSpec",
+    "NodePoolStatus",
+    "NodePoolTemplate",
+    "NodePoolTemplateMeta",
+    "NodePoolTemplateSpec",
+    "NodeSelectorRequirement",
+    "ResourceRequirements",
+    "Taint",
+]
