@@ -313,3 +313,22 @@ def test_bypassed_plan_starts_in_the_pod_too() -> None:
     ns, _ = build_parser().parse_known_args(bypassed[3:])
     assert ns.bypass_resource_checks is True
     assert build_parser().parse_known_args(plain[3:])[0].bypass_resource_checks is False
+
+
+def test_the_controller_tells_the_pod_about_the_bypass() -> None:
+    """End to end through the pod spec: the controller's command for a bypassed Workspace is
+    one the in-pod server accepts; the seed's own command carries no bypass flag."""
+    from kaito.inference.config import parse_settings
+
+    obj = _seed()
+    obj["inference"]["preset"]["name"] = "llama-3.3-70b-instruct"
+    obj["resource"]["count"] = 1
+    obj["metadata"]["annotations"] = {names.ANNOTATION_BYPASS_RESOURCE_CHECKS: "true"}
+    assert inference.plan_for(Workspace.from_manifest(obj)).bypassed
+    cmd = _container(obj)["command"]
+    assert "--bypass-resource-checks" in cmd
+    argv = cmd[3:]
+    at = argv.index("--config")  # the ConfigMap's file exists only in the pod
+    settings = parse_settings(argv[:at] + argv[at + 2 :])
+    assert settings.preset == "llama-3.3-70b-instruct"
+    assert "--bypass-resource-checks" not in _container(_seed())["command"]

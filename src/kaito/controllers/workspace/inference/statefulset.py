@@ -77,6 +77,9 @@ class Plan:
     hub_repo: str | None = None
     hub_revision: str = "main"
     hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
+    #: The preset does not fit and ``kaito.sh/bypass-resource-checks`` waived it: the in-pod
+    #: server, which re-plans the preset, is told so (else it would refuse to start).
+    bypassed: bool = False
 
     @property
     def multi_node(self) -> bool:
@@ -153,6 +156,7 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None) -> Plan:
         pipeline_parallel=max(nodes, est.pipeline_parallel) if nodes > 1 else est.pipeline_parallel,
         storage_gib=int(preset.weights_gb * 1.5) + 20 if preset.weights_gb else None,
         distributed=distributed,
+        bypassed=verdict.bypassed,
     )
 
 
@@ -310,6 +314,7 @@ def _pod_spec(
         runtime=explicit_runtime if explicit_runtime in names.RUNTIMES else None,
         config_file=f"{CONFIG_DIR}/{INFERENCE_CONFIG_FILE}",
         engine_args=engine_args,
+        bypass_resource_checks=plan.bypassed and plan.hub_repo is None,
     ).argv()
     ports: list[Obj] = [{"name": "http", "containerPort": INFERENCE_PORT, "protocol": "TCP"}]
     if plan.multi_node:
