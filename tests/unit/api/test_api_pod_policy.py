@@ -82,6 +82,20 @@ REFUSED = [
         with_container_sc({"capabilities": {"add": ["SYS_ADMIN", "NET_ADMIN"]}}),
         "inference.template.spec.containers[0].securityContext.capabilities.add",
     ),
+    (
+        "adapter hostPath",
+        {
+            **templated(),
+            "inference": {
+                "preset": {"name": "phi-3-mini-4k-instruct"},
+                "adapters": [
+                    {"source": {"name": "ok", "volumeSource": {"configMap": {"name": "a"}}}},
+                    {"source": {"name": "root", "volumeSource": HOST_PATH}},
+                ],
+            },
+        },
+        "inference.adapters[1].source.volumeSource.hostPath",
+    ),
     ("tuning input hostPath", tuning_with(input=HOST_PATH), "tuning.input.volumeSource.hostPath"),
     ("tuning output hostPath", tuning_with(output=HOST_PATH), "tuning.output.volumeSource.hostPath"),
 ]

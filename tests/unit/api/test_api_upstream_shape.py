@@ -202,6 +202,11 @@ def _seed(name: str = "phi3_inference.yaml", **annotations: str) -> Obj:
 
 
 def _container(obj: Obj) -> Obj:
+    container: Obj = _pod(obj)["containers"][0]
+    return container
+
+
+def _pod(obj: Obj) -> Obj:
     model = Workspace.from_manifest(obj)
     plan = inference.plan_for(model)
     request = NodeRequest(
@@ -216,8 +221,8 @@ def _container(obj: Obj) -> Obj:
     sts = inference.build_statefulset(
         obj, model, plan, affinity=affinity, revision=1, options=WorkspaceControllerOptions()
     )
-    container: Obj = sts["spec"]["template"]["spec"]["containers"][0]
-    return container
+    pod: Obj = sts["spec"]["template"]["spec"]
+    return pod
 
 
 def test_enablelb_makes_the_service_a_load_balancer() -> None:
@@ -332,3 +337,30 @@ def test_the_controller_tells_the_pod_about_the_bypass() -> None:
     settings = parse_settings(argv[:at] + argv[at + 2 :])
     assert settings.preset == "llama-3.3-70b-instruct"
     assert "--bypass-resource-checks" not in _container(_seed())["command"]
+
+
+def test_adapter_from_a_volume_is_mounted_in_place() -> None:
+    """An adapter whose source is a volume is mounted read-only where the server looks for
+    adapters, with its strength; only image adapters get a copying init container."""
+    obj = _seed("phi3_adapters_inference.yaml")
+    image_adapter = obj["inference"]["adapters"][0]
+    pvc = {"persistentVolumeClaim": {"claimName": "team-adapter"}}
+    obj["inference"]["adapters"].append(
+        {"source": {"name": "from-pvc", "volumeSource": pvc}, "strength": "0.5"}
+    )
+    pod = _pod(obj)
+    assert [c["name"] for c in pod["initContainers"]] == [f"adapter-{image_adapter['source']['name']}"]
+    assert {"name": "adapter-volume-from-pvc", **pvc} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {
+        "name": "adapter-volume-from-pvc",
+        "mountPath": "/mnt/adapter/from-pvc",
+        "readOnly": True,
+    } in mounts
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["from-pvc"] == "0.5"
+    # volume adapters alone: no init container and no emptyDir to copy into
+    obj["inference"]["adapters"] = obj["inference"]["adapters"][1:]
+    pod = _pod(obj)
+    assert not pod.get("initContainers")
+    assert all(v["name"] != "adapters" for v in pod["volumes"])

@@ -108,12 +108,22 @@ def test_adapter_name_must_be_a_dns_label() -> None:
     assert errs(base(inference__adapters=[adapter("my-adapter")])) == []
 
 
-def test_adapter_source_is_an_image() -> None:
+def test_adapter_source_is_an_image_or_a_volume() -> None:
     (msg,) = errs(base(inference__adapters=[adapter(urls=["https://example.com/a.safetensors"])]))
     assert msg.startswith("inference.adapters[0].source.urls: URLs are not an adapter source")
-    (msg,) = errs(base(inference__adapters=[adapter(volumeSource={"emptyDir": {}})]))
-    assert msg.startswith("inference.adapters[0].source.volumeSource: kaito loads adapters from images only")
     assert errs(base(inference__adapters=[adapter(image="ghcr.io/org/adapter@sha256:" + "a" * 64)])) == []
+    pvc = {"persistentVolumeClaim": {"claimName": "my-adapter"}}
+    assert errs(base(inference__adapters=[adapter(volumeSource=pvc)])) == []
+    # as upstream, a volume wins over an image when a source names both
+    assert errs(base(inference__adapters=[adapter(volumeSource=pvc, image="not a reference")])) == []
+    (msg,) = errs(base(inference__adapters=[adapter(volumeSource={})]))
+    assert msg.startswith("inference.adapters[0].source.volumeSource: must name exactly one volume type")
+    (msg,) = errs(base(inference__adapters=[adapter(volumeSource={**pvc, "emptyDir": {}})]))
+    assert "got keys ['emptyDir', 'persistentVolumeClaim']" in msg
+    (msg,) = errs(base(inference__adapters=[{"source": {"name": "a"}}]))
+    assert msg.startswith(
+        "inference.adapters[0].source: needs source.image (an adapter image) or source.volumeSource"
+    )
 
 
 def test_adapter_image_reference_is_parsed() -> None:

@@ -45,6 +45,16 @@ def pod_policy_problems(ws: Workspace) -> list[tuple[str, str]]:
     template = ws.inference.template if ws.inference is not None else None
     if isinstance(template, dict):
         problems += _template_problems(template)
+    adapters = (ws.inference.adapters if ws.inference is not None else None) or []
+    for i, adapter in enumerate(adapters):
+        source = adapter.source.volume_source
+        if isinstance(source, dict) and "hostPath" in source:
+            problems.append(
+                (
+                    f"inference.adapters[{i}].source.volumeSource.hostPath",
+                    _refused("a hostPath volume", "the node's own files"),
+                )
+            )
     if ws.tuning is not None:
         for path, source in (
             ("tuning.input.volumeSource", ws.tuning.input.volume_source),

@@ -102,13 +102,14 @@ def check_adapters(ck: Checker) -> None:
                 "as an image and set source.image",
             )
         if src.volume_source is not None:
-            ck.error(
-                f"{path}.source.volumeSource",
-                "kaito loads adapters from images only; publish the adapter as an image and set source.image",
-            )
+            check_adapter_volume(ck, f"{path}.source.volumeSource", src.volume_source)
         if src.image is None and src.urls is None and src.volume_source is None:
-            ck.error(f"{path}.source", "needs source.image, the adapter image to load")
-        if src.image is not None:
+            ck.error(
+                f"{path}.source",
+                "needs source.image (an adapter image) or source.volumeSource (a volume holding "
+                "the adapter's files)",
+            )
+        if src.image is not None and src.volume_source is None:
             check_image(ck, f"{path}.source.image", src.image)
             check_image_host(ck, f"{path}.source.image", src.image)
 
@@ -137,3 +138,18 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_adapter_volume(ck: Checker, path: str, source: object) -> None:
+    """A pod volume source, written as in a pod's ``volumes[]`` without its name: one volume type
+    (``persistentVolumeClaim``, ``configMap``, ``csi``, ...). Checked here because the field is
+    schemaless: a typo would otherwise surface only as the StatefulSet's create failing. (A
+    hostPath is the pod policy's to refuse.)"""
+    kinds = sorted(k for k in source) if isinstance(source, dict) else []
+    if len(kinds) != 1 or not isinstance(source, dict) or not isinstance(source[kinds[0]], dict):
+        ck.error(
+            path,
+            "must name exactly one volume type with its settings, as in a pod volume without its "
+            "name, e.g. {persistentVolumeClaim: {claimName: my-adapter}}"
+            + (f"; got keys {kinds}" if kinds else ""),
+        )

@@ -219,10 +219,13 @@ def _adapter_init_containers(
                 f"inference.adapters: source name {name!r} must be a DNS-1123 label "
                 "(lower case, digits, '-')",
             ) from None
+        if adapter.source.volume_source is not None:
+            continue  # mounted in place by _adapter_volumes: nothing to copy
         if not adapter.source.image:
             raise PlanError(
                 "UnsupportedAdapterSource",
-                f"inference.adapters[{name}]: only adapter images are supported; set source.image",
+                f"inference.adapters[{name}]: set source.image (an adapter image) or "
+                "source.volumeSource (a volume holding the adapter's files)",
             )
         init: Obj = {
             "name": f"adapter-{name}"[:63].rstrip("-"),
@@ -238,6 +241,23 @@ def _adapter_init_containers(
             init["imagePullPolicy"] = options.image_pull_policy
         inits.append(init)
     return inits, env
+
+
+def _adapter_volumes(ws: Workspace) -> tuple[list[Obj], list[Obj]]:
+    """Adapters whose ``source.volumeSource`` holds their files: each volume is mounted, read-only,
+    at /mnt/adapter/<name>, where the server looks for adapters, so no init container copies them
+    (as upstream; a volume wins over an image when a source names both, as upstream)."""
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+    for adapter in (ws.inference.adapters if ws.inference else None) or []:
+        source = adapter.source.volume_source
+        if source is None:
+            continue
+        volume = f"adapter-volume-{adapter.source.name}"[:63].rstrip("-")
+        volumes.append({"name": volume, **source})
+        target = f"{ADAPTERS_DIR}/{adapter.source.name}"
+        mounts.append({"name": volume, "mountPath": target, "readOnly": True})
+    return volumes, mounts
 
 
 def api_key_env(annotations: dict[str, str] | None) -> Obj | None:
@@ -333,6 +353,9 @@ def _pod_spec(
     if inits:
         mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
         volumes.append({"name": "adapters", "emptyDir": {}})
+    adapter_volumes, adapter_mounts = _adapter_volumes(ws)
+    volumes += adapter_volumes
+    mounts += adapter_mounts
     gpus = str(plan.gpus_per_node)
     container: Obj = {
         "name": CONTAINER,
