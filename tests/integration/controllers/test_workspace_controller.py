@@ -148,6 +148,8 @@ async def test_adapters_then_a_spec_change_rolls_a_new_revision(
                 "strength": "1.0",
             },
             {"source": {"name": "second", "image": "registry.example/second:1"}, "strength": "0.5"},
+            # upstream's other source: a volume holding the adapter, mounted in place
+            {"source": {"name": "third", "volumeSource": {"configMap": {"name": "third-adapter"}}}},
         ]
         await kclient.patch(WORKSPACE, name, {"inference": {"adapters": adapters}}, namespace)
 
@@ -170,6 +172,11 @@ async def test_adapters_then_a_spec_change_rolls_a_new_revision(
         sts = await kclient.get(STS, name, namespace, cached=False)
         inits = sts["spec"]["template"]["spec"]["initContainers"]
         assert [c["name"] for c in inits] == ["adapter-phi-3-adapter", "adapter-second"]
+        spec = sts["spec"]["template"]["spec"]
+        volumes = {vol["name"]: vol for vol in spec["volumes"]}
+        assert volumes["adapter-volume-third"]["configMap"]["name"] == "third-adapter"
+        mounts = spec["containers"][0]["volumeMounts"]
+        assert {"name": "adapter-volume-third", "mountPath": "/mnt/adapter/third", "readOnly": True} in mounts
         revs = await owned(kclient, REV, namespace, ws)
         assert sorted(r["revision"] for r in revs) == [1, 2]
 
