@@ -28,6 +28,7 @@ from kaito.api.inference_config import (
 from kaito.api.labels import key_problem, reserved_domain, value_problem
 from kaito.api.podpolicy import pod_policy_problems
 from kaito.api.workspace import STRENGTH_PATTERN, DataSource, PresetSpec, Workspace, api_key_secret_of
+from kaito.contract.registry import RegistryRefError, split_image
 from kaito.contract.urls import image_host_problem, url_problem
 from kaito.presets import (
     GPUSku,
@@ -335,6 +336,41 @@ class _Checker:
                 path(ANNOTATION_NODE_IMAGE_FAMILY),
                 f"unsupported node image family {family!r}; use {' or '.join(NODE_IMAGE_FAMILIES)}",
             )
+        self.check_weights_source(path)
+
+    def check_weights_source(self, path: Callable[[str], str]) -> None:
+        """``kaito.sh/use-local-weights`` and ``kaito.sh/weights-image``: one weights source, on a
+        preset Workspace (a template's pod loads what its author wrote), from a pullable host."""
+        ann = self.annotations
+        local = ann.get(c.ANNOTATION_USE_LOCAL_WEIGHTS)
+        image = ann.get(c.ANNOTATION_WEIGHTS_IMAGE)
+        if local is not None and local not in ("true", "false"):
+            self.error(
+                path(c.ANNOTATION_USE_LOCAL_WEIGHTS),
+                f"{local!r}: set \"true\" to load the weights baked into the node image under "
+                f"{c.LOCAL_WEIGHTS_HOST_PREFIX}/<preset>, or remove the annotation",
+            )
+        if image is None and local != "true":
+            return
+        preset = self.ws.inference.preset if self.ws.inference else None
+        key = c.ANNOTATION_WEIGHTS_IMAGE if image is not None else c.ANNOTATION_USE_LOCAL_WEIGHTS
+        if preset is None:
+            self.error(path(key), "a weights source needs inference.preset; a template loads its own weights")
+            return
+        if image is not None and local == "true":
+            self.error(
+                path(c.ANNOTATION_WEIGHTS_IMAGE),
+                f"the weights come from the node ({c.ANNOTATION_USE_LOCAL_WEIGHTS}) or from an image, "
+                "not both; remove one of the two annotations",
+            )
+        if image is None:
+            return
+        self.check_image(path(c.ANNOTATION_WEIGHTS_IMAGE), image)
+        self.check_image_host(path(c.ANNOTATION_WEIGHTS_IMAGE), image)
+        try:
+            split_image(image)
+        except RegistryRefError as exc:
+            self.error(path(c.ANNOTATION_WEIGHTS_IMAGE), f"{exc} (oras pulls from the host the image names)")
 
     def check_label_selector(self) -> None:
         """Keys and values as the apiserver will check them on the NodePools, NodeClaims and Nodes

@@ -38,6 +38,7 @@ from kaito.controllers.workspace.labels import child_labels, headless_name, sele
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.services import POD_INDEX_LABEL
+from kaito.controllers.workspace.weights import WeightsSourceError, apply_weights_source
 from kaito.presets import ModelPreset, PresetError, estimate, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 
@@ -443,5 +444,10 @@ def build_statefulset(
             },
         },
     }
+    if ws.inference.template is None:
+        try:  # the weights image or node folder (kaito.controllers.workspace.weights)
+            apply_weights_source(sts, ws, plan.storage_gib, options)
+        except WeightsSourceError as exc:
+            raise PlanError(exc.reason, str(exc)) from None
     set_controller_reference(ws_obj, sts)
     return sts
