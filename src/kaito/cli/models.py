@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kaito.contract.weights import empty_config_descriptor
 from kaito.weights import DEFAULT_CONCURRENCY, RegistryClient, TransferResult, WeightsError
 from kaito.weights import pull_folder as _pull
 from kaito.weights import push_folder as _push
@@ -69,6 +70,8 @@ def push(
             _report("pushed", _push(client, folder, model=model, concurrency=concurrency))
             return
         preset = preset_of(source)
+        # Reach the registry (TLS, credentials) before a download of gigabytes, not after it.
+        client.has_blob(str(empty_config_descriptor()["digest"]))
         with tempfile.TemporaryDirectory(prefix="kaito-snapshot-") as tmp:
             snap = download_snapshot(preset, Path(tmp), os.environ.get("HF_TOKEN"))
             result = _push(
