@@ -145,3 +145,25 @@ def test_puller_script_skips_when_the_marker_names_the_digest(tmp_path: Path) ->
     assert [c.split()[0] for c in calls] == ["resolve", "pull", "resolve"]
     assert (weights / CACHE_MARKER).read_text().strip() == "sha256:abc"
     assert (weights / "model.safetensors").read_text() == "w\n"
+
+
+def test_a_hub_model_keeps_its_id_as_the_served_name() -> None:
+    from kaito.controllers.workspace.weights import _set_model
+
+    argv = [
+        "python",
+        "-m",
+        "kaito.inference",
+        "--model",
+        "acme/phi3-copy",
+        "--revision",
+        "v1",
+        "--port",
+        "5000",
+    ]
+    assert _set_model(argv, WEIGHTS_DIR) == [
+        "python", "-m", "kaito.inference", "--model", WEIGHTS_DIR, "--port", "5000",
+        "--served-model-name", "acme/phi3-copy",
+    ]  # fmt: skip
+    preset = ["python", "-m", "kaito.inference", "--preset", "phi-3-mini-4k-instruct"]
+    assert _set_model(preset, WEIGHTS_DIR) == [*preset, "--model", WEIGHTS_DIR]

@@ -185,12 +185,18 @@ def weights_source(
 
 
 def _set_model(command: list[str], model_dir: str) -> list[str]:
-    """The server's ``--model`` set to the weights folder (replacing a Hub id where there is one)."""
+    """The server's ``--model`` set to the weights folder. Where it replaces a Hub id (an
+    ``org/model`` Workspace), that id stays the served name, so clients keep asking for it."""
     out = list(command)
     if "--model" in out:
         i = out.index("--model")
         if i + 1 < len(out):
-            out[i + 1] = model_dir
+            hub_id, out[i + 1] = out[i + 1], model_dir
+            if "--revision" in out:  # the Hub revision means nothing for a folder: the image pins it
+                j = out.index("--revision")
+                del out[j : j + 2]
+            if "--served-model-name" not in out:
+                out += ["--served-model-name", hub_id]
             return out
     return [*out, "--model", model_dir]
 
