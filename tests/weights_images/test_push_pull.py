@@ -89,6 +89,10 @@ def test_cli_push_pull_round_trip_and_shared_blobs(
     assert _files(out) == _files(v2)
     # The marker names v2 now: a second pull moves nothing and reads no blob.
     assert pull_folder(client2, out).moved == 0
+    # A file gone behind the marker's back is fetched again (the marker alone is not trusted).
+    (out / "config.json").unlink()
+    assert pull_folder(client2, out).moved == 1
+    assert _files(out) == _files(v2)
 
 
 def test_oras_pulls_what_kaito_pushed(registry: Registry, tiny_model: Path, tmp_path: Path) -> None:

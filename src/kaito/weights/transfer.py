@@ -4,7 +4,8 @@ The layout is :mod:`kaito.contract.weights`. Both directions move one file per s
 streams at once (``concurrency``), and skip what the other side already holds: a push does not
 upload a blob the registry has (a file unchanged since the last version), a pull does not download
 a file the folder holds with the same digest, nor anything when the folder's cache marker already
-names the manifest being pulled.
+names the manifest being pulled and every file is there at its size. Files of the folder that the
+artifact does not list are left alone: a pull writes, it never deletes a user's files.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def pull_folder(
         raise WeightsError(str(exc)) from None
     dest.mkdir(parents=True, exist_ok=True)
     marker = dest / CACHE_MARKER
-    if marker.is_file() and marker.read_text().strip() == digest:
+    intact = all((dest / f.title).is_file() and (dest / f.title).stat().st_size == f.size for f in files)
+    if intact and marker.is_file() and marker.read_text().strip() == digest:
         return TransferResult(client.image, digest, len(files), 0, len(files), 0, time.monotonic() - started)
     marker.unlink(missing_ok=True)  # the folder is being changed: not a complete pull until the end
     moved: list[WeightsFile] = []
