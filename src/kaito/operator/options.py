@@ -45,6 +45,9 @@ class OperatorOptions:
     tuning_image: str = DEFAULT_TUNING_IMAGE
     #: Image of the init container pulling ``kaito.sh/weights-image`` (``--weights-puller-image``).
     weights_puller_image: str = DEFAULT_WEIGHTS_PULLER_IMAGE
+    #: StorageClass of the weights cache claim on NVMe SKUs (``--weights-nvme-storage-class``;
+    #: "" always uses an emptyDir).
+    weights_nvme_storage_class: str = "kaito-local-nvme-disk"
     #: ``imagePullPolicy`` of the containers kaito writes ("" keeps the API's default).
     image_pull_policy: str = "IfNotPresent"
     #: Workspaces reconciled concurrently.
