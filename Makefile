@@ -60,7 +60,7 @@ inference: inference-venv
 
 # The tuning runtime; its fixtures start a real OCI registry with hack/registry.sh.
 tuning: inference-venv
-	$(call pytest,$(IVENV)/bin/python,tests/tuning)
+	$(call pytest,$(IVENV)/bin/python,tests/tuning tests/weights_images)
 
 # Small runs are smoke tests: bench/_smoke.py asserts that every side produced figures; targets
 # are checked by the full runs (docs/performance.md).

@@ -25,6 +25,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "tuning": ("kaito_tokens_per_s", "peft_tokens_per_s"),
     "workspace": ("seconds_to_all_ready",),
     "dataset_loader": ("kaito_s", "datasets_s"),
+    "weights": ("kaito_mb_per_s", "oras_mb_per_s"),
 }
 
 

@@ -99,12 +99,22 @@ ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = BYPASS_ANNOTATION
 #: The node image family of the nodes kaito provisions (copied onto the NodeClaim).
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
 NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")
+#: ``"true"``: the model's weights are baked into the node image under
+#: ``LOCAL_WEIGHTS_HOST_PREFIX/<preset name, lowercased, '/' -> '-'>``; the pod mounts that host
+#: folder read-only and loads it, downloading nothing (upstream's name, path and meaning).
+ANNOTATION_USE_LOCAL_WEIGHTS: Final = "kaito.sh/use-local-weights"
+LOCAL_WEIGHTS_HOST_PREFIX: Final = "/opt/kaito/models"
 # kaito's own Workspace annotations.
 #: ``<secret-name>[/<key>]``: the inference server requires ``Authorization: Bearer <value>`` on
 #: every route but /health and /metrics, the value being that Secret key's (key ``api-key`` when
 #: not named). Upstream Kaito v0.12 has no API key for inference; this is kaito's addition.
 ANNOTATION_API_KEY_SECRET: Final = "kaito.sh/api-key-secret"
 DEFAULT_API_KEY_SECRET_KEY: Final = "api-key"
+#: ``host/repository:tag`` of a weights artifact (``kaito models push``, docs/weights-images.md):
+#: an init container pulls it with oras into the weights cache volume and the server loads it
+#: from there. Upstream Kaito v0.12 has no Workspace field for this (its deprecated
+#: ``presetOptions.image`` names the serving image, as it does in kaito); this is kaito's addition.
+ANNOTATION_WEIGHTS_IMAGE: Final = "kaito.sh/weights-image"
 FINALIZER: Final = "workspace.finalizer.kaito.sh"
 #: Label key prefixes that a user's labelSelector may not rely on alone.
 RESERVED_LABEL_PREFIXES: Final = ("kaito.sh/", "kubernetes.io/", "k8s.io/", "karpenter.sh/")

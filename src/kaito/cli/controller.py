@@ -75,6 +75,13 @@ def controller(
         str, typer.Option(help="image of the inference server")
     ] = _DEFAULTS.inference_image,
     tuning_image: Annotated[str, typer.Option(help="image of the tuning Jobs")] = _DEFAULTS.tuning_image,
+    weights_puller_image: Annotated[
+        str, typer.Option(help="image (sh + oras) of the init container pulling kaito.sh/weights-image")
+    ] = _DEFAULTS.weights_puller_image,
+    weights_nvme_storage_class: Annotated[
+        str,
+        typer.Option(help='StorageClass of the weights cache claim on NVMe SKUs ("" = always an emptyDir)'),
+    ] = _DEFAULTS.weights_nvme_storage_class,
     image_pull_policy: Annotated[
         str, typer.Option(help="imagePullPolicy of kaito's containers")
     ] = _DEFAULTS.image_pull_policy,
@@ -208,6 +215,8 @@ def controller(
         real_nodes=real_nodes,
         inference_image=inference_image,
         tuning_image=tuning_image,
+        weights_puller_image=weights_puller_image,
+        weights_nvme_storage_class=weights_nvme_storage_class,
         image_pull_policy=image_pull_policy,
         max_concurrent_reconciles=max_concurrent_reconciles,
         namespace=namespace,

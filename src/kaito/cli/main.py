@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from kaito.cli import controller, crds, estimate, local, node_provisioner, presets, serve, validate
+from kaito.cli import controller, crds, estimate, local, models, node_provisioner, presets, serve, validate
 
 app = typer.Typer(
     name="kaito",
@@ -45,6 +45,7 @@ def main(
 app.add_typer(local.app, name="local")
 app.command("serve", context_settings=serve.SETTINGS)(serve.serve)
 app.add_typer(presets.app, name="presets")
+app.add_typer(models.app, name="models")
 app.command("validate")(validate.validate)
 app.command("estimate")(estimate.estimate_cmd)
 app.command("controller")(controller.controller)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kaito.controllers.workspace import DEFAULT_INFERENCE_IMAGE, DEFAULT_TUNING_IMAGE
+from kaito.controllers.workspace.options import DEFAULT_WEIGHTS_PULLER_IMAGE
 from kaito.operator.featuregates import FeatureGates
 from kaito.provisioners.options import BYOOptions, GPUProvisionerOptions, KarpenterOptions
 
@@ -42,6 +43,11 @@ class OperatorOptions:
     inference_image: str = DEFAULT_INFERENCE_IMAGE
     #: Image of the tuning Job's container (``--tuning-image``; the chart's ``tuningImage``).
     tuning_image: str = DEFAULT_TUNING_IMAGE
+    #: Image of the init container pulling ``kaito.sh/weights-image`` (``--weights-puller-image``).
+    weights_puller_image: str = DEFAULT_WEIGHTS_PULLER_IMAGE
+    #: StorageClass of the weights cache claim on NVMe SKUs (``--weights-nvme-storage-class``;
+    #: "" always uses an emptyDir).
+    weights_nvme_storage_class: str = "kaito-local-nvme-disk"
     #: ``imagePullPolicy`` of the containers kaito writes ("" keeps the API's default).
     image_pull_policy: str = "IfNotPresent"
     #: Workspaces reconciled concurrently.

@@ -119,6 +119,8 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
         WorkspaceControllerOptions(
             inference_image=options.inference_image,
             tuning_image=options.tuning_image,
+            weights_puller_image=options.weights_puller_image,
+            weights_nvme_storage_class=options.weights_nvme_storage_class,
             image_pull_policy=options.image_pull_policy,
             revision_history_limit=options.revision_history_limit,
             max_concurrent_reconciles=options.max_concurrent_reconciles,

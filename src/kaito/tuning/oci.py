@@ -13,7 +13,6 @@ a wrong password fails in one request with one line, not after oras' retries.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import io
@@ -30,6 +29,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from kaito.contract import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, IMAGE_ADAPTER_DIR
+from kaito.contract import registry as registry_ref
 from kaito.contract.tuning import (
     CONFIG_MEDIA_TYPE,
     DONE_MARKER,
@@ -52,54 +52,18 @@ ADAPTER_FILES = (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE)
 
 def split_image(image: str) -> tuple[str, str, str]:
     """``host[:port]/repo[:tag|@digest]`` -> (host, repository, reference)."""
-    if "/" not in image:
-        raise TuningError(f"image {image!r} names no registry; use host/repository:tag")
-    host, rest = image.split("/", 1)
-    if "." not in host and ":" not in host and host != "localhost":
-        raise TuningError(f"image {image!r} names no registry host; use host/repository:tag")
-    if "@" in rest:
-        repo, ref = rest.split("@", 1)
-    elif ":" in rest.rsplit("/", 1)[-1]:
-        repo, ref = rest.rsplit(":", 1)
-    else:
-        repo, ref = rest, "latest"
-    if not repo or repo != repo.lower():
-        raise TuningError(f"image {image!r}: the repository must be lowercase")
-    return host, repo, ref
+    try:
+        return registry_ref.split_image(image)
+    except registry_ref.RegistryRefError as exc:
+        raise TuningError(str(exc)) from None
 
 
 def credentials(docker_config: Path | None, host: str) -> tuple[str, str] | None:
     """User and password for ``host`` from a dockerconfigjson file (None: anonymous)."""
-    if docker_config is None:
-        return None
     try:
-        data = json.loads(docker_config.read_text())
-    except OSError as exc:
-        raise TuningError(f"registry secret {docker_config}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError:
-        raise TuningError(f"registry secret {docker_config}: not a dockerconfigjson document") from None
-    auths = data.get("auths") if isinstance(data, dict) else None
-    if not isinstance(auths, dict):
-        raise TuningError(
-            f"registry secret {docker_config}: no auths; create it with kubectl create secret docker-registry"
-        )
-    for key, entry in auths.items():
-        name = key.split("://", 1)[-1].split("/", 1)[0]
-        if name != host or not isinstance(entry, dict):
-            continue
-        if entry.get("username") is not None and entry.get("password") is not None:
-            return str(entry["username"]), str(entry["password"])
-        if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                raise TuningError(
-                    f"registry secret {docker_config}: auth for {host} is not base64 user:password"
-                ) from None
-            return user, password
-    raise TuningError(
-        f"registry secret {docker_config} has no credentials for {host}; add an auths entry for it"
-    )
+        return registry_ref.credentials(docker_config, host)
+    except registry_ref.RegistryRefError as exc:
+        raise TuningError(str(exc)) from None
 
 
 @dataclass

@@ -14,6 +14,9 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare 
 DEFAULT_INFERENCE_IMAGE = f"ghcr.io/kaito-project/kaito/inference:{_VERSION}"
 #: The tuning Job's image, named beside the inference image (``hack/images.sh`` builds both).
 DEFAULT_TUNING_IMAGE = DEFAULT_INFERENCE_IMAGE.replace("/inference:", "/tuning:")
+#: The weights init container's image: the oras project's own (a shell and ``oras``), at the
+#: version kaito builds and tests (``kaito.envtest.orascli.ORAS_VERSION``).
+DEFAULT_WEIGHTS_PULLER_IMAGE = "ghcr.io/oras-project/oras:v1.3.6"
 
 
 @dataclass
@@ -24,6 +27,10 @@ class WorkspaceControllerOptions:
     #: Image of the tuning Job's container (kaito publishes no images: an in-cluster install
     #: names the one it built, e.g. the chart's ``tuningImage``).
     tuning_image: str = DEFAULT_TUNING_IMAGE
+    #: Image of the init container that pulls a ``kaito.sh/weights-image`` (needs ``sh`` and ``oras``).
+    weights_puller_image: str = DEFAULT_WEIGHTS_PULLER_IMAGE
+    #: StorageClass of the weights cache claim on SKUs with local NVMe ("" : always an emptyDir).
+    weights_nvme_storage_class: str = "kaito-local-nvme-disk"
     #: ``imagePullPolicy`` of the inference and adapter containers ("" leaves the API's default).
     image_pull_policy: str = "IfNotPresent"
     #: ControllerRevisions kept per Workspace (the current one included); older ones are pruned.

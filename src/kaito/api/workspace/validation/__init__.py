@@ -31,6 +31,7 @@ from kaito.api.workspace.validation.metadata import check_annotations, check_nam
 from kaito.api.workspace.validation.resource import check_instance_type, check_label_selector
 from kaito.api.workspace.validation.tuning import check_tuning
 from kaito.api.workspace.validation.update import check_update
+from kaito.api.workspace.validation.weights import check_weights_source
 
 
 def validate_workspace(
@@ -103,6 +104,7 @@ def check_all(ck: Checker) -> None:
     ws = ck.ws
     check_name(ck)
     check_annotations(ck)
+    check_weights_source(ck)
     check_label_selector(ck)
     sku = check_instance_type(ck)
     if (ws.inference is None) == (ws.tuning is None):

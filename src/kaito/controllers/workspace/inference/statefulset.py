@@ -35,6 +35,7 @@ from kaito.contract import (
 )
 from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
 from kaito.controllers.workspace.inference.services import POD_INDEX_LABEL
+from kaito.controllers.workspace.inference.weights import WeightsSourceError, apply_weights_source
 from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
@@ -469,5 +470,10 @@ def build_statefulset(
             },
         },
     }
+    if ws.inference.template is None:
+        try:  # the weights image or node folder (kaito.controllers.workspace.inference.weights)
+            apply_weights_source(sts, ws, plan.storage_gib, options)
+        except WeightsSourceError as exc:
+            raise PlanError(exc.reason, str(exc)) from None
     set_controller_reference(ws_obj, sts)
     return sts
