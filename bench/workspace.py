@@ -570,7 +570,15 @@ async def run_side(
             rss_mb, cpu_s = _proc_figures(proc.pid)
             idle_figures: dict[str, float | None] = {}
             if idle > 0:
-                quiet_from, cpu_from = _metrics(port), cpu_s
+                # Quiet means the pokes' reconciles are done: at 1,000 Workspaces they outlast
+                # the converged window, and counting them would not be idling.
+                settle_deadline, last, still = time.monotonic() + 300, after["reconciles"], 0
+                while still < 5 and time.monotonic() < settle_deadline:
+                    await asyncio.sleep(1.0)
+                    now_reconciles = _metrics(port)["reconciles"]
+                    still = still + 1 if now_reconciles == last else 0
+                    last = now_reconciles
+                quiet_from, cpu_from = _metrics(port), _proc_figures(proc.pid)[1]
                 await asyncio.sleep(idle)
                 quiet_to = _metrics(port)
                 rss_mb, cpu_s = _proc_figures(proc.pid)
