@@ -30,10 +30,14 @@ JOB_STARTED: Final = "JobStarted"
 #: True from the moment a Workspace is being deleted until its finalizer is removed.
 WORKSPACE_DELETING: Final = "WorkspaceDeleting"
 WORKSPACE_SUCCEEDED: Final = "WorkspaceSucceeded"
+#: Upstream's node condition (``ConditionTypeNodeStatus``): True once the nodes the Workspace needs
+#: are Ready. kaito also folds it into ResourceReady, as upstream does.
+NODES_READY: Final = "NodesReady"
 #: kaito's own: the seed's ``kubectl get workspace`` column (same verdict as WorkspaceSucceeded
 #: for inference; for tuning True once the Job succeeded).
 WORKSPACE_READY: Final = "WorkspaceReady"
 UPSTREAM_CONDITION_TYPES: Final = (
+    NODES_READY,
     NODE_CLAIM_READY,
     RESOURCE_READY,
     INFERENCE_READY,
@@ -104,6 +108,14 @@ NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")
 #: folder read-only and loads it, downloading nothing (upstream's name, path and meaning).
 ANNOTATION_USE_LOCAL_WEIGHTS: Final = "kaito.sh/use-local-weights"
 LOCAL_WEIGHTS_HOST_PREFIX: Final = "/opt/kaito/models"
+#: vLLM's ``--performance-mode`` for the Workspace's server: ``balanced`` (vLLM's default),
+#: ``interactivity`` (latency first) or ``throughput`` (tokens/s first). Upstream's name and values;
+#: only a Workspace that sets it gets the flag, so other pod specs (and revisions) stay as they were.
+ANNOTATION_PERFORMANCE_MODE: Final = "kaito.sh/performance-mode"
+PERFORMANCE_MODES: Final = ("balanced", "interactivity", "throughput")
+#: Upstream turns its post-load benchmark off with ``"true"``; kaito has no such benchmark, so the
+#: annotation is accepted and changes nothing (docs/workspace-api.md).
+ANNOTATION_DISABLE_BENCHMARK: Final = "kaito.sh/disable-benchmark"
 # kaito's own Workspace annotations.
 #: ``<secret-name>[/<key>]``: the inference server requires ``Authorization: Bearer <value>`` on
 #: every route but /health and /metrics, the value being that Secret key's (key ``api-key`` when

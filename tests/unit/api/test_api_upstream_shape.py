@@ -77,6 +77,7 @@ UPSTREAM_V1BETA1: Obj = {
 
 def test_upstream_condition_types_states_and_annotations() -> None:
     assert names.UPSTREAM_CONDITION_TYPES == (
+        "NodesReady",
         "NodeClaimReady",
         "ResourceReady",
         "InferenceReady",

@@ -235,6 +235,13 @@ def pod_nodes(pods: list[Obj]) -> list[str]:
     return sorted({p["spec"]["nodeName"] for p in pods if (p.get("spec") or {}).get("nodeName")})
 
 
+def nodes_check(resource: Check) -> Check:
+    """Upstream's NodesReady from the provisioner's verdict on the nodes: the same truth as
+    ResourceReady, under upstream's reasons (``NodesReady`` / ``NodeNotReady``), and written in the
+    same status update, so it costs no extra write."""
+    return Check(resource.ok, "NodesReady" if resource.ok else "NodeNotReady", resource.message)
+
+
 def desired_status(ws: Obj, out: Outcome) -> Obj:
     """The full status the Workspace should have now (a modified copy of the cached object)."""
     new = copy.deepcopy(ws)
@@ -253,6 +260,7 @@ def desired_status(ws: Obj, out: Outcome) -> Obj:
             cond.get("message", ""),
             observed_generation=gen,
         )
+    put(names.NODES_READY, nodes_check(out.resource))
     put(names.RESOURCE_READY, out.resource)
     if out.inference is not None:
         put(names.INFERENCE_READY, out.inference)

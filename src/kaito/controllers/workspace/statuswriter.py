@@ -114,7 +114,9 @@ class StatusWriter:
         else:
             kind, lead = NORMAL, changed[0][1]
         parts = [
-            f"{t}={c.get('status')} ({c.get('reason')})" for t, c in changed if t != names.WORKSPACE_SUCCEEDED
+            f"{t}={c.get('status')} ({c.get('reason')})"
+            for t, c in changed
+            if t not in (names.WORKSPACE_SUCCEEDED, names.NODES_READY)  # restate ResourceReady
         ]
         message = f"{lead.get('message') or ''} [{', '.join(parts)}]".strip()
         self.events.emit(new, kind, str(lead.get("reason") or "StatusChanged"), message)

@@ -44,7 +44,7 @@ from kaito.contract.tuning import (
 from kaito.controllers.workspace.labels import child_labels
 from kaito.controllers.workspace.options import DEFAULT_TUNING_IMAGE
 from kaito.controllers.workspace.podsecurity import restrict_pod
-from kaito.controllers.workspace.status import Check, pod_failure
+from kaito.controllers.workspace.status import Check, nodes_check, pod_failure
 from kaito.presets import get_sku
 from kaito.runtime import GVK, set_condition, set_controller_reference
 
@@ -362,6 +362,8 @@ def desired_tuning_status(
         set_condition(
             new, c["type"], c["status"], c.get("reason", ""), c.get("message", ""), observed_generation=gen
         )
+    nodes = nodes_check(resource)
+    set_condition(new, names.NODES_READY, nodes.ok, nodes.reason, nodes.message, observed_generation=gen)
     set_condition(
         new, names.RESOURCE_READY, resource.ok, resource.reason, resource.message, observed_generation=gen
     )
