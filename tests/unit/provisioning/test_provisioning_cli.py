@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from kaito.cli.main import app
 from kaito.operator.nodeprovisioner import NodeProvisionerOptions, validate
+from kaito.provisioners.cloud.aks import AksOptions
 
 
 @pytest.mark.parametrize(
@@ -29,5 +30,6 @@ def test_bad_flags_fail_with_one_line(args: list[str], needle: str) -> None:
 
 
 def test_complete_aks_settings_validate() -> None:
-    validate(NodeProvisionerOptions(cloud="aks", subscription_id="s", resource_group="g", cluster_name="c"))
+    aks = AksOptions(subscription_id="s", resource_group="g", cluster_name="c")
+    validate(NodeProvisionerOptions(cloud="aks", clouds={"aks": aks}))
     validate(NodeProvisionerOptions(cloud="kwok"))
