@@ -93,9 +93,8 @@ async def test_no_background_write_after_the_lease_is_lost(
             metrics_bind_address="0",
             health_probe_bind_address="0",
             namespace=namespace,
-            leader_election=ElectionOptions(enabled=True, id=lease_name, namespace=namespace),
+            leader_election=ElectionOptions(enabled=True, id=lease_name, namespace=namespace, **timings),
             max_concurrent_reconciles=1,  # one background slot: the second write waits
-            **timings,
         )
         op = build_operator(proxy.configuration(), options, handle_signals=False)
         task = asyncio.create_task(op.start())
