@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from kaito.api.nodeclaim import GPU_TAINT_KEY, GPU_TAINT_VALUE
-from kaito.runtime import GVK
 
-NODE = GVK("", "v1", "Node")
+# The core kind's one definition is the runtime's; re-exported here beside what kaito reads off it.
+from kaito.runtime import NODE
+
 #: The extended resource the NVIDIA device plugin advertises and GPU pods request.
 GPU_RESOURCE = "nvidia.com/gpu"
 #: GPU feature discovery's count label; read when a Node advertises no resource (yet).

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.nodes import (
     ANNOTATION_ADOPTED,
     GPU_RESOURCE,
@@ -241,7 +242,7 @@ class Adoption:
                 "spec": {"taints": taints or None},
             }
             refs = meta.get("ownerReferences") or []
-            kept = [r for r in refs if not (r.get("kind") == "NodeClaim" and r.get("name") == claim_name)]
+            kept = [r for r in refs if not (r.get("kind") == NODECLAIM.kind and r.get("name") == claim_name)]
             if len(kept) != len(refs):
                 patch["metadata"]["ownerReferences"] = kept or None
             try:
