@@ -72,3 +72,18 @@ def test_cloud_flags_come_from_the_registry_and_env_reaches_only_the_chosen_clou
     assert given.clouds["aks"] == AksOptions(cluster_name="x")
     with pytest.raises(ValueError, match=r"^--cluster-name is for --cloud aks .* not 'kwok'; drop it"):
         validate(given)
+
+
+def test_the_registry_loads_no_cloud_sdk_until_that_cloud_is_chosen() -> None:
+    """Every cloud's options are imported for the flags; its SDK only by its factory."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kaito.cli.main\n"
+        "from kaito.operator.nodeprovisioner import NodeProvisionerOptions, validate\n"
+        "validate(NodeProvisionerOptions(cloud='kwok'))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith('azure')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -32,6 +32,7 @@ from kaito.runtime import Client, get_logger
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
+    from azure.mgmt.containerservice.models import AgentPool
 
 _log = get_logger("kaito.provisioners.cloud.aks")
 
@@ -78,7 +79,7 @@ class AksCloudProvider:
             await close()
 
     # -- shapes ------------------------------------------------------------------------------
-    def agent_pool(self, claim: dict[str, Any]) -> Any:
+    def agent_pool(self, claim: dict[str, Any]) -> AgentPool:
         """The pool body for ``claim`` (see :func:`pools.agent_pool`)."""
         return agent_pool(claim, self.settings.os_sku)
 
