@@ -61,7 +61,7 @@ def nodepool_manifest(request: NodeRequest, node_class: dict[str, str] | None = 
     }
     # The user's labels first, kaito's after, so a matchLabels entry can never override the
     # labels kaito finds the nodes by. karpenter.sh/nodepool is Karpenter's to write (the pool's
-    # name, which node_affinity selects on); a user's value for it is not passed on.
+    # name, which placement selects on); a user's value for it is not passed on.
     user = {
         k: v
         for k, v in ((request.label_selector or {}).get("matchLabels") or {}).items()

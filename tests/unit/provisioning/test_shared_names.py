@@ -27,7 +27,7 @@ from kaito.provisioners.gpu_provisioner import nodeclaim_manifest
 SRC = Path(__file__).resolve().parents[3] / "src" / "kaito"
 #: Where the literals may be written: their owners, and the two packages that may not import them
 #: (the runtime knows nothing of kaito; envtest is a standalone control plane).
-OWNERS = {"nodes/node.py", "api/nodeclaim.py"}
+OWNERS = {"nodes/node.py", "api/nodeclaim/types.py"}
 STANDALONE = ("runtime/", "envtest/")
 
 
