@@ -38,16 +38,16 @@ from typing import Any
 
 import aiohttp
 
+from kaito.api.nodeclaim import NODECLAIM, NODEPOOL
 from kaito.controllers.nodeclaim import NodeClaimOptions, setup_nodeclaim_controller
 from kaito.envtest import Cluster, ClusterOptions
 from kaito.envtest.aks import AksEmulator, VmSize
 from kaito.envtest.karpenter import InstanceTypeSpec, KarpenterProcess, ensure_karpenter
-from kaito.nodes import CloudProvider, NodeRequest
+from kaito.nodes import NODE, CloudProvider, NodeRequest, node_shape
 from kaito.presets import list_skus
-from kaito.provisioners.cloud import node_shape
-from kaito.provisioners.cloud.aks import AksCloudProvider, AksSettings
+from kaito.provisioners.cloud.aks import AksCloudProvider, AksOptions
 from kaito.provisioners.cloud.kwok import KwokCloudProvider
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL, nodeclaim_manifest
+from kaito.provisioners.gpu_provisioner import nodeclaim_manifest
 from kaito.provisioners.karpenter import nodepool_manifest
 from kaito.runtime import ApiError, Client, Manager, NotFoundError, configure_logging
 
@@ -136,7 +136,7 @@ async def kaito_round(
         )
         prov = AksCloudProvider(
             mgr.client,
-            AksSettings(
+            AksOptions(
                 subscription_id=aks.subscription,
                 resource_group=aks.resource_group,
                 cluster_name=aks.cluster_name,

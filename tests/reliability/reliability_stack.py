@@ -248,8 +248,8 @@ class AksInThread:
 
     def __init__(self, cluster: Cluster) -> None:
         from kaito.envtest.aks import AksEmulator, VmSize
+        from kaito.nodes import node_shape
         from kaito.presets import list_skus
-        from kaito.provisioners.cloud import node_shape
 
         sizes = {}
         for sku in list_skus("azure"):

@@ -6,18 +6,19 @@ Flags follow controller-runtime's names so manifests and habits carry over from 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
+from kaito.cli.flags import doc, with_cloud_flags
 from kaito.operator import BACKENDS, OperatorOptions, run
 from kaito.operator.featuregates import FeatureGates, parse_feature_gates
 from kaito.operator.nodeprovisioner import in_process_options
+from kaito.operator.options import ElectionOptions, InProcessCloud, ProvisionerOptions, WebhookOptions
+from kaito.provisioners.cloud import CloudOptions
 from kaito.provisioners.options import (
-    CLOUD_PROVIDER_ENV,
     GPUProvisionerOptions,
     KarpenterOptions,
     NodeClassRef,
@@ -26,139 +27,103 @@ from kaito.provisioners.options import (
 from kaito.runtime import KubeconfigError, configure_logging
 
 _DEFAULTS = OperatorOptions()
+_WEBHOOK = WebhookOptions()
+_ELECTION = ElectionOptions()
 _GPU_DEFAULTS = GPUProvisionerOptions()
 
 
+def _op(name: str) -> str:
+    return doc(OperatorOptions, name)
+
+
+def _wh(name: str) -> str:
+    return doc(WebhookOptions, name)
+
+
+def _le(name: str) -> str:
+    return doc(ElectionOptions, name)
+
+
+def _gpu(name: str) -> str:
+    return doc(GPUProvisionerOptions, name)
+
+
+@with_cloud_flags("node_provisioner_cloud", in_process_only=True)
 def controller(
-    kubeconfig: Annotated[
-        str | None, typer.Option(help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    ] = None,
-    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
-    metrics_bind_address: Annotated[
-        str, typer.Option(help="metrics address; 0 disables")
-    ] = _DEFAULTS.metrics_bind_address,
-    health_probe_bind_address: Annotated[
-        str, typer.Option(help="/healthz and /readyz address; 0 disables")
-    ] = _DEFAULTS.health_probe_bind_address,
-    leader_elect: Annotated[
-        bool, typer.Option("--leader-elect", help="hold a Lease before reconciling")
-    ] = False,
-    leader_election_namespace: Annotated[
-        str, typer.Option(help="namespace of the Lease")
-    ] = _DEFAULTS.leader_election_namespace,
+    kubeconfig: Annotated[str | None, typer.Option(help=_op("kubeconfig"))] = None,
+    context: Annotated[str | None, typer.Option(help=_op("context"))] = None,
+    metrics_bind_address: Annotated[str, typer.Option(help=_op("metrics_bind_address"))] = (
+        _DEFAULTS.metrics_bind_address
+    ),
+    health_probe_bind_address: Annotated[str, typer.Option(help=_op("health_probe_bind_address"))] = (
+        _DEFAULTS.health_probe_bind_address
+    ),
+    leader_elect: Annotated[bool, typer.Option("--leader-elect", help=_le("enabled"))] = False,
+    leader_election_id: Annotated[str, typer.Option(help=_le("id"))] = _ELECTION.id,
+    leader_election_namespace: Annotated[str, typer.Option(help=_le("namespace"))] = _ELECTION.namespace,
     node_provisioner: Annotated[
-        str, typer.Option(help=f"how GPU nodes are obtained: {' | '.join(sorted(BACKENDS))}")
-    ] = _DEFAULTS.node_provisioner,
-    node_provisioner_cloud: Annotated[
-        str,
-        typer.Option(
-            help="gpu-provisioner backend: also serve the NodeClaims in this process with this cloud "
-            "(kwok); empty: another process does (kaito node-provisioner, Azure's gpu-provisioner)"
-        ),
-    ] = _DEFAULTS.node_provisioner_cloud,
-    local_nodes: Annotated[
-        str,
-        typer.Option(
-            help="kwok cloud: claims whose nodes kaito's local node agent runs for real, as a label "
-            "selector over the node's labels (all | k=v,k!=v,k,!k; e.g. apps=phi-3)"
-        ),
-    ] = _DEFAULTS.local_nodes,
-    real_nodes: Annotated[
-        str,
-        typer.Option(
-            help="kwok cloud: claims served by adopting an idle real node (label kaito.sh/kubelet=real, "
-            "kaito local up --node real) instead of making one, as a label selector over the node's "
-            "labels (all | k=v,k!=v,k,!k)"
-        ),
-    ] = _DEFAULTS.real_nodes,
-    inference_image: Annotated[
-        str, typer.Option(help="image of the inference server")
-    ] = _DEFAULTS.inference_image,
-    tuning_image: Annotated[str, typer.Option(help="image of the tuning Jobs")] = _DEFAULTS.tuning_image,
-    weights_puller_image: Annotated[
-        str, typer.Option(help="image (sh + oras) of the init container pulling kaito.sh/weights-image")
-    ] = _DEFAULTS.weights_puller_image,
-    weights_nvme_storage_class: Annotated[
-        str,
-        typer.Option(help='StorageClass of the weights cache claim on NVMe SKUs ("" = always an emptyDir)'),
-    ] = _DEFAULTS.weights_nvme_storage_class,
-    image_pull_policy: Annotated[
-        str, typer.Option(help="imagePullPolicy of kaito's containers")
-    ] = _DEFAULTS.image_pull_policy,
-    max_concurrent_reconciles: Annotated[int, typer.Option(min=1, help="Workspaces reconciled at once")] = (
+        str, typer.Option(help=doc(ProvisionerOptions, "name"))
+    ] = _DEFAULTS.provisioner.name,
+    node_provisioner_cloud: Annotated[str, typer.Option(help=doc(InProcessCloud, "name"))] = (
+        _DEFAULTS.cloud.name
+    ),
+    inference_image: Annotated[str, typer.Option(help=_op("inference_image"))] = _DEFAULTS.inference_image,
+    tuning_image: Annotated[str, typer.Option(help=_op("tuning_image"))] = _DEFAULTS.tuning_image,
+    weights_puller_image: Annotated[str, typer.Option(help=_op("weights_puller_image"))] = (
+        _DEFAULTS.weights_puller_image
+    ),
+    weights_nvme_storage_class: Annotated[str, typer.Option(help=_op("weights_nvme_storage_class"))] = (
+        _DEFAULTS.weights_nvme_storage_class
+    ),
+    image_pull_policy: Annotated[str, typer.Option(help=_op("image_pull_policy"))] = (
+        _DEFAULTS.image_pull_policy
+    ),
+    max_concurrent_reconciles: Annotated[int, typer.Option(min=1, help=_op("max_concurrent_reconciles"))] = (
         _DEFAULTS.max_concurrent_reconciles
     ),
-    namespace: Annotated[str | None, typer.Option(help="watch only this namespace")] = None,
-    webhook: Annotated[bool, typer.Option("--webhook", help="serve the admission webhook")] = False,
-    webhook_port: Annotated[int, typer.Option(help="webhook TLS port")] = _DEFAULTS.webhook_port,
+    revision_history_limit: Annotated[int, typer.Option(min=1, help=_op("revision_history_limit"))] = (
+        _DEFAULTS.revision_history_limit
+    ),
+    namespace: Annotated[str | None, typer.Option(help=_op("namespace"))] = None,
+    user_agent: Annotated[str, typer.Option(help=_op("user_agent"))] = _DEFAULTS.user_agent,
+    webhook: Annotated[bool, typer.Option("--webhook", help=_wh("enabled"))] = False,
+    webhook_port: Annotated[int, typer.Option(help=_wh("port"))] = _WEBHOOK.port,
     refuse_privileged_pods: Annotated[
         bool,
-        typer.Option(
-            "--refuse-privileged-pods/--allow-privileged-pods",
-            help="Workspace pod policy of the webhook: refuse inference templates that are privileged, "
-            "use host namespaces or hostPath, add capabilities or name another ServiceAccount, and "
-            "hostPath tuning volumes",
-        ),
-    ] = _DEFAULTS.refuse_privileged_pods,
-    webhook_cert_dir: Annotated[
-        str | None, typer.Option(help="folder with the webhook's tls.crt and tls.key")
-    ] = None,
-    log_format: Annotated[
-        str, typer.Option(help="console | json | auto (json in a pod, console elsewhere)")
-    ] = "auto",
-    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
-    feature_gates: Annotated[
-        str, typer.Option(help="comma-separated gate=bool pairs, e.g. vLLM=true")
-    ] = "",
-    cloud_provider: Annotated[
-        str | None,
-        typer.Option(
-            help=f"gpu-provisioner backend: azure | aws (default: ${CLOUD_PROVIDER_ENV}, which the "
-            "chart sets, else azure)"
-        ),
-    ] = None,
+        typer.Option("--refuse-privileged-pods/--allow-privileged-pods", help=_wh("refuse_privileged_pods")),
+    ] = _WEBHOOK.refuse_privileged_pods,
+    webhook_cert_dir: Annotated[str | None, typer.Option(help=_wh("cert_dir"))] = None,
+    log_format: Annotated[str, typer.Option(help=_op("log_format"))] = "auto",
+    log_level: Annotated[str, typer.Option(help=_op("log_level"))] = _DEFAULTS.log_level,
+    feature_gates: Annotated[str, typer.Option(help=_op("feature_gates"))] = "",
+    cloud_provider: Annotated[str | None, typer.Option(help=_gpu("cloud_provider"))] = None,
     karpenter_node_class: Annotated[
-        str | None,
-        typer.Option(
-            help="karpenter backend: the NodePools' node class as group/Kind/name, e.g. "
-            "karpenter.azure.com/AKSNodeClass/default (default: kwok's)"
-        ),
+        str | None, typer.Option(help=doc(KarpenterOptions, "node_class"))
     ] = None,
-    webhook_certs: Annotated[
-        str, typer.Option(help="self-signed (kaito issues and rotates) | external (e.g. cert-manager)")
-    ] = _DEFAULTS.webhook_certs,
-    webhook_namespace: Annotated[
-        str, typer.Option(envvar="POD_NAMESPACE", help="namespace of the webhook Service and Secret")
-    ] = _DEFAULTS.webhook_namespace,
-    webhook_service_name: Annotated[str, typer.Option(help="webhook Service name")] = (
-        _DEFAULTS.webhook_service_name
+    webhook_certs: Annotated[str, typer.Option(help=_wh("certs"))] = _WEBHOOK.certs,
+    webhook_namespace: Annotated[str, typer.Option(envvar="POD_NAMESPACE", help=_wh("namespace"))] = (
+        _WEBHOOK.namespace
     ),
-    webhook_secret_name: Annotated[str, typer.Option(help="Secret holding the webhook CA and pair")] = (
-        _DEFAULTS.webhook_secret_name
+    webhook_service_name: Annotated[str, typer.Option(help=_wh("service_name"))] = _WEBHOOK.service_name,
+    webhook_secret_name: Annotated[str, typer.Option(help=_wh("secret_name"))] = _WEBHOOK.secret_name,
+    webhook_host: Annotated[list[str] | None, typer.Option(help=_wh("hosts"))] = None,
+    webhook_cert_validity: Annotated[float, typer.Option(min=10.0, help=_wh("cert_validity"))] = (
+        _WEBHOOK.cert_validity
     ),
-    webhook_host: Annotated[
-        list[str] | None, typer.Option(help="extra name or IP in the serving certificate (repeatable)")
-    ] = None,
-    webhook_cert_validity: Annotated[
-        float, typer.Option(min=10.0, help="serving certificate lifetime in seconds")
-    ] = _DEFAULTS.webhook_cert_validity,
-    lease_duration: Annotated[float, typer.Option(help="leader-election lease (s)")] = (
-        _DEFAULTS.lease_duration
+    lease_duration: Annotated[float, typer.Option(help=_le("lease_duration"))] = _ELECTION.lease_duration,
+    renew_deadline: Annotated[float, typer.Option(help=_le("renew_deadline"))] = _ELECTION.renew_deadline,
+    retry_period: Annotated[float, typer.Option(help=_le("retry_period"))] = _ELECTION.retry_period,
+    orphan_nodeclaim_grace: Annotated[float, typer.Option(min=0.0, help=_gpu("orphan_nodeclaim_grace"))] = (
+        _GPU_DEFAULTS.orphan_nodeclaim_grace
     ),
-    renew_deadline: Annotated[float, typer.Option(help="leader-election renew deadline (s)")] = (
-        _DEFAULTS.renew_deadline
+    orphan_nodeclaim_interval: Annotated[
+        float, typer.Option(min=1.0, help=_gpu("orphan_nodeclaim_interval"))
+    ] = _GPU_DEFAULTS.orphan_nodeclaim_interval,
+    preferred_node_grace: Annotated[float, typer.Option(min=0.0, help=_gpu("preferred_node_grace"))] = (
+        _GPU_DEFAULTS.preferred_node_grace
     ),
-    retry_period: Annotated[float, typer.Option(help="leader-election retry period (s)")] = (
-        _DEFAULTS.retry_period
-    ),
-    orphan_nodeclaim_grace: Annotated[
-        float,
-        typer.Option(min=0.0, help="gpu-provisioner: age (s) before a NodeClaim of no Workspace is deleted"),
-    ] = _GPU_DEFAULTS.orphan_nodeclaim_grace,
-    preferred_node_grace: Annotated[
-        float,
-        typer.Option(min=0.0, help="gpu-provisioner: seconds a NotReady preferred node still counts"),
-    ] = _GPU_DEFAULTS.preferred_node_grace,
+    *,
+    cloud_options: dict[str, CloudOptions],
 ) -> None:
     """Run the kaito operator: reconcile Workspaces into GPU nodes, inference workloads and Services."""
     if node_provisioner not in BACKENDS:
@@ -194,49 +159,56 @@ def controller(
         gpu_options, karpenter_options = backend_options(
             node_provisioner, cloud_provider, karpenter_node_class
         )
-        gpu_options = dataclasses.replace(
-            gpu_options,
-            orphan_nodeclaim_grace=orphan_nodeclaim_grace,
-            preferred_node_grace=preferred_node_grace,
-        )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    gpu_options = GPUProvisionerOptions(
+        cloud_provider=gpu_options.cloud_provider,
+        orphan_nodeclaim_grace=orphan_nodeclaim_grace,
+        orphan_nodeclaim_interval=orphan_nodeclaim_interval,
+        preferred_node_grace=preferred_node_grace,
+    )
     options = OperatorOptions(
         kubeconfig=kubeconfig,
         context=context,
         metrics_bind_address=metrics_bind_address,
         health_probe_bind_address=health_probe_bind_address,
-        leader_elect=leader_elect,
-        leader_election_namespace=leader_election_namespace,
-        node_provisioner=node_provisioner,
-        node_provisioner_cloud=node_provisioner_cloud,
-        local_nodes=local_nodes,
-        real_nodes=real_nodes,
         inference_image=inference_image,
         tuning_image=tuning_image,
         weights_puller_image=weights_puller_image,
         weights_nvme_storage_class=weights_nvme_storage_class,
         image_pull_policy=image_pull_policy,
         max_concurrent_reconciles=max_concurrent_reconciles,
+        revision_history_limit=revision_history_limit,
         namespace=namespace,
-        webhook=webhook,
-        webhook_port=webhook_port,
-        refuse_privileged_pods=refuse_privileged_pods,
-        webhook_cert_dir=webhook_cert_dir,
+        user_agent=user_agent,
         log_format=log_format,
+        log_level=log_level,
         feature_gates=gates,
-        gpu_provisioner=gpu_options,
-        karpenter=karpenter_options,
-        webhook_certs=webhook_certs,
-        webhook_namespace=webhook_namespace,
-        webhook_service_name=webhook_service_name,
-        webhook_secret_name=webhook_secret_name,
-        webhook_hosts=tuple(webhook_host or ()),
-        webhook_cert_validity=webhook_cert_validity,
-        lease_duration=lease_duration,
-        renew_deadline=renew_deadline,
-        retry_period=retry_period,
+        webhook=WebhookOptions(
+            enabled=webhook,
+            port=webhook_port,
+            cert_dir=webhook_cert_dir,
+            certs=webhook_certs,
+            namespace=webhook_namespace,
+            service_name=webhook_service_name,
+            secret_name=webhook_secret_name,
+            hosts=tuple(webhook_host or ()),
+            cert_validity=webhook_cert_validity,
+            refuse_privileged_pods=refuse_privileged_pods,
+        ),
+        leader_election=ElectionOptions(
+            enabled=leader_elect,
+            id=leader_election_id,
+            namespace=leader_election_namespace,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+        ),
+        provisioner=ProvisionerOptions(
+            name=node_provisioner, gpu_provisioner=gpu_options, karpenter=karpenter_options
+        ),
+        cloud=InProcessCloud(name=node_provisioner_cloud, clouds=cloud_options),
     )
     try:
         in_process_options(options)

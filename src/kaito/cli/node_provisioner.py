@@ -1,58 +1,76 @@
 """``kaito node-provisioner``: fulfil NodeClaims of node pool ``kaito`` through a cloud.
 
 Its own process (and Deployment), as upstream runs Azure's gpu-provisioner next to the workspace
-controller: either half can be replaced without the other.
+controller: either half can be replaced without the other. Every flag's help is the docstring of
+the option field it sets; each registered cloud's options become flags of their own
+(:func:`kaito.cli.flags.with_cloud_flags`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from typing import Annotated
 
 import typer
 
+from kaito.cli.flags import doc, with_cloud_flags
 from kaito.controllers.nodeclaim import NodeClaimOptions
-from kaito.operator.nodeprovisioner import CLOUDS, NodeProvisionerOptions, setup_node_provisioner, validate
+from kaito.operator.nodeprovisioner import NodeProvisionerOptions, setup_node_provisioner, validate
+from kaito.operator.options import ElectionOptions, OperatorOptions
+from kaito.provisioners.cloud import CloudOptions
 from kaito.runtime import LeaderElectionOptions, Manager, configure_logging
 
+_CLAIMS = NodeClaimOptions()
+#: Defaults of this process, where they differ from the operator's (a second Lease, other ports).
+_LEASE_NAMESPACE = "kube-system"
+_METRICS = ":8082"
+_PROBES = ":8083"
 
+
+def _claims(name: str) -> str:
+    return doc(NodeClaimOptions, name)
+
+
+def _election(name: str) -> str:
+    return doc(ElectionOptions, name)
+
+
+@with_cloud_flags("cloud")
 def node_provisioner(
-    cloud: str = typer.Option("kwok", help=f"Where nodes come from: {' | '.join(CLOUDS)}."),
-    kubeconfig: str = typer.Option(None, envvar="KUBECONFIG", help="Kubeconfig (default: in-cluster)."),
-    subscription_id: str = typer.Option("", envvar="AZURE_SUBSCRIPTION_ID", help="aks: subscription."),
-    resource_group: str = typer.Option("", envvar="AZURE_RESOURCE_GROUP", help="aks: the cluster's group."),
-    cluster_name: str = typer.Option("", envvar="AZURE_CLUSTER_NAME", help="aks: the managed cluster."),
-    arm_endpoint: str = typer.Option(
-        "https://management.azure.com", envvar="ARM_ENDPOINT", help="aks: Azure Resource Manager URL."
+    cloud: Annotated[str, typer.Option(help=doc(NodeProvisionerOptions, "cloud"))] = "kwok",
+    kubeconfig: Annotated[
+        str | None, typer.Option(envvar="KUBECONFIG", help=doc(OperatorOptions, "kubeconfig"))
+    ] = None,
+    launch_timeout: Annotated[float, typer.Option(help=_claims("launch_timeout"))] = _CLAIMS.launch_timeout,
+    registration_timeout: Annotated[float, typer.Option(help=_claims("registration_timeout"))] = (
+        _CLAIMS.registration_timeout
     ),
-    ca_bundle: str = typer.Option(None, envvar="ARM_CA_BUNDLE", help="aks: CA file to verify ARM with."),
-    polling_interval: float = typer.Option(5.0, help="aks: seconds between long-running-operation polls."),
-    local_nodes: str = typer.Option(
-        "",
-        help="kwok: claims whose nodes kaito's local node agent runs for real, as a label selector "
-        "over the node's labels (all | k=v,k!=v,k,!k; e.g. apps=phi-3).",
+    initialization_timeout: Annotated[float, typer.Option(help=_claims("initialization_timeout"))] = (
+        _CLAIMS.initialization_timeout
     ),
-    real_nodes: str = typer.Option(
-        "",
-        help="kwok: claims served by adopting an idle real node (label kaito.sh/kubelet=real, "
-        "kaito local up --node real) instead of making one, as a label selector over the node's "
-        "labels (all | k=v,k!=v,k,!k).",
-    ),
-    launch_timeout: float = typer.Option(300.0, help="Delete a claim not launched within this (s)."),
-    registration_timeout: float = typer.Option(900.0, help="Delete a claim whose node never joins (s)."),
-    initialization_timeout: float = typer.Option(
-        900.0, help="Delete a claim whose node never shows its GPUs (s)."
-    ),
-    gc_grace: float = typer.Option(120.0, help="Delete instances without a NodeClaim older than this (s)."),
-    gc_interval: float = typer.Option(30.0, help="Seconds between orphan-instance sweeps."),
-    error_retry: float = typer.Option(5.0, help="Seconds before retrying a create the cloud refused."),
-    leader_elect: bool = typer.Option(False, help="Hold a Lease so only one replica acts."),
-    leader_election_namespace: str = typer.Option("kube-system", help="Namespace of the Lease."),
-    lease_duration: float = typer.Option(15.0, help="Leader-election lease (s)."),
-    renew_deadline: float = typer.Option(10.0, help="Leader-election renew deadline (s)."),
-    retry_period: float = typer.Option(2.0, help="Leader-election retry period (s)."),
-    metrics_bind_address: str = typer.Option(":8082", help="Prometheus metrics address ('0': off)."),
-    health_probe_bind_address: str = typer.Option(":8083", help="Probes address ('0': off)."),
+    gc_grace: Annotated[float, typer.Option(help=_claims("gc_grace"))] = _CLAIMS.gc_grace,
+    gc_interval: Annotated[float, typer.Option(help=_claims("gc_interval"))] = _CLAIMS.gc_interval,
+    poll_interval: Annotated[float, typer.Option(help=_claims("poll_interval"))] = _CLAIMS.poll_interval,
+    error_retry: Annotated[float, typer.Option(help=_claims("error_retry"))] = _CLAIMS.error_retry,
+    max_concurrent_reconciles: Annotated[
+        int, typer.Option(min=1, help=_claims("max_concurrent_reconciles"))
+    ] = (_CLAIMS.max_concurrent_reconciles),
+    nodepool: Annotated[str, typer.Option(help=_claims("nodepool"))] = _CLAIMS.nodepool,
+    component: Annotated[str, typer.Option(help=_claims("component"))] = _CLAIMS.component,
+    leader_elect: Annotated[bool, typer.Option(help=_election("enabled"))] = False,
+    leader_election_namespace: Annotated[str, typer.Option(help=_election("namespace"))] = _LEASE_NAMESPACE,
+    lease_duration: Annotated[float, typer.Option(help=_election("lease_duration"))] = 15.0,
+    renew_deadline: Annotated[float, typer.Option(help=_election("renew_deadline"))] = 10.0,
+    retry_period: Annotated[float, typer.Option(help=_election("retry_period"))] = 2.0,
+    metrics_bind_address: Annotated[
+        str, typer.Option(help=doc(OperatorOptions, "metrics_bind_address"))
+    ] = _METRICS,
+    health_probe_bind_address: Annotated[
+        str, typer.Option(help=doc(OperatorOptions, "health_probe_bind_address"))
+    ] = _PROBES,
+    *,
+    cloud_options: dict[str, CloudOptions],
 ) -> None:
     """Run the node-provisioner controller until SIGTERM."""
     configure_logging()
@@ -62,20 +80,13 @@ def node_provisioner(
         initialization_timeout=initialization_timeout,
         gc_grace=gc_grace,
         gc_interval=gc_interval,
+        poll_interval=poll_interval,
         error_retry=error_retry,
+        max_concurrent_reconciles=max_concurrent_reconciles,
+        nodepool=nodepool,
+        component=component,
     )
-    options = NodeProvisionerOptions(
-        cloud=cloud,
-        claims=claims,
-        subscription_id=subscription_id,
-        resource_group=resource_group,
-        cluster_name=cluster_name,
-        arm_endpoint=arm_endpoint,
-        ca_bundle=ca_bundle,
-        polling_interval=polling_interval,
-        local_nodes=local_nodes,
-        real_nodes=real_nodes,
-    )
+    options = NodeProvisionerOptions(cloud=cloud, claims=claims, clouds=cloud_options)
 
     try:
         validate(options)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kaito.nodes.node import gpu_tolerations
+from kaito.presets import GPUSku, get_sku
 from kaito.runtime import GVK
 
 
@@ -32,6 +34,12 @@ class NodeRequest:
     gpus_per_node: int = 0
     #: ``metadata.annotations`` of the Workspace (node image family, bypass checks, ...).
     annotations: dict[str, str] = field(default_factory=dict)
+    #: ``instance_type`` resolved against kaito's SKU table, once, when the request is made;
+    #: None when it names no SKU kaito knows (or none at all). Backends read GPU facts here.
+    sku: GPUSku | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sku", get_sku(self.instance_type) if self.instance_type else None)
 
 
 @dataclass
@@ -49,6 +57,16 @@ class NodeStatus:
     requeue_after: float | None = None
     #: Backend-specific conditions to merge into the Workspace status (e.g. NodeClaimReady).
     conditions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Placement:
+    """Where the workload's pods may run, as the backend that provides the nodes says: the pod
+    ``affinity`` that pins them to those nodes and the ``tolerations`` of the taints those nodes
+    carry. The workspace controller copies both into the pod spec and adds nothing of its own."""
+
+    affinity: dict[str, Any]
+    tolerations: list[dict[str, Any]] = field(default_factory=lambda: list(gpu_tolerations()))
 
 
 class NodeProvisioner(Protocol):
@@ -74,6 +92,6 @@ class NodeProvisioner(Protocol):
         """Start removing everything this backend made for the Workspace; True once all is gone."""
         ...
 
-    def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
-        """The pod ``affinity`` that pins the workload to the nodes this backend provides."""
+    def placement(self, request: NodeRequest, status: NodeStatus) -> Placement:
+        """The affinity and tolerations that put the workload on the nodes this backend provides."""
         ...

@@ -1,4 +1,12 @@
-"""Every setting of the operator process, in one dataclass (the CLI flags map onto it)."""
+"""Every setting of the operator process (``kaito controller``), as nested dataclasses.
+
+One field per setting, each with a docstring that is also its flag's help text: ``kaito
+controller`` builds its help from :func:`kaito.runtime.field_docs` of these classes, so a setting
+is described once, next to its default (a unit test holds every field to appearing in the help).
+Groups nest: the webhook, leader election, the NodeProvisioner backend (with each backend's own
+typed options, :mod:`kaito.provisioners.options`) and the in-process cloud (each cloud's own
+options, :mod:`kaito.provisioners.cloud.registry`).
+"""
 
 from __future__ import annotations
 
@@ -7,99 +15,132 @@ from dataclasses import dataclass, field
 from kaito.controllers.workspace import DEFAULT_INFERENCE_IMAGE, DEFAULT_TUNING_IMAGE
 from kaito.controllers.workspace.options import DEFAULT_WEIGHTS_PULLER_IMAGE
 from kaito.operator.featuregates import FeatureGates
+from kaito.provisioners.cloud import CloudOptions, default_cloud_options
 from kaito.provisioners.options import BYOOptions, GPUProvisionerOptions, KarpenterOptions
 
 
 @dataclass
-class OperatorOptions:
-    #: kubeconfig file; None means in-cluster ServiceAccount, then $KUBECONFIG / ~/.kube/config.
-    kubeconfig: str | None = None
-    #: kubeconfig context; None means the current one.
-    context: str | None = None
-    #: Prometheus metrics address (controller-runtime's ``--metrics-bind-address``); "0" disables.
-    metrics_bind_address: str = ":8080"
-    #: /healthz and /readyz address (``--health-probe-bind-address``); "0" disables.
-    health_probe_bind_address: str = ":8081"
-    #: Hold a Lease before reconciling, so that only one replica acts at a time.
-    leader_elect: bool = False
-    #: Name of that Lease.
-    leader_election_id: str = "kaito-workspace-controller"
-    #: Namespace of that Lease.
-    leader_election_namespace: str = "kaito-system"
-    #: Which NodeProvisioner backend gets GPU nodes: a key of ``kaito.operator.BACKENDS``.
-    node_provisioner: str = "byo"
-    #: ``gpu-provisioner`` backend only: also run kaito's node-provisioner (the NodeClaim
-    #: controller) in this process, with this cloud. Only ``kwok`` (the local cluster); "" leaves
-    #: the claims to another process (``kaito node-provisioner``, or Azure's gpu-provisioner),
-    #: which is how a real cloud runs, with its own identity.
-    node_provisioner_cloud: str = ""
-    #: kwok cloud: label selector (``--local-nodes``) of the claims whose Nodes kaito's local node
-    #: agent runs for real instead of kwok; "" none.
-    local_nodes: str = ""
-    #: kwok cloud: label selector (``--real-nodes``) of the claims served by adopting an idle real
-    #: node (``kaito local up --node real``; label ``kaito.sh/kubelet=real``); "" none.
-    real_nodes: str = ""
-    #: Image of the inference server container.
-    inference_image: str = DEFAULT_INFERENCE_IMAGE
-    #: Image of the tuning Job's container (``--tuning-image``; the chart's ``tuningImage``).
-    tuning_image: str = DEFAULT_TUNING_IMAGE
-    #: Image of the init container pulling ``kaito.sh/weights-image`` (``--weights-puller-image``).
-    weights_puller_image: str = DEFAULT_WEIGHTS_PULLER_IMAGE
-    #: StorageClass of the weights cache claim on NVMe SKUs (``--weights-nvme-storage-class``;
-    #: "" always uses an emptyDir).
-    weights_nvme_storage_class: str = "kaito-local-nvme-disk"
-    #: ``imagePullPolicy`` of the containers kaito writes ("" keeps the API's default).
-    image_pull_policy: str = "IfNotPresent"
-    #: Workspaces reconciled concurrently.
-    max_concurrent_reconciles: int = 16
-    #: ControllerRevisions kept per Workspace.
-    revision_history_limit: int = 10
-    #: Serve the Workspace admission webhook (validating + defaulting) in this process.
-    webhook: bool = False
-    #: The Workspace pod policy the webhook enforces (``kaito.api.workspace.podpolicy``): refuse
-    #: ``inference.template`` pods that are privileged, use the node's network/PID/IPC, mount
-    #: hostPath, add capabilities or run as another ServiceAccount, and hostPath tuning volumes.
-    #: On by default: creating a Workspace must not mean owning a node. ``--allow-privileged-pods``
-    #: (chart value ``refusePrivilegedPods: false``) turns it off.
+class WebhookOptions:
+    """The Workspace admission webhook (validating + defaulting) and its serving certificate."""
+
+    enabled: bool = False
+    """Serve the admission webhook in this process."""
+    port: int = 9443
+    """Webhook TLS port."""
+    cert_dir: str | None = None
+    """Folder with the webhook's tls.crt and tls.key (re-read when the files rotate); required
+    with external certificates."""
+    certs: str = "self-signed"
+    """Where the serving pair comes from: self-signed (kaito keeps a CA in a Secret, issues,
+    rotates and patches the caBundle) or external (cert-manager or anyone else mounts the files
+    into the cert dir)."""
+    namespace: str = "kaito-system"
+    """Namespace of the webhook Service and certificate Secret (the operator's own)."""
+    service_name: str = "kaito-webhook-service"
+    """Name of the webhook Service (the certificate's DNS names derive from it)."""
+    secret_name: str = "kaito-webhook-server-cert"
+    """Secret holding the webhook CA and serving pair."""
+    hosts: tuple[str, ...] = ()
+    """Extra name or IP in the serving certificate, repeatable (out-of-cluster runs: 127.0.0.1)."""
+    cert_validity: float = 365 * 86400.0
+    """Lifetime of a serving certificate in seconds (rotated when a third is left)."""
     refuse_privileged_pods: bool = True
-    #: Webhook HTTPS port.
-    webhook_port: int = 9443
-    #: Folder holding the webhook's ``tls.crt`` / ``tls.key`` (required with ``webhook``;
-    #: re-read when the files rotate).
-    webhook_cert_dir: str | None = None
-    #: Watch and reconcile only this namespace (None: all namespaces).
-    namespace: str | None = None
-    #: User-Agent prefix of API requests (the audit log's userAgent).
-    user_agent: str = "kaito-controller"
-    #: Log format: "console" for people, "json" for collectors.
-    log_format: str = "console"
-    #: ``byo`` backend's settings (none: it uses the nodes the user has).
-    byo: BYOOptions = field(default_factory=BYOOptions)
-    #: ``gpu-provisioner`` backend's settings: the cloud (``--cloud-provider``, else
-    #: ``$CLOUD_PROVIDER`` from the chart, else azure).
-    gpu_provisioner: GPUProvisionerOptions = field(default_factory=GPUProvisionerOptions)
-    #: ``karpenter`` backend's settings: the node class (``--karpenter-node-class``).
-    karpenter: KarpenterOptions = field(default_factory=KarpenterOptions)
-    #: Where the webhook's serving pair comes from: "self-signed" (kaito.operator.certs keeps a
-    #: CA in a Secret, issues, rotates and patches the caBundle) or "external" (cert-manager or
-    #: anyone else mounts the files into ``webhook_cert_dir``).
-    webhook_certs: str = "self-signed"
-    #: Namespace of the webhook Service and certificate Secret (the operator's own).
-    webhook_namespace: str = "kaito-system"
-    #: Name of the webhook Service (the certificate's DNS names derive from it).
-    webhook_service_name: str = "kaito-webhook-service"
-    #: Secret holding the webhook CA and serving pair.
-    webhook_secret_name: str = "kaito-webhook-server-cert"
-    #: Extra names/IPs in the serving certificate (out-of-cluster runs: 127.0.0.1).
-    webhook_hosts: tuple[str, ...] = ()
-    #: Lifetime of a serving certificate, seconds (rotated when a third is left).
-    webhook_cert_validity: float = 365 * 86400.0
-    #: Feature gates (``--feature-gates vLLM=true``), parsed by
-    #: :func:`kaito.operator.featuregates.parse_feature_gates`; checked again by build_operator.
-    feature_gates: FeatureGates = field(default_factory=FeatureGates)
-    #: Leader-election lease duration, seconds (client-go's default).
+    """Workspace pod policy of the webhook: refuse inference templates that are privileged, use
+    host namespaces or hostPath, add capabilities or name another ServiceAccount, and hostPath
+    tuning volumes. On by default: creating a Workspace must not mean owning a node."""
+
+
+@dataclass
+class ElectionOptions:
+    """Leader election: only the replica holding the Lease reconciles."""
+
+    enabled: bool = False
+    """Hold a Lease before reconciling, so that only one replica acts at a time."""
+    id: str = "kaito-workspace-controller"
+    """Name of the Lease."""
+    namespace: str = "kaito-system"
+    """Namespace of the Lease."""
     lease_duration: float = 15.0
-    #: How long the leader keeps retrying a renewal before it steps down, seconds.
+    """Leader-election lease (s): how long followers wait before taking over."""
     renew_deadline: float = 10.0
-    #: Seconds between leader-election attempts.
+    """Leader-election renew deadline (s): the leader steps down if it has not renewed by then."""
     retry_period: float = 2.0
+    """Leader-election retry period (s): seconds between renewals and acquisition attempts."""
+
+
+@dataclass
+class ProvisionerOptions:
+    """Which NodeProvisioner backend gets GPU nodes, and each backend's own typed settings."""
+
+    name: str = "byo"
+    """How GPU nodes are obtained: byo (the user's nodes), gpu-provisioner (NodeClaims) or
+    karpenter (a NodePool per Workspace)."""
+    byo: BYOOptions = field(default_factory=BYOOptions)
+    """byo backend's settings (none: it uses the nodes the user has)."""
+    gpu_provisioner: GPUProvisionerOptions = field(default_factory=GPUProvisionerOptions)
+    """gpu-provisioner backend's settings."""
+    karpenter: KarpenterOptions = field(default_factory=KarpenterOptions)
+    """karpenter backend's settings."""
+
+
+@dataclass
+class InProcessCloud:
+    """kaito's node-provisioner run inside ``kaito controller`` (gpu-provisioner backend only)."""
+
+    name: str = ""
+    """gpu-provisioner backend: also serve the NodeClaims in this process with this cloud (kwok);
+    empty: another process does (kaito node-provisioner, Azure's gpu-provisioner), which is how a
+    real cloud runs, with its own identity."""
+    clouds: dict[str, CloudOptions] = field(default_factory=default_cloud_options)
+    """Each registered cloud's settings, by cloud name; only the chosen cloud's are used."""
+
+
+@dataclass
+class OperatorOptions:
+    """Everything ``kaito controller`` is configured by."""
+
+    kubeconfig: str | None = None
+    """kubeconfig file (default: in-cluster ServiceAccount, then $KUBECONFIG, then ~/.kube/config)."""
+    context: str | None = None
+    """kubeconfig context (default: the current one)."""
+    metrics_bind_address: str = ":8080"
+    """Prometheus metrics address; 0 disables."""
+    health_probe_bind_address: str = ":8081"
+    """/healthz and /readyz address; 0 disables."""
+    inference_image: str = DEFAULT_INFERENCE_IMAGE
+    """Image of the inference server."""
+    tuning_image: str = DEFAULT_TUNING_IMAGE
+    """Image of the tuning Jobs (the chart's tuningImage)."""
+    weights_puller_image: str = DEFAULT_WEIGHTS_PULLER_IMAGE
+    """Image (sh + oras) of the init container pulling kaito.sh/weights-image (the chart's
+    weightsPullerImage)."""
+    weights_nvme_storage_class: str = "kaito-local-nvme-disk"
+    """StorageClass of the weights cache claim on SKUs with local NVMe (empty: always an emptyDir)."""
+    image_pull_policy: str = "IfNotPresent"
+    """imagePullPolicy of kaito's containers (empty keeps the API's default)."""
+    max_concurrent_reconciles: int = 16
+    """Workspaces reconciled at once."""
+    revision_history_limit: int = 10
+    """ControllerRevisions kept per Workspace."""
+    namespace: str | None = None
+    """Watch and reconcile only this namespace (default: all namespaces)."""
+    user_agent: str = "kaito-controller"
+    """User-Agent prefix of API requests (the audit log's userAgent)."""
+    log_format: str = "console"
+    """Log format: console (for people), json (for collectors) or auto (json in a pod, console
+    elsewhere)."""
+    log_level: str = "info"
+    """Log level: debug, info, warning or error."""
+    feature_gates: FeatureGates = field(default_factory=FeatureGates)
+    """Feature gates as comma-separated gate=bool pairs, e.g. vLLM=true (upstream Kaito's names)."""
+    webhook: WebhookOptions = field(default_factory=WebhookOptions)
+    """The admission webhook."""
+    leader_election: ElectionOptions = field(default_factory=ElectionOptions)
+    """Leader election."""
+    provisioner: ProvisionerOptions = field(default_factory=ProvisionerOptions)
+    """The NodeProvisioner backend."""
+    cloud: InProcessCloud = field(default_factory=InProcessCloud)
+    """The in-process node-provisioner's cloud."""
+
+
+__all__ = ["ElectionOptions", "InProcessCloud", "OperatorOptions", "ProvisionerOptions", "WebhookOptions"]

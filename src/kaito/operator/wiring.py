@@ -1,16 +1,14 @@
 """Build a running operator from OperatorOptions: Manager, provisioner backend, controllers.
 
-Backends are chosen by name. Each is a class (or factory) called as
-``Backend(manager, options)`` returning a :class:`kaito.nodes.NodeProvisioner`; add one by
-adding its name to :data:`BACKENDS` (``"module:attribute"``, imported only when chosen, so a
-backend's dependencies cost nothing to processes that do not use it).
+Backends are chosen by name from :data:`kaito.provisioners.registry.BACKENDS` (re-exported here
+as :data:`BACKENDS`); each is built with its own typed options, picked out of
+``OperatorOptions.provisioner``. The gpu-provisioner backend may also run kaito's node-provisioner
+in this process (``--node-provisioner-cloud``, :mod:`kaito.operator.nodeprovisioner`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +22,9 @@ from kaito.controllers.workspace import (
 )
 from kaito.nodes import NodeProvisioner
 from kaito.operator.inventory import InventoryCollector
-from kaito.operator.options import OperatorOptions
+from kaito.operator.nodeprovisioner import in_process_options, setup_node_provisioner
+from kaito.operator.options import OperatorOptions, ProvisionerOptions
+from kaito.provisioners.registry import BACKENDS, BackendOptions, BackendSpec
 from kaito.runtime import LeaderElectionOptions, Manager, get_logger
 
 if TYPE_CHECKING:
@@ -32,44 +32,31 @@ if TYPE_CHECKING:
 
 log = get_logger("kaito.operator")
 
-#: A backend factory: ``factory(manager, options) -> NodeProvisioner``.
-BackendFactory = Callable[[Manager, OperatorOptions], NodeProvisioner]
 
-#: ``--node-provisioner`` value -> "module:factory" of the backend (or the factory itself).
-BACKENDS: dict[str, str | BackendFactory] = {
-    "byo": "kaito.operator.wiring:byo_backend",
-    "gpu-provisioner": "kaito.operator.nodeprovisioner:gpu_provisioner_backend",
-    "karpenter": "kaito.operator.wiring:karpenter_backend",
-}
-
-
-def byo_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
-    """``--node-provisioner byo`` with its own (empty) options."""
-    from kaito.provisioners.byo import BYOProvisioner
-
-    return BYOProvisioner(manager, options.byo)
-
-
-def karpenter_backend(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
-    """``--node-provisioner karpenter`` with its node class."""
-    from kaito.provisioners.karpenter import KarpenterProvisioner
-
-    return KarpenterProvisioner(manager, options.karpenter)
+def backend_options(options: ProvisionerOptions, spec: BackendSpec) -> BackendOptions:
+    """The field of ``options`` holding the settings ``spec``'s backend takes."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if isinstance(value, spec.options):
+            return value
+    return spec.options()
 
 
 def make_provisioner(manager: Manager, options: OperatorOptions) -> NodeProvisioner:
-    spec = BACKENDS.get(options.node_provisioner)
+    """The backend ``options.provisioner.name`` names, with its own options; the in-process
+    node-provisioner too when asked for."""
+    name = options.provisioner.name
+    spec = BACKENDS.get(name)
     if spec is None:
         raise ValueError(
-            f"--node-provisioner {options.node_provisioner!r} is not available; "
-            f"choose one of: {', '.join(sorted(BACKENDS))}"
+            f"--node-provisioner {name!r} is not available; choose one of: {', '.join(sorted(BACKENDS))}"
         )
-    factory: Any = spec
-    if isinstance(spec, str):
-        module, _, attr = spec.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    provisioner: NodeProvisioner = factory(manager, options)
-    return provisioner
+    # Checked before anything is built: a combination that cannot work is refused at start.
+    in_process = in_process_options(options)
+    backend = spec.new(manager, backend_options(options.provisioner, spec))
+    if in_process is not None:
+        setup_node_provisioner(manager, in_process)
+    return backend
 
 
 @dataclass
@@ -90,15 +77,16 @@ class Operator:
 def build_operator(config: Any, options: OperatorOptions, **manager_overrides: Any) -> Operator:
     """Everything wired, nothing started (tests start and stop it themselves)."""
     options.feature_gates.check()
+    le = options.leader_election
     election = (
         LeaderElectionOptions(
-            name=options.leader_election_id,
-            namespace=options.leader_election_namespace,
-            lease_duration=options.lease_duration,
-            renew_deadline=options.renew_deadline,
-            retry_period=options.retry_period,
+            name=le.id,
+            namespace=le.namespace,
+            lease_duration=le.lease_duration,
+            renew_deadline=le.renew_deadline,
+            retry_period=le.retry_period,
         )
-        if options.leader_elect
+        if le.enabled
         else None
     )
     kwargs: dict[str, Any] = {
@@ -129,7 +117,7 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
     inferenceset = None
     if options.feature_gates.inference_set:
         inferenceset = setup_inferenceset(manager, InferenceSetControllerOptions())
-    if options.webhook:
+    if options.webhook.enabled:
         _add_webhook(manager, options)
     # upstream's kaito_workspace_count / _preset_count / kaito_inferenceset_count, from the cache
     manager.metrics.registry.register(InventoryCollector(manager.cache))
@@ -141,36 +129,35 @@ def webhook_validation_options(options: OperatorOptions) -> ValidationOptions:
     pod policy, so that ``--allow-privileged-pods`` reaches admission."""
     from kaito.api.validation import ValidationOptions
 
-    return ValidationOptions(refuse_privileged_pods=options.refuse_privileged_pods)
+    return ValidationOptions(refuse_privileged_pods=options.webhook.refuse_privileged_pods)
 
 
 def _add_webhook(manager: Manager, options: OperatorOptions) -> None:
     from kaito.api.webhook import new_webhook_server
     from kaito.runtime import WebhookServerOptions
 
-    if options.webhook_certs not in ("self-signed", "external"):
-        raise ValueError(f"--webhook-certs {options.webhook_certs!r}: use self-signed or external")
-    server_options = WebhookServerOptions(
-        port=options.webhook_port, cert_poll_interval=min(10.0, options.webhook_cert_validity / 30)
-    )
-    if options.webhook_cert_dir:
-        server_options.cert_dir = options.webhook_cert_dir
-    elif options.webhook_certs == "external":
+    wh = options.webhook
+    if wh.certs not in ("self-signed", "external"):
+        raise ValueError(f"--webhook-certs {wh.certs!r}: use self-signed or external")
+    server_options = WebhookServerOptions(port=wh.port, cert_poll_interval=min(10.0, wh.cert_validity / 30))
+    if wh.cert_dir:
+        server_options.cert_dir = wh.cert_dir
+    elif wh.certs == "external":
         raise ValueError("--webhook-certs external needs --webhook-cert-dir (the mounted tls.crt, tls.key)")
-    if options.webhook_certs == "self-signed":
+    if wh.certs == "self-signed":
         from kaito.operator.certs import CertController, CertOptions
 
         certs = CertController(
             manager.client,
             CertOptions(
-                namespace=options.webhook_namespace,
-                secret_name=options.webhook_secret_name,
-                service_name=options.webhook_service_name,
+                namespace=wh.namespace,
+                secret_name=wh.secret_name,
+                service_name=wh.service_name,
                 cert_dir=server_options.cert_dir,
-                extra_hosts=options.webhook_hosts,
-                cert_validity=options.webhook_cert_validity,
+                extra_hosts=wh.hosts,
+                cert_validity=wh.cert_validity,
                 # Check at least every tenth of a lifetime, so short test lifetimes rotate in time.
-                resync=min(300.0, options.webhook_cert_validity / 10),
+                resync=min(300.0, wh.cert_validity / 10),
             ),
         )
         manager.add(certs)
@@ -225,6 +212,6 @@ async def run(options: OperatorOptions) -> None:
     options = await served_options(config, options)
     op = build_operator(config, options)
     log.info(
-        "starting kaito controller", node_provisioner=options.node_provisioner, image=options.inference_image
+        "starting kaito controller", node_provisioner=options.provisioner.name, image=options.inference_image
     )
     await op.start()

@@ -14,15 +14,23 @@ from typing import Any
 
 from kaito.api import names
 from kaito.api.meta import selector_matches
-from kaito.nodes import NodeProvisioner, NodeRequest, NodeStatus
-from kaito.presets import get_sku
+from kaito.nodes import (
+    GPU_RESOURCE,
+    LABEL_HOSTNAME,
+    LABEL_INSTANCE_TYPE,
+    LABEL_OS,
+    NODE,
+    NodeProvisioner,
+    NodeRequest,
+    NodeStatus,
+    Placement,
+    gpu_taint,
+    is_node_ready,
+    node_gpus,
+    node_shape,
+)
 from kaito.provisioners.options import BYOOptions
 from kaito.runtime import GVK, Manager
-
-NODE = GVK("", "v1", "Node")
-#: Well-known label every kubelet (and kwok) sets from the cloud's instance type.
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def selector_affinity_terms(selector: dict[str, Any]) -> list[dict[str, Any]]:
@@ -37,27 +45,6 @@ def selector_affinity_terms(selector: dict[str, Any]) -> list[dict[str, Any]]:
             expr["values"] = list(req["values"])
         exprs.append(expr)
     return exprs
-
-
-def node_is_ready(node: dict[str, Any]) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
-
-
-def node_gpus(node: dict[str, Any]) -> int:
-    """Allocatable GPUs; falls back to GPU feature discovery's ``nvidia.com/gpu.count`` label."""
-    status = node.get("status") or {}
-    raw = (status.get("allocatable") or {}).get(GPU_RESOURCE) or (status.get("capacity") or {}).get(
-        GPU_RESOURCE
-    )
-    if raw is None:
-        raw = ((node.get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.count")
-    try:
-        return int(str(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
 
 
 class BYOProvisioner:
@@ -82,17 +69,21 @@ class BYOProvisioner:
     async def delete_nodes(self, request: NodeRequest) -> bool:
         return True  # the nodes are the user's
 
-    def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
+    def placement(self, request: NodeRequest, status: NodeStatus) -> Placement:
+        """The nodes the selector (and instance type) match, tolerating the GPU taint that GPU
+        nodes (AKS GPU pools, kaito's own) carry."""
         exprs = selector_affinity_terms(request.label_selector)
         if request.instance_type:
-            exprs.append({"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [request.instance_type]})
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": exprs}]
+            exprs.append({"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [request.instance_type]})
+        return Placement(
+            {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": exprs}]
+                    }
                 }
             }
-        }
+        )
 
 
 def candidates(request: NodeRequest, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,7 +93,7 @@ def candidates(request: NodeRequest, nodes: list[dict[str, Any]]) -> list[dict[s
         labels = (node.get("metadata") or {}).get("labels") or {}
         if not selector_matches(request.label_selector, labels):
             continue
-        if request.instance_type and labels.get(INSTANCE_TYPE_LABEL) != request.instance_type:
+        if request.instance_type and labels.get(LABEL_INSTANCE_TYPE) != request.instance_type:
             continue
         out.append(node)
     preferred = {n: i for i, n in enumerate(request.preferred_nodes)}
@@ -117,7 +108,7 @@ def assess(request: NodeRequest, nodes: list[dict[str, Any]]) -> NodeStatus:
     too_small: list[str] = []
     for node in candidates(request, nodes):
         name = node["metadata"]["name"]
-        if not node_is_ready(node) or (node.get("spec") or {}).get("unschedulable"):
+        if not is_node_ready(node) or (node.get("spec") or {}).get("unschedulable"):
             not_ready.append(name)
         elif request.gpus_per_node and node_gpus(node) < request.gpus_per_node:
             too_small.append(name)
@@ -179,7 +170,7 @@ def gpu_node_manifest(
     For clusters without real GPUs: ``make run``, tests and benchmarks create these for kwok to
     run (``fake`` adds kwok's annotation), and BYO Workspaces select them like real ones.
     """
-    sku = get_sku(instance_type)
+    sku = node_shape(instance_type).sku
     if sku is None:
         raise ValueError(
             f"instance type {instance_type!r} is not in kaito's GPU SKU table (kaito presets skus)"
@@ -193,10 +184,10 @@ def gpu_node_manifest(
     }
     node_labels = {
         **gpu_labels,
-        "kubernetes.io/hostname": name,
-        "kubernetes.io/os": "linux",
+        LABEL_HOSTNAME: name,
+        LABEL_OS: "linux",
         "kubernetes.io/arch": "amd64",
-        INSTANCE_TYPE_LABEL: sku.name,
+        LABEL_INSTANCE_TYPE: sku.name,
         "beta.kubernetes.io/instance-type": sku.name,
         "kubernetes.azure.com/agentpool": "gpu",
         "type": "kwok",
@@ -214,7 +205,7 @@ def gpu_node_manifest(
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": name, "labels": node_labels, "annotations": annotations},
-        "spec": {"taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}]},
+        "spec": {"taints": [gpu_taint()]},
         "status": {"capacity": capacity, "allocatable": dict(capacity)},
     }
 

@@ -32,16 +32,19 @@ from kaito.api.names import (
     LABEL_WORKSPACE_NAMESPACE,
     STORAGE_VERSION,
 )
-from kaito.api.nodeclaim import (
-    GPU_TAINT_KEY,
-    GPU_TAINT_VALUE,
-    KAITO_NODEPOOL,
+from kaito.api.nodeclaim import KAITO_NODEPOOL, LABEL_NODEPOOL, LAUNCHED, NODECLAIM, READY
+from kaito.nodes import (
+    LABEL_AZURE_SKU,
+    LABEL_HOSTNAME,
     LABEL_INSTANCE_TYPE,
-    LABEL_NODEPOOL,
-    LAUNCHED,
-    READY,
+    LABEL_OS,
+    NODE,
+    NodeRequest,
+    NodeStatus,
+    Placement,
+    gpu_taint,
+    is_node_ready,
 )
-from kaito.nodes import NodeRequest, NodeStatus
 from kaito.provisioners.options import Cloud, GPUProvisionerOptions, resolve_cloud
 from kaito.runtime import (
     GVK,
@@ -55,9 +58,6 @@ from kaito.runtime import (
     is_true,
 )
 
-NODECLAIM = GVK("karpenter.sh", "v1", "NodeClaim")
-NODEPOOL = GVK("karpenter.sh", "v1", "NodePool")
-NODE = GVK("", "v1", "Node")
 POD = GVK("", "v1", "Pod")
 WORKSPACE = GVK(GROUP, STORAGE_VERSION, KIND)
 #: The StatefulSet ordinal Kubernetes (1.28+) writes on each pod; older ones: the name's suffix.
@@ -75,14 +75,10 @@ ORPHAN_SWEEP_INTERVAL = 60.0
 
 log = get_logger("kaito.provisioners.gpu_provisioner")
 
-LABEL_OS = "kubernetes.io/os"
-LABEL_HOSTNAME = "kubernetes.io/hostname"
-LABEL_AZURE_SKU = "karpenter.azure.com/sku-name"
 LABEL_AWS_GPU_COUNT = "karpenter.k8s.aws/instance-gpu-count"
 ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 DEFAULT_NODE_IMAGE_FAMILY = "ubuntu"
 DEFAULT_STORAGE = "1024Gi"
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 #: nodeClassRef per cloud: what upstream Kaito v0.12 writes.
@@ -142,7 +138,7 @@ def nodeclaim_manifest(
         },
         "spec": {
             "nodeClassRef": dict(NODE_CLASS_REFS[cloud]),
-            "taints": [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NoSchedule"}],
+            "taints": [gpu_taint()],
             "requirements": requirements,
             "resources": {"requests": {"ephemeral-storage": storage}},
         },
@@ -165,13 +161,6 @@ async def workspace_gone(client: Client, namespace: str, name: str) -> bool:
         await client.get(WORKSPACE, name, namespace, cached=False)
     except NotFoundError:
         return True
-    return False
-
-
-def is_node_ready(node: dict[str, Any]) -> bool:
-    for cond in (node.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
     return False
 
 
@@ -502,7 +491,9 @@ class GPUProvisioner:
         )
         await self.delete_nodes(request)
 
-    def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
+    def placement(self, request: NodeRequest, status: NodeStatus) -> Placement:
+        """The Workspace's claimed nodes (by the labels each claim gives its node) or its
+        preferred nodes, tolerating the GPU taint the claims put on them."""
         terms: list[dict[str, Any]] = [
             {
                 "matchExpressions": [
@@ -519,9 +510,9 @@ class GPUProvisioner:
                     ]
                 }
             )
-        return {
-            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}
-        }
+        return Placement(
+            {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+        )
 
 
 class OrphanClaimSweeper:
@@ -607,3 +598,14 @@ class OrphanClaimSweeper:
                 log.warning("orphan NodeClaim sweep failed; will retry", error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
+
+
+def new_backend(manager: Manager, options: GPUProvisionerOptions) -> GPUProvisioner:
+    """The registry's factory (:mod:`kaito.provisioners.registry`): the backend plus its
+    orphan-claim sweep (leader-only, on ``manager``), which a NodeClaim backend always needs."""
+    manager.add(
+        OrphanClaimSweeper(
+            manager, grace=options.orphan_nodeclaim_grace, interval=options.orphan_nodeclaim_interval
+        )
+    )
+    return GPUProvisioner(manager, options)

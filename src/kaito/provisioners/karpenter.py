@@ -14,16 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from kaito.api.names import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
-from kaito.api.nodeclaim import GPU_TAINT_KEY, GPU_TAINT_VALUE, LABEL_INSTANCE_TYPE, LABEL_NODEPOOL
-from kaito.nodes import NodeRequest, NodeStatus
-from kaito.provisioners.gpu_provisioner import (
+from kaito.api.nodeclaim import LABEL_NODEPOOL, NODECLAIM, NODEPOOL
+from kaito.nodes import (
+    LABEL_INSTANCE_TYPE,
     NODE,
-    NODECLAIM,
-    NODEPOOL,
-    claim_failure,
+    NodeRequest,
+    NodeStatus,
+    Placement,
+    gpu_taint,
     is_node_ready,
-    workspace_gone,
 )
+from kaito.provisioners.gpu_provisioner import claim_failure, workspace_gone
 from kaito.provisioners.options import KarpenterOptions
 from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, is_true
 
@@ -60,7 +61,7 @@ def nodepool_manifest(request: NodeRequest, node_class: dict[str, str] | None = 
     }
     # The user's labels first, kaito's after, so a matchLabels entry can never override the
     # labels kaito finds the nodes by. karpenter.sh/nodepool is Karpenter's to write (the pool's
-    # name, which node_affinity selects on); a user's value for it is not passed on.
+    # name, which placement selects on); a user's value for it is not passed on.
     user = {
         k: v
         for k, v in ((request.label_selector or {}).get("matchLabels") or {}).items()
@@ -85,7 +86,7 @@ def nodepool_manifest(request: NodeRequest, node_class: dict[str, str] | None = 
                     "requirements": [
                         {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [request.instance_type]},
                     ],
-                    "taints": [{"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": "NoSchedule"}],
+                    "taints": [gpu_taint()],
                     "expireAfter": "Never",
                 },
             },
@@ -213,7 +214,8 @@ class KarpenterProvisioner:
         await self.client.delete(NODEPOOL, name, ignore_not_found=True)
         self._unseen.discard(name)
 
-    def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
+    def placement(self, request: NodeRequest, status: NodeStatus) -> Placement:
+        """The nodes Karpenter labels with the Workspace's pool, tolerating the pool's GPU taint."""
         expr = [
             {
                 "key": LABEL_NODEPOOL,
@@ -221,10 +223,12 @@ class KarpenterProvisioner:
                 "values": [nodepool_name(request.namespace, request.workspace)],
             }
         ]
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": expr}]
+        return Placement(
+            {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": expr}]
+                    }
                 }
             }
-        }
+        )

@@ -5,8 +5,8 @@ read, and a setting nobody reads cannot hide in a shared ``Any``. ``kaito contro
 them from its flags (and, for ``CLOUD_PROVIDER``, the environment the chart sets) into
 :class:`kaito.operator.OperatorOptions`, which hands each backend its own.
 
-This module imports nothing heavy, so the CLI can build the options of every backend without
-loading any of them.
+Each field's docstring is its ``kaito controller`` flag's help text. This module imports nothing
+heavy, so the CLI can build the options of every backend without loading any of them.
 """
 
 from __future__ import annotations
@@ -54,23 +54,18 @@ class BYOOptions:
 class GPUProvisionerOptions:
     """Settings of ``--node-provisioner gpu-provisioner`` (NodeClaims, as upstream Kaito writes)."""
 
-    #: Cloud whose NodeClaim shape to write (nodeClassRef, requirements): ``azure`` or ``aws``.
-    #: None: not set explicitly, so ``$CLOUD_PROVIDER`` decides, else azure (see
-    #: :func:`resolve_cloud`). ``kaito controller`` resolves it at start, so a bad value is
-    #: refused before anything runs.
     cloud_provider: Cloud | None = None
-    #: Seconds a NodeClaim whose ``kaito.sh/workspace`` labels name
-    #: no existing Workspace is left before it is deleted. The finalizer deletes a Workspace's
-    #: claims; this sweep catches any that escaped it (a create answered after the finalizer ran,
-    #: a finalizer removed by hand) and would otherwise hold a GPU node forever. Long enough that
-    #: a claim just made by hand or by a Workspace still being created is never touched.
+    """gpu-provisioner backend: the cloud whose NodeClaim shape to write (nodeClassRef,
+    requirements), azure or aws (default: $CLOUD_PROVIDER, which the chart sets, else azure)."""
     orphan_nodeclaim_grace: float = 300.0
-    #: Seconds between two such sweeps (the first runs at start, once the caches synced).
+    """gpu-provisioner: age (s) before a NodeClaim of no Workspace is deleted. The finalizer
+    deletes a Workspace's claims; this sweep catches any that escaped it (a create answered after
+    the finalizer ran, a finalizer removed by hand), which would otherwise hold a GPU node forever."""
     orphan_nodeclaim_interval: float = 60.0
-    #: Seconds a Ready preferred node may be NotReady and still
-    #: stand in for a NodeClaim (a kubelet restart must not buy a GPU node that its return makes
-    #: surplus).
+    """gpu-provisioner: seconds between two sweeps for such claims (the first runs at start)."""
     preferred_node_grace: float = 300.0
+    """gpu-provisioner: seconds a NotReady preferred node still counts (a kubelet restart must not
+    buy a GPU node that its return makes surplus)."""
 
     def cloud(self, environ: Mapping[str, str] | None = None) -> Cloud:
         """The cloud these options select, the environment filling in an unset value."""
@@ -109,10 +104,10 @@ class NodeClassRef:
 class KarpenterOptions:
     """Settings of ``--node-provisioner karpenter`` (one static NodePool per Workspace)."""
 
-    #: The node class the NodePools reference; None: kwok's (``karpenter.kwok.sh/KWOKNodeClass/
-    #: default``, the local peer). A real cloud needs its provider's class (AKSNodeClass,
-    #: EC2NodeClass), set with ``--karpenter-node-class`` or the chart's ``karpenter.nodeClass``.
     node_class: NodeClassRef | None = None
+    """karpenter backend: the NodePools' node class as group/Kind/name, e.g.
+    karpenter.azure.com/AKSNodeClass/default (default: kwok's; a real cloud needs its provider's
+    class, the chart's karpenter.nodeClass)."""
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from workspace_webhooks import serving_webhook, workspace_webhooks
 
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions
+from kaito.operator.options import WebhookOptions
 from kaito.operator.wiring import webhook_validation_options
 
 pytestmark = pytest.mark.cluster
@@ -94,7 +95,12 @@ async def test_privileged_template_is_refused_by_default_and_admitted_when_allow
     assert "inference.template.spec.containers[0].securityContext.privileged" in refused.stderr
     assert "--allow-privileged-pods" in refused.stderr and "refusePrivilegedPods=false" in refused.stderr
 
-    async with hooked(kube_cluster, namespace, tmp_path, OperatorOptions(refuse_privileged_pods=False)):
+    async with hooked(
+        kube_cluster,
+        namespace,
+        tmp_path,
+        OperatorOptions(webhook=WebhookOptions(refuse_privileged_pods=False)),
+    ):
         admitted = await _create(kube_cluster, namespace, PRIVILEGED)
     assert admitted.returncode == 0, admitted.stderr
     stored = json.loads(

@@ -38,9 +38,12 @@ from kaito.api import names
 from kaito.controllers.workspace import WORKSPACE
 from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
 from kaito.envtest import Cluster
-from kaito.nodes import NodeRequest, NodeStatus
+from kaito.nodes import NodeRequest, NodeStatus, Placement
 from kaito.operator import BACKENDS, OperatorOptions
+from kaito.operator.options import ProvisionerOptions
+from kaito.provisioners import BackendSpec
 from kaito.provisioners.byo import gpu_node_manifest
+from kaito.provisioners.options import BYOOptions
 from kaito.runtime import GVK, Client, Manager, NotFoundError
 
 pytestmark = pytest.mark.cluster
@@ -325,25 +328,29 @@ class HeldNodes:
                 await self.client.delete(NODE, node["metadata"]["name"])
         return not mine
 
-    def node_affinity(self, request: NodeRequest, status: NodeStatus) -> dict[str, Any]:
+    def placement(self, request: NodeRequest, status: NodeStatus) -> Placement:
         exprs = [{"key": names.LABEL_WORKSPACE, "operator": "In", "values": [request.workspace]}]
-        return {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": exprs}]
+        return Placement(
+            {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": exprs}]
+                    }
                 }
             }
-        }
+        )
 
 
 async def test_stuck_nodes_keep_the_workspace_deleting_with_a_reason(
     crds: Cluster, kclient: Client, namespace: str
 ) -> None:
-    BACKENDS["held-nodes"] = HeldNodes
+    BACKENDS["held-nodes"] = BackendSpec(BYOOptions, HeldNodes)
     running = Running(
         crds,
         OperatorOptions(
-            metrics_bind_address="0", health_probe_bind_address="0", node_provisioner="held-nodes"
+            metrics_bind_address="0",
+            health_probe_bind_address="0",
+            provisioner=ProvisionerOptions(name="held-nodes"),
         ),
     )
     op = await running.start()

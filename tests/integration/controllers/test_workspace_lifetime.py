@@ -25,6 +25,7 @@ from kaito.api import names
 from kaito.controllers.workspace import WORKSPACE
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions, build_operator
+from kaito.operator.options import ElectionOptions
 from kaito.runtime import LEASE, Client, LeaderElector, NotFoundError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
@@ -92,11 +93,8 @@ async def test_no_background_write_after_the_lease_is_lost(
             metrics_bind_address="0",
             health_probe_bind_address="0",
             namespace=namespace,
-            leader_elect=True,
-            leader_election_id=lease_name,
-            leader_election_namespace=namespace,
+            leader_election=ElectionOptions(enabled=True, id=lease_name, namespace=namespace, **timings),
             max_concurrent_reconciles=1,  # one background slot: the second write waits
-            **timings,
         )
         op = build_operator(proxy.configuration(), options, handle_signals=False)
         task = asyncio.create_task(op.start())

@@ -12,16 +12,15 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.controllers.nodeclaim import (
     NodeClaimController,
     NodeClaimOptions,
     setup_nodeclaim_controller,
 )
 from kaito.envtest.aks import AksEmulator, VmSize
-from kaito.nodes import CloudProvider
+from kaito.nodes import NODE, CloudProvider, node_shape
 from kaito.presets import list_skus
-from kaito.provisioners.cloud import node_shape
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM
 from kaito.runtime import Client, Manager, NotFoundError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -191,10 +190,10 @@ def aks_credential(emu: AksEmulator) -> Any:
 
 
 def aks_cloud(emu: AksEmulator) -> Callable[[Manager], CloudProvider]:
-    from kaito.provisioners.cloud.aks import AksCloudProvider, AksSettings
+    from kaito.provisioners.cloud.aks import AksCloudProvider, AksOptions
 
     def make(mgr: Manager) -> CloudProvider:
-        settings = AksSettings(
+        settings = AksOptions(
             subscription_id=emu.subscription,
             resource_group=emu.resource_group,
             cluster_name=emu.cluster_name,

@@ -19,9 +19,10 @@ from provisioning_helpers import (
     node_provisioner,
 )
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.envtest.aks import CUT, AksEmulator, Fault
-from kaito.nodes import NodeRequest
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, GPUProvisioner, nodeclaim_manifest
+from kaito.nodes import NODE, NodeRequest
+from kaito.provisioners.gpu_provisioner import GPUProvisioner, nodeclaim_manifest
 from kaito.runtime import GVK, Client
 
 EVENT = GVK("", "v1", "Event")

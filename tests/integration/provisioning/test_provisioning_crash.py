@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from provisioning_helpers import claim_ready, delete_claims_and_wait, eventually, get_or_none
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.envtest.aks import AksEmulator
 from kaito.nodes import NodeRequest
-from kaito.provisioners.gpu_provisioner import NODECLAIM, nodeclaim_manifest
+from kaito.provisioners.gpu_provisioner import nodeclaim_manifest
 from kaito.runtime import Client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster]

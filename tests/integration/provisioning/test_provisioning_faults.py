@@ -27,10 +27,12 @@ from aiohttp import web
 from faultproxy import Chunks, FaultProxy, Seen
 from provisioning_helpers import ROOT, condition, get_or_none, new_manager, running
 
+from kaito.api.nodeclaim import NODECLAIM, NODEPOOL
 from kaito.envtest import eventually
-from kaito.nodes import NodeRequest
+from kaito.nodes import NODE, NodeRequest
 from kaito.operator import Operator, OperatorOptions, build_operator
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL, GPUProvisioner, nodeclaim_manifest
+from kaito.operator.options import ProvisionerOptions
+from kaito.provisioners.gpu_provisioner import GPUProvisioner, nodeclaim_manifest
 from kaito.provisioners.karpenter import KarpenterProvisioner, nodepool_manifest, nodepool_name
 from kaito.provisioners.options import GPUProvisionerOptions
 from kaito.runtime import GVK, ApiError, Client, Manager, NotFoundError
@@ -120,12 +122,14 @@ async def _replay(body: bytes) -> AsyncIterator[bytes]:
 async def operator(config: Any, **options: Any) -> AsyncIterator[Operator]:
     """The workspace controller with the gpu-provisioner backend (no node-provisioner)."""
     opts = OperatorOptions(
-        node_provisioner="gpu-provisioner", metrics_bind_address="0", health_probe_bind_address="0"
+        provisioner=ProvisionerOptions(name="gpu-provisioner"),
+        metrics_bind_address="0",
+        health_probe_bind_address="0",
     )
     # Set after construction, so that this file also runs against a build that lacks an option
     # (that is how each test was seen to fail before its fix).
     for key, value in options.items():
-        setattr(opts, key, value)
+        setattr(opts.provisioner, key, value)
     op = build_operator(config, opts, handle_signals=False)
     task = asyncio.create_task(op.start())
     try:

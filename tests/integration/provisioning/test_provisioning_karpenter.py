@@ -22,12 +22,12 @@ from provisioning_helpers import (
     running,
 )
 
+from kaito.api.nodeclaim import NODECLAIM, NODEPOOL
 from kaito.envtest.karpenter import InstanceTypeSpec, KarpenterProcess, ensure_karpenter
-from kaito.nodes import NodeRequest
+from kaito.nodes import NODE, NodeRequest, node_shape
 from kaito.operator import OperatorOptions, build_operator
+from kaito.operator.options import ProvisionerOptions
 from kaito.presets import list_skus
-from kaito.provisioners.cloud import node_shape
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, NODEPOOL
 from kaito.provisioners.karpenter import KarpenterProvisioner, nodepool_name
 from kaito.runtime import GVK, Client
 
@@ -156,7 +156,9 @@ async def test_seed_workspace_ready_through_karpenter(
     op = build_operator(
         crds.client_configuration(),
         OperatorOptions(
-            node_provisioner="karpenter", metrics_bind_address="0", health_probe_bind_address="0"
+            provisioner=ProvisionerOptions(name="karpenter"),
+            metrics_bind_address="0",
+            health_probe_bind_address="0",
         ),
         handle_signals=False,
     )

@@ -21,9 +21,10 @@ from provisioning_helpers import (
     node_provisioner,
 )
 
-from kaito.nodes import NodeRequest
+from kaito.api.nodeclaim import NODECLAIM
+from kaito.nodes import NODE, NodeRequest
 from kaito.provisioners.cloud.kwok import KwokCloudProvider, LocalNodes
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, GPUProvisioner, nodeclaim_manifest
+from kaito.provisioners.gpu_provisioner import GPUProvisioner, nodeclaim_manifest
 from kaito.runtime import Client, Manager, NotFoundError
 
 pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster]

@@ -23,12 +23,13 @@ from provisioning_helpers import (
     running,
 )
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.controllers.nodeclaim import setup_nodeclaim_controller
 from kaito.envtest.aks import AksEmulator
-from kaito.nodes import CloudProvider
+from kaito.nodes import NODE, CloudProvider
 from kaito.operator import OperatorOptions, build_operator
+from kaito.operator.options import ProvisionerOptions
 from kaito.provisioners.cloud.kwok import KwokCloudProvider
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM
 from kaito.runtime import GVK, Client, Manager
 
 pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster]
@@ -47,7 +48,7 @@ async def stack(
     op = build_operator(
         cluster.client_configuration(),
         OperatorOptions(
-            node_provisioner="gpu-provisioner",
+            provisioner=ProvisionerOptions(name="gpu-provisioner"),
             metrics_bind_address="0",
             health_probe_bind_address="0",
         ),

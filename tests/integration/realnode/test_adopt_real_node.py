@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kaito.api.nodeclaim import NODECLAIM
 from kaito.controllers.nodeclaim import setup_nodeclaim_controller
 from kaito.envtest import Cluster
 from kaito.envtest.cluster import ClusterOptions
@@ -31,10 +32,9 @@ from kaito.envtest.realnode import (
     cluster_options,
     missing_requirements,
 )
-from kaito.nodes import NodeRequest
-from kaito.provisioners.cloud import claim_node_labels, node_shape
+from kaito.nodes import NODE, NodeRequest, claim_node_labels, node_shape
 from kaito.provisioners.cloud.kwok import ClaimSelector, KwokCloudProvider
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, nodeclaim_manifest
+from kaito.provisioners.gpu_provisioner import nodeclaim_manifest
 from kaito.runtime import GVK, Client, Manager, NotFoundError
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -152,14 +152,17 @@ def test_the_operator_flag_reaches_the_webhooks_options() -> None:
 
     from kaito.cli.main import app
     from kaito.operator import OperatorOptions
+    from kaito.operator.options import WebhookOptions
     from kaito.operator.wiring import webhook_validation_options
 
     command = typer.main.get_command(app).commands["controller"]  # type: ignore[attr-defined]
     flags = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
     assert {"--refuse-privileged-pods", "--allow-privileged-pods"} <= flags
-    assert OperatorOptions().refuse_privileged_pods is True
+    assert OperatorOptions().webhook.refuse_privileged_pods is True
     assert webhook_validation_options(OperatorOptions()).refuse_privileged_pods is True
-    allowing = webhook_validation_options(OperatorOptions(refuse_privileged_pods=False))
+    allowing = webhook_validation_options(
+        OperatorOptions(webhook=WebhookOptions(refuse_privileged_pods=False))
+    )
     assert allowing.refuse_privileged_pods is False
     # The rest stays the API's defaults, as before the policy existed.
     assert (allowing.cloud, allowing.auto_provisioning) == (ValidationOptions().cloud, True)

@@ -218,9 +218,15 @@ def _pod(obj: Obj) -> Obj:
         count=plan.node_count,
         label_selector=model.resource.label_selector.to_dict(),
     )
-    affinity = BYOProvisioner.node_affinity(None, request, assess(request, []))  # type: ignore[arg-type]
+    placement = BYOProvisioner.placement(None, request, assess(request, []))  # type: ignore[arg-type]
     sts = inference.build_statefulset(
-        obj, model, plan, affinity=affinity, revision=1, options=WorkspaceControllerOptions()
+        obj,
+        model,
+        plan,
+        affinity=placement.affinity,
+        tolerations=placement.tolerations,
+        revision=1,
+        options=WorkspaceControllerOptions(),
     )
     pod: Obj = sts["spec"]["template"]["spec"]
     return pod

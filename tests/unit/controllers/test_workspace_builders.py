@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,15 @@ def workload(obj: Obj, revision_number: int = 1) -> tuple[Obj, inference.Plan]:
         count=plan.node_count,
         label_selector=model.resource.label_selector.to_dict(),
     )
-    affinity = BYOProvisioner.node_affinity(None, request, assess(request, []))  # type: ignore[arg-type]
+    placement = BYOProvisioner.placement(None, request, assess(request, []))  # type: ignore[arg-type]
     sts = inference.build_statefulset(
-        obj, model, plan, affinity=affinity, revision=revision_number, options=WorkspaceControllerOptions()
+        obj,
+        model,
+        plan,
+        affinity=placement.affinity,
+        tolerations=placement.tolerations,
+        revision=revision_number,
+        options=WorkspaceControllerOptions(),
     )
     return sts, plan
 
@@ -287,7 +294,7 @@ def test_byo_counts_ready_matching_gpu_nodes_and_says_what_is_missing() -> None:
     n3["status"].update(ready)
     result = assess(request, [n3, n1, other])
     assert result.ready and result.nodes == ["n1", "n3"]
-    preferred = NodeRequest(**{**request.__dict__, "preferred_nodes": ("n3",)})
+    preferred = dataclasses.replace(request, preferred_nodes=("n3",))
     assert assess(preferred, [n1, n3]).nodes == ["n3", "n1"]
 
 

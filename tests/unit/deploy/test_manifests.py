@@ -46,8 +46,8 @@ def test_controller_probes_on_8081_and_its_grace_period_covers_the_shutdown_budg
 def test_names_match_the_certificate_controller_defaults() -> None:
     """kustomize prefixes names with kaito-; the controller's defaults must be those names."""
     opts, certs = OperatorOptions(), CertOptions()
-    assert opts.webhook_service_name == certs.service_name == "kaito-webhook-service"
-    assert opts.webhook_secret_name == certs.secret_name == "kaito-webhook-server-cert"
+    assert opts.webhook.service_name == certs.service_name == "kaito-webhook-service"
+    assert opts.webhook.secret_name == certs.secret_name == "kaito-webhook-server-cert"
     hooks = {d["kind"]: "kaito-" + d["metadata"]["name"] for d in docs(CONFIG / "webhook" / "manifests.yaml")}
     assert hooks["ValidatingWebhookConfiguration"] == certs.validating_configurations[0]
     assert hooks["MutatingWebhookConfiguration"] == certs.mutating_configurations[0]

@@ -9,14 +9,8 @@ from typing import Any
 import pytest
 
 from kaito.api.nodeclaim import NodeClaim, NodePool
-from kaito.nodes import NodeRequest
-from kaito.provisioners.cloud import (
-    claim_instance_type,
-    claim_node_labels,
-    claim_taints,
-    node_shape,
-)
-from kaito.provisioners.cloud.aks import AksCloudProvider, AksSettings, pool_name
+from kaito.nodes import NodeRequest, claim_instance_type, claim_node_labels, claim_taints, node_shape
+from kaito.provisioners.cloud.aks import AksCloudProvider, AksOptions, pool_name
 from kaito.provisioners.cloud.kwok import KwokCloudProvider
 from kaito.provisioners.gpu_provisioner import claim_failure, nodeclaim_manifest, nodeclaim_name
 from kaito.provisioners.karpenter import nodepool_manifest, nodepool_name
@@ -193,7 +187,7 @@ async def test_aks_agent_pool_body_from_a_claim() -> None:
 
     aks = AksCloudProvider(
         client=None,  # type: ignore[arg-type]
-        settings=AksSettings(subscription_id="s", resource_group="rg", cluster_name="c"),
+        settings=AksOptions(subscription_id="s", resource_group="rg", cluster_name="c"),
         credential=Token(),
     )
     claim = nodeclaim_manifest(request())

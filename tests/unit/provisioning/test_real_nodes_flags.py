@@ -11,11 +11,14 @@ from kaito.cli.main import app
 from kaito.envtest.cluster import REAL_NODE_LABEL as NODE_REGISTERS_WITH
 from kaito.envtest.cluster import REAL_NODE_VALUE as NODE_REGISTERS_VALUE
 from kaito.operator.nodeprovisioner import NodeProvisionerOptions, in_process_options, validate
-from kaito.operator.options import OperatorOptions
+from kaito.operator.options import InProcessCloud, OperatorOptions, ProvisionerOptions
+from kaito.provisioners.cloud import CloudOptions
+from kaito.provisioners.cloud.aks import AksOptions
 from kaito.provisioners.cloud.kwok import (
     REAL_NODE_LABEL,
     REAL_NODE_VALUE,
     ClaimSelector,
+    KwokOptions,
     LocalNodes,
     RealNodes,
 )
@@ -40,27 +43,32 @@ def test_real_nodes_selector_is_the_local_nodes_one_and_names_its_flag() -> None
 
 
 def test_validate_names_the_flag_and_the_fix() -> None:
-    validate(NodeProvisionerOptions(cloud="kwok", real_nodes="all"))
-    validate(NodeProvisionerOptions(cloud="kwok", real_nodes="apps=phi-3", local_nodes="apps=other"))
+    def kwok(**flags: str) -> dict[str, CloudOptions]:
+        return {"kwok": KwokOptions(**flags)}
+
+    validate(NodeProvisionerOptions(cloud="kwok", clouds=kwok(real_nodes="all")))
+    validate(
+        NodeProvisionerOptions(cloud="kwok", clouds=kwok(real_nodes="apps=phi-3", local_nodes="apps=other"))
+    )
     with pytest.raises(ValueError, match=r"^--real-nodes: 'apps=' is not a selector term"):
-        validate(NodeProvisionerOptions(cloud="kwok", real_nodes="apps="))
+        validate(NodeProvisionerOptions(cloud="kwok", clouds=kwok(real_nodes="apps=")))
     with pytest.raises(ValueError, match=r"^--real-nodes is for --cloud kwok .* not 'aks'; drop it"):
-        validate(
-            NodeProvisionerOptions(
-                cloud="aks", real_nodes="all", subscription_id="s", resource_group="g", cluster_name="c"
-            )
-        )
+        aks = AksOptions(subscription_id="s", resource_group="g", cluster_name="c")
+        validate(NodeProvisionerOptions(cloud="aks", clouds={**kwok(real_nodes="all"), "aks": aks}))
 
 
 def test_controller_threads_real_nodes_to_its_in_process_provisioner() -> None:
-    opts = OperatorOptions(
-        node_provisioner="gpu-provisioner", node_provisioner_cloud="kwok", real_nodes="apps=phi-3"
-    )
-    np = in_process_options(opts)
-    assert np is not None and np.real_nodes == "apps=phi-3"
+    def options(cloud: str, real_nodes: str) -> OperatorOptions:
+        return OperatorOptions(
+            provisioner=ProvisionerOptions(name="gpu-provisioner"),
+            cloud=InProcessCloud(name=cloud, clouds={"kwok": KwokOptions(real_nodes=real_nodes)}),
+        )
+
+    np = in_process_options(options("kwok", "apps=phi-3"))
+    assert np is not None and np.options() == KwokOptions(real_nodes="apps=phi-3")
     with pytest.raises(ValueError, match=r"^--real-nodes needs --node-provisioner-cloud kwok"):
-        in_process_options(OperatorOptions(node_provisioner="gpu-provisioner", real_nodes="all"))
-    bad = OperatorOptions(node_provisioner="gpu-provisioner", node_provisioner_cloud="kwok", real_nodes="x=")
+        in_process_options(options("", "all"))
+    bad = options("kwok", "x=")
     with pytest.raises(ValueError, match=r"^--real-nodes: 'x=' is not a selector term"):
         in_process_options(bad)
 

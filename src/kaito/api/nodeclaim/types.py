@@ -12,13 +12,20 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kaito.api.meta import Condition, KubeModel, ManifestMixin, ObjectMeta
+from kaito.runtime import GVK
 
 KARPENTER_GROUP = "karpenter.sh"
 KARPENTER_VERSION = "v1"
 KARPENTER_API_VERSION = f"{KARPENTER_GROUP}/{KARPENTER_VERSION}"
+#: The kinds, as the client and the informers address them (the one definition kaito has).
+NODECLAIM = GVK(KARPENTER_GROUP, KARPENTER_VERSION, "NodeClaim")
+NODEPOOL = GVK(KARPENTER_GROUP, KARPENTER_VERSION, "NodePool")
 LABEL_NODEPOOL = "karpenter.sh/nodepool"
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 KAITO_NODEPOOL = "kaito"
+#: The taint every GPU node kaito asks for carries (``sku=gpu:NoSchedule``, as upstream Kaito and
+#: AKS GPU pools): only pods tolerating it land there. ``kaito.nodes.gpu`` builds taint and
+#: toleration from these two.
 GPU_TAINT_KEY = "sku"
 GPU_TAINT_VALUE = "gpu"
 

@@ -11,17 +11,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kaito.api.nodeclaim import INITIALIZED, KAITO_NODEPOOL, LABEL_NODEPOOL, LAUNCHED, READY, REGISTERED
-from kaito.nodes import CloudError, CloudProvider, Instance, InstanceState
-from kaito.provisioners.cloud import (
+from kaito.api.nodeclaim import (
+    INITIALIZED,
+    KAITO_NODEPOOL,
+    LABEL_NODEPOOL,
+    LAUNCHED,
+    NODECLAIM,
+    READY,
+    REGISTERED,
+)
+from kaito.nodes import (
     GPU_RESOURCE,
     LABEL_NODECLAIM,
+    NODE,
+    CloudError,
+    CloudProvider,
+    Instance,
+    InstanceState,
     claim_node_labels,
     claim_taints,
     is_adopted,
+    is_node_ready,
     node_shape,
 )
-from kaito.provisioners.gpu_provisioner import NODE, NODECLAIM, is_node_ready
 from kaito.runtime import (
     NORMAL,
     WARNING,
@@ -52,20 +64,30 @@ _log = get_logger("kaito.controllers.nodeclaim")
 
 @dataclass
 class NodeClaimOptions:
-    """Timeouts in seconds; tests shorten them, production keeps Karpenter's defaults."""
+    """How the node-provisioner judges claims; each field is a ``kaito node-provisioner`` flag
+    (``launch_timeout`` -> ``--launch-timeout``) whose help text is the field's docstring.
+    Seconds throughout; tests shorten them, production keeps Karpenter's defaults."""
 
     launch_timeout: float = 300.0
+    """Delete a claim whose cloud instance is not launched within this many seconds (s)."""
     registration_timeout: float = 900.0
+    """Delete a claim whose node never joins the cluster within this many seconds (s)."""
     initialization_timeout: float = 900.0
-    #: Instances with no NodeClaim older than this are deleted.
+    """Delete a claim whose node never turns Ready with its GPUs within this many seconds (s)."""
     gc_grace: float = 120.0
+    """Delete cloud instances that have no NodeClaim once older than this (s)."""
     gc_interval: float = 30.0
-    #: How often a launching instance or a refused create is looked at again.
+    """Seconds between two sweeps for such orphan instances."""
     poll_interval: float = 2.0
+    """How often a launching instance or a refused create is looked at again (s)."""
     error_retry: float = 5.0
+    """Seconds before retrying a create the cloud refused."""
     max_concurrent_reconciles: int = 16
+    """NodeClaims reconciled at once."""
     nodepool: str = KAITO_NODEPOOL
+    """The karpenter.sh/nodepool label value of the claims this node-provisioner serves."""
     component: str = "kaito-node-provisioner"
+    """Event source of the events written on claims."""
 
 
 def _epoch(ts: str | None) -> float | None:
@@ -213,7 +235,7 @@ class NodeClaimController:
                 INITIALIZED,
                 "Unknown",
                 "AwaitingInitialization",
-                "waiting for the node to be Ready with nvidia.com/gpu allocatable",
+                f"waiting for the node to be Ready with {GPU_RESOURCE} allocatable",
             )
             self._set_ready(claim)
             return Result(

@@ -38,7 +38,7 @@ from kaito.controllers.workspace.workload import (
     WorkloadDeps,
     unparsed_request,
 )
-from kaito.nodes import NodeProvisioner
+from kaito.nodes import NODE, NodeProvisioner
 from kaito.runtime import (
     GVK,
     NORMAL,
@@ -66,7 +66,6 @@ STATEFULSET = GVK("apps", "v1", "StatefulSet")
 SERVICE = GVK("", "v1", "Service")
 CONFIGMAP = GVK("", "v1", "ConfigMap")
 POD = GVK("", "v1", "Pod")
-NODE = GVK("", "v1", "Node")
 CONTROLLER_REVISION = revision.CONTROLLER_REVISION
 
 #: Hash of the manifest kaito last applied to a child (the Writer's fingerprint annotation).

@@ -39,18 +39,17 @@ from kaito.controllers.workspace.inference.weights import WeightsSourceError, ap
 from kaito.controllers.workspace.labels import child_labels, headless_name, selector_labels
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
+from kaito.nodes import GPU_RESOURCE, gpu_tolerations
 from kaito.presets import ModelPreset, PresetError, fit, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 
 Obj = dict[str, Any]
-GPU = "nvidia.com/gpu"
+GPU = GPU_RESOURCE
 CONTAINER = "inference"
 ENV_HF_TOKEN = "HF_TOKEN"
 
-TOLERATIONS: list[Obj] = [
-    {"key": GPU, "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-]
+#: The GPU nodes' taints, tolerated (kaito.nodes owns both); the default where no placement is given.
+TOLERATIONS: list[Obj] = gpu_tolerations()
 
 
 class PlanError(ValueError):
@@ -291,7 +290,12 @@ def pull_secrets(ws: Workspace) -> list[Obj]:
 
 
 def _pod_spec(
-    ws_obj: Obj, ws: Workspace, plan: Plan, affinity: Obj, options: WorkspaceControllerOptions
+    ws_obj: Obj,
+    ws: Workspace,
+    plan: Plan,
+    affinity: Obj,
+    options: WorkspaceControllerOptions,
+    tolerations: list[Obj],
 ) -> Obj:
     assert ws.inference is not None and ws.inference.preset is not None
     preset = ws.inference.preset
@@ -375,7 +379,7 @@ def _pod_spec(
     spec: Obj = {
         "containers": [container],
         "volumes": volumes,
-        "tolerations": copy.deepcopy(TOLERATIONS),
+        "tolerations": copy.deepcopy(tolerations),
         "affinity": copy.deepcopy(affinity),
     }
     if inits:
@@ -411,7 +415,7 @@ def template_gpus(template: Obj) -> int:
     return total
 
 
-def _template_pod(ws: Workspace, plan: Plan, affinity: Obj) -> tuple[Obj, Obj]:
+def _template_pod(ws: Workspace, plan: Plan, affinity: Obj, tolerations: list[Obj]) -> tuple[Obj, Obj]:
     """The user's pod template as given; kaito adds its labels, and its GPU tolerations and node
     affinity only where the template sets none."""
     assert ws.inference is not None and ws.inference.template is not None
@@ -426,7 +430,7 @@ def _template_pod(ws: Workspace, plan: Plan, affinity: Obj) -> tuple[Obj, Obj]:
             f"inference.template asks for {asked} GPUs per pod; "
             f"{ws.resource.instance_type} has {plan.gpus_per_node}",
         )
-    spec.setdefault("tolerations", copy.deepcopy(TOLERATIONS))
+    spec.setdefault("tolerations", copy.deepcopy(tolerations))
     spec.setdefault("affinity", copy.deepcopy(affinity))
     return (template.get("metadata") or {}), spec
 
@@ -439,15 +443,19 @@ def build_statefulset(
     affinity: Obj,
     revision: int,
     options: WorkspaceControllerOptions,
+    tolerations: list[Obj] | None = None,
 ) -> Obj:
+    """``affinity`` and ``tolerations``: the placement the node provisioner returned
+    (:class:`kaito.nodes.Placement`); tolerations default to the GPU nodes' taints."""
+    tolerations = TOLERATIONS if tolerations is None else tolerations
     meta = ws_obj["metadata"]
     assert ws.inference is not None
     if ws.inference.template is not None:
-        tmeta, pod_spec = _template_pod(ws, plan, affinity)
+        tmeta, pod_spec = _template_pod(ws, plan, affinity, tolerations)
         pod_labels = {**(tmeta.get("labels") or {}), **child_labels(ws_obj)}
         pod_annotations = {**(tmeta.get("annotations") or {})}
     else:
-        pod_spec = _pod_spec(ws_obj, ws, plan, affinity, options)
+        pod_spec = _pod_spec(ws_obj, ws, plan, affinity, options, tolerations)
         pod_labels, pod_annotations = child_labels(ws_obj), {}
     pod_annotations[names.ANNOTATION_REVISION] = str(revision)
     sts: Obj = {

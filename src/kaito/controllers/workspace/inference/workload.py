@@ -195,9 +195,15 @@ class InferenceWorkload:
                 deps.client.delete(CONFIGMAP, legacy["metadata"]["name"], ns, ignore_not_found=True)
             )
         try:
-            affinity = deps.provisioner.node_affinity(step.request, step.nodes)
+            placement = deps.provisioner.placement(step.request, step.nodes)
             desired = build_statefulset(
-                ws, model, plan, affinity=affinity, revision=step.revision, options=deps.options
+                ws,
+                model,
+                plan,
+                affinity=placement.affinity,
+                tolerations=placement.tolerations,
+                revision=step.revision,
+                options=deps.options,
             )
             retry = Request(ns, name)
             for svc in (

@@ -45,6 +45,7 @@ from kaito.controllers.workspace.labels import child_labels
 from kaito.controllers.workspace.options import DEFAULT_TUNING_IMAGE
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.controllers.workspace.status import Check, nodes_check, pod_failure
+from kaito.nodes import GPU_RESOURCE, gpu_tolerations
 from kaito.presets import get_sku
 from kaito.runtime import GVK, set_condition, set_controller_reference
 
@@ -52,17 +53,15 @@ Obj = dict[str, Any]
 JOB = GVK("batch", "v1", "Job")
 CONFIGMAP = GVK("", "v1", "ConfigMap")
 POD = GVK("", "v1", "Pod")
-GPU = "nvidia.com/gpu"
+GPU = GPU_RESOURCE
 #: Default ``sizeLimit`` of the data emptyDir: room for three dataset files at the downloader's
 #: 20 GiB cap, or an input image's 20 GiB of data plus a 10 GiB layer being unpacked.
 DEFAULT_DATA_SIZE_LIMIT = "64Gi"
 DOWNLOADER = "data-downloader"
 PULLER = "data-puller"
 PUSHER = "pusher"
-TOLERATIONS: list[Obj] = [
-    {"key": GPU, "operator": "Exists", "effect": "NoSchedule"},
-    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-]
+#: The GPU nodes' taints, tolerated (kaito.nodes owns both); the default where no placement is given.
+TOLERATIONS: list[Obj] = gpu_tolerations()
 
 
 @dataclass
@@ -159,6 +158,7 @@ def build_tuning_job(
     *,
     affinity: Obj | None = None,
     revision: int = 1,
+    tolerations: list[Obj] | None = None,
 ) -> tuple[Obj, Obj | None]:
     """The tuning Job for a Workspace, and the default tuning ConfigMap it mounts (None when the
     Workspace names its own ``tuning.config``)."""
@@ -259,7 +259,7 @@ def build_tuning_job(
         "restartPolicy": "Never",
         "containers": containers,
         "volumes": volumes,
-        "tolerations": copy.deepcopy(TOLERATIONS),
+        "tolerations": copy.deepcopy(TOLERATIONS if tolerations is None else tolerations),
         "affinity": copy.deepcopy(affinity) if affinity is not None else default_affinity(model),
     }
     if inits:

@@ -78,8 +78,10 @@ class TuningWorkload:
                 )
                 outcome = JobOutcome(problem, problem, names.STATE_FAILED)
                 return Report(desired_tuning_status(ws, resource, outcome, nodes.conditions))
-            affinity = deps.provisioner.node_affinity(step.request, nodes)
-            desired, config = build_tuning_job(ws, self.options, affinity=affinity)
+            placement = deps.provisioner.placement(step.request, nodes)
+            desired, config = build_tuning_job(
+                ws, self.options, affinity=placement.affinity, tolerations=placement.tolerations
+            )
             if config is not None:
                 await deps.writer.apply(CONFIGMAP, config, owner_uid=meta["uid"])
             try:
