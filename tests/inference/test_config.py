@@ -377,3 +377,20 @@ def test_two_node_plan_runs_as_two_servers(assets: Assets, tmp_path: Path) -> No
     finally:
         stop(leader)
         stop(worker)
+
+
+def test_performance_mode_from_the_controllers_command_reaches_vllm() -> None:
+    """kaito.sh/performance-mode: the controller writes --performance-mode on the command line; it
+    is not one of the server's flags, so it must arrive in vLLM's own parser unchanged."""
+    from kaito.contract.pod import InferenceCommand
+
+    cmd = InferenceCommand(
+        preset="phi-3-mini-4k-instruct",
+        instance_type="Standard_NC6s_v3",
+        config_file=None,
+        engine_args={"performance_mode": "throughput"},
+    ).argv()
+    _, a = vllm_args(["--model", "/m", *cmd[3:]])
+    assert a.performance_mode == "throughput"
+    _, default = vllm_args(["--model", "/m", "--preset", "phi-3-mini-4k-instruct"])
+    assert default.performance_mode == "balanced"  # vLLM's default, as upstream's

@@ -371,3 +371,13 @@ def test_adapter_from_a_volume_is_mounted_in_place() -> None:
     pod = _pod(obj)
     assert not pod.get("initContainers")
     assert all(v["name"] != "adapters" for v in pod["volumes"])
+
+
+def test_performance_mode_goes_to_vllm_only_when_set() -> None:
+    cmd = _container(_seed(**{names.ANNOTATION_PERFORMANCE_MODE: "interactivity"}))["command"]
+    assert cmd[cmd.index("--performance-mode") + 1] == "interactivity"
+    assert "--performance-mode" not in _container(_seed())["command"]  # no revision change for others
+    transformers = _seed(
+        **{names.ANNOTATION_PERFORMANCE_MODE: "throughput", names.ANNOTATION_RUNTIME: "transformers"}
+    )
+    assert "--performance-mode" not in _container(transformers)["command"]

@@ -681,3 +681,16 @@ def test_each_rule_through_kaito_validate(
     assert refused.exit_code == 1 and message in refused.output, (rule, refused.output)
     accepted = runner.invoke(_app(), ["validate", str(good_file)], env={"COLUMNS": "300"})
     assert accepted.exit_code == 0, (rule, accepted.output)
+
+
+def test_performance_mode_annotation() -> None:
+    key = "kaito.sh/performance-mode"
+    for mode in ("balanced", "interactivity", "throughput"):
+        assert errs(base(metadata__annotations={key: mode})) == []
+    (msg,) = errs(base(metadata__annotations={key: "fast"}))
+    assert msg == (
+        f"metadata.annotations[{key}]: 'fast' is not a vLLM performance mode; "
+        "choose one of: balanced, interactivity, throughput"
+    )
+    transformers = {key: "throughput", "kaito.sh/runtime": "transformers"}
+    assert any("vllm runtime only" in w for w in warnings(base(metadata__annotations=transformers)))

@@ -63,6 +63,17 @@ def check_annotations(ck: Checker) -> None:
         api_key_secret_of(ann)
     except ValueError as exc:
         ck.error(path(c.ANNOTATION_API_KEY_SECRET), str(exc))
+    mode = ann.get(c.ANNOTATION_PERFORMANCE_MODE)
+    if mode is not None and mode not in c.PERFORMANCE_MODES:
+        ck.error(
+            path(c.ANNOTATION_PERFORMANCE_MODE),
+            f"{mode!r} is not a vLLM performance mode; choose one of: {', '.join(c.PERFORMANCE_MODES)}",
+        )
+    elif mode is not None and ck.runtime != c.RUNTIME_VLLM:
+        ck.warn(
+            path(c.ANNOTATION_PERFORMANCE_MODE),
+            f"applies to the vllm runtime only; the {ck.runtime} runtime ignores it",
+        )
     family = ann.get(ANNOTATION_NODE_IMAGE_FAMILY)
     if family is not None and family.strip().lower() not in NODE_IMAGE_FAMILIES:
         ck.error(

@@ -326,6 +326,9 @@ def _pod_spec(
     # so Workspaces without it keep their pod spec, and their revision, unchanged.
     explicit_runtime = (ws.metadata.annotations or {}).get(names.ANNOTATION_RUNTIME)
     engine_args = _engine_args(ws_obj, plan)
+    mode = (ws.metadata.annotations or {}).get(names.ANNOTATION_PERFORMANCE_MODE)
+    if mode in names.PERFORMANCE_MODES and ws.runtime == names.RUNTIME_VLLM:
+        engine_args["performance_mode"] = mode  # to vLLM's own parser, past the server's flags
     if plan.hub_repo is not None:
         # No catalog entry in the pod: vLLM downloads org/model itself (with HF_TOKEN when the
         # Workspace names a modelAccessSecret) and the plan's split is given explicitly.
