@@ -40,7 +40,7 @@ from kaito.controllers.workspace.labels import child_labels, headless_name, sele
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.nodes import GPU_RESOURCE, gpu_tolerations
-from kaito.presets import ModelPreset, PresetError, fit, get_sku, resolve_preset
+from kaito.presets import GPUSku, ModelPreset, PresetError, fit, get_sku, resolve_preset
 from kaito.runtime import set_controller_reference
 
 Obj = dict[str, Any]
@@ -73,7 +73,8 @@ class Plan:
     distributed: tuple[tuple[str, str | int | float | bool], ...] = ()
     #: A Hugging Face model kaito has no preset for (``org/model``): the pod runs vLLM with
     #: ``--model`` and downloads it at start, as upstream; the in-pod server cannot plan it from
-    #: its catalog, so the estimator's split travels on the command line (``hub_engine``).
+    #: its catalog, so the estimator's split travels on the command line (``hub_engine``; also
+    #: used for GPUs known only from a bring-your-own node's labels, which the server cannot plan).
     hub_repo: str | None = None
     hub_revision: str = "main"
     hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
@@ -86,13 +87,15 @@ class Plan:
         return self.node_count > 1
 
 
-def plan_for(ws: Workspace, hub: ModelPreset | None = None) -> Plan:
+def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | None = None) -> Plan:
     """``resource.count`` when given, else the estimator's count for the preset on the SKU.
 
-    ``hub`` is the preset :mod:`kaito.api.hub` resolved for an ``org/model`` name (the caller
-    fetches it: this function does no I/O)."""
+    ``hub`` is the preset :mod:`kaito.api.hub` resolved for an ``org/model`` name, ``node_sku``
+    the GPUs a matching bring-your-own node's labels describe when no instance type is named
+    (:func:`kaito.presets.nodelabels.sku_from_node_labels`); the caller fetches both: this
+    function does no I/O."""
     count = ws.resource.count
-    sku = get_sku(ws.resource.instance_type) if ws.resource.instance_type else None
+    sku = get_sku(ws.resource.instance_type) if ws.resource.instance_type else node_sku
     gpus = sku.gpu_count if sku is not None else 1
     preset_spec = ws.inference.preset if ws.inference is not None else None
     if preset_spec is None or sku is None:
@@ -140,7 +143,10 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None) -> Plan:
             if isinstance(value, str | int | float | bool):
                 distributed += ((key, value),)
     hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
-    if preset.custom and nodes == 1:
+    # The in-pod server plans catalog presets from --instance-type; a Hub model, or GPUs known
+    # only from a node's labels, it cannot plan, so the split travels on the command line.
+    labels_only = not ws.resource.instance_type
+    if (preset.custom or labels_only) and nodes == 1:
         split = est.vllm_args()
         for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
             value = split.get(key)
@@ -329,12 +335,12 @@ def _pod_spec(
     mode = (ws.metadata.annotations or {}).get(names.ANNOTATION_PERFORMANCE_MODE)
     if mode in names.PERFORMANCE_MODES and ws.runtime == names.RUNTIME_VLLM:
         engine_args["performance_mode"] = mode  # to vLLM's own parser, past the server's flags
-    if plan.hub_repo is not None:
+    # the split the server cannot plan itself (empty for a catalog preset on a named SKU)
+    engine_args = {**dict(plan.hub_engine), **engine_args}
+    if plan.hub_repo is not None and plan.hub_revision != "main":
         # No catalog entry in the pod: vLLM downloads org/model itself (with HF_TOKEN when the
-        # Workspace names a modelAccessSecret) and the plan's split is given explicitly.
-        engine_args = {**dict(plan.hub_engine), **engine_args}
-        if plan.hub_revision != "main":
-            engine_args["revision"] = plan.hub_revision
+        # Workspace names a modelAccessSecret), at the pinned revision.
+        engine_args["revision"] = plan.hub_revision
     command = InferenceCommand(
         preset=None if plan.hub_repo is not None else preset.name,
         model=plan.hub_repo,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from kaito.api import hub, names
+from kaito.api.meta import selector_matches
 from kaito.api.workspace import Workspace
 from kaito.controllers.workspace import status
 from kaito.controllers.workspace.inference import configmap, services
@@ -29,9 +30,10 @@ from kaito.controllers.workspace.workload import (
     node_request,
     resource_check,
 )
-from kaito.nodes import NodeRequest
-from kaito.presets import ModelPreset
+from kaito.nodes import NODE, NodeRequest, is_node_ready
+from kaito.presets import GPUSku, ModelPreset
 from kaito.presets.hub import HubModelError
+from kaito.presets.nodelabels import NodeLabelsError, sku_from_node_labels
 from kaito.runtime import CONFIGMAP, GVK, POD, SERVICE, STATEFULSET, NotOwnedError, Request, is_controlled_by
 
 Obj = dict[str, Any]
@@ -49,7 +51,7 @@ class InferenceWorkload:
 
     def __init__(self, deps: WorkloadDeps) -> None:
         self.deps = deps
-        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], Plan | PlanError] = {}
+        self._plans: dict[tuple[str, tuple[tuple[str, str], ...], GPUSku | None], Plan | PlanError] = {}
         #: The last Hub answer per ``org/model`` name, kept for when the Hub cannot be reached.
         self._hub_known: dict[str, ModelPreset] = {}
 
@@ -57,7 +59,7 @@ class InferenceWorkload:
 
     async def plan(self, ws: Obj, model: Workspace, digest: str) -> Plan:
         try:
-            return self._plan(ws, digest, model, await self._hub_model(ws))
+            return self._plan(ws, digest, model, await self._hub_model(ws), self._node_sku(model))
         except PlanError as exc:
             refused = status.Outcome(
                 resource=status.Check(False, exc.reason, str(exc), failed=True),
@@ -74,7 +76,7 @@ class InferenceWorkload:
 
     def release_request(self, ws: Obj, model: Workspace) -> NodeRequest:
         try:
-            return self.node_request(ws, model, plan_for(model))
+            return self.node_request(ws, model, plan_for(model, node_sku=self._node_sku(model)))
         except PlanError:
             return node_request(ws, model)
 
@@ -102,18 +104,50 @@ class InferenceWorkload:
         self._hub_known[name] = found_model
         return found_model
 
-    def _plan(self, ws: Obj, digest: str, model: Workspace, hub_model: ModelPreset | None = None) -> Plan:
+    def _node_sku(self, model: Workspace) -> GPUSku | None:
+        """Without an instance type, the GPUs of the first Ready node (by name) that the
+        Workspace's labelSelector matches, read from its GPU Feature Discovery labels, as
+        upstream sizes bring-your-own nodes; None when no such node is there yet (the node's
+        arrival or relabelling brings the Workspace back)."""
+        if model.resource.instance_type or model.inference is None or model.inference.preset is None:
+            return None
+        selector = model.resource.label_selector.to_dict()
+        if not self.deps.cache.can_serve(NODE):
+            return None
+        nodes = sorted(self.deps.cache.list(NODE), key=lambda n: n["metadata"]["name"])
+        for node in nodes:
+            labels = node["metadata"].get("labels") or {}
+            if not selector_matches(selector, labels) or not is_node_ready(node):
+                continue
+            try:
+                sku = sku_from_node_labels(labels)
+            except NodeLabelsError as exc:
+                raise PlanError("InvalidNodeLabels", f"node {node['metadata']['name']}: {exc}") from None
+            if sku is not None:
+                return sku
+        return None
+
+    def _plan(
+        self,
+        ws: Obj,
+        digest: str,
+        model: Workspace,
+        hub_model: ModelPreset | None = None,
+        node_sku: GPUSku | None = None,
+    ) -> Plan:
         """``plan_for``, remembered per spec: the estimator is the costliest step of a
-        reconcile (~0.5 ms) and its answer depends only on the spec and the annotations."""
+        reconcile (~0.5 ms) and its answer depends only on the spec, the annotations and, for
+        bring-your-own nodes without an instance type, the nodes' GPU labels."""
         annotations = (ws.get("metadata") or {}).get("annotations") or {}
         key = (
             digest,
             tuple(sorted((k, v) for k, v in annotations.items() if k != names.ANNOTATION_REVISION)),
+            node_sku,
         )
         hit = self._plans.get(key)
         if hit is None:
             try:
-                hit = plan_for(model, hub_model)
+                hit = plan_for(model, hub_model, node_sku)
             except PlanError as exc:
                 hit = exc
             if len(self._plans) >= 1024:
