@@ -52,6 +52,14 @@ def _gpu(name: str) -> str:
 def controller(
     kubeconfig: Annotated[str | None, typer.Option(help=_op("kubeconfig"))] = None,
     context: Annotated[str | None, typer.Option(help=_op("context"))] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="resolve every flag and environment variable, build the node-provisioner backend, "
+            "print both as JSON and exit without connecting (which setting won: flag, env or chart)",
+        ),
+    ] = False,
     metrics_bind_address: Annotated[str, typer.Option(help=_op("metrics_bind_address"))] = (
         _DEFAULTS.metrics_bind_address
     ),
@@ -215,6 +223,18 @@ def controller(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if dry_run:
+        import json
+
+        from kaito.operator.dryrun import dry_run_report
+
+        try:
+            report = dry_run_report(options)
+        except (TypeError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
     configure_logging("json" if log_format == "json" else "console", log_level)
     try:
         asyncio.run(run(options))

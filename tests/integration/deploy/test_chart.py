@@ -177,11 +177,11 @@ def test_bad_values_fail_with_the_fix(helm: str, sets: list[str], message: str) 
     assert message in failed.value.stderr
 
 
-def test_chart_settings_reach_the_backends(helm: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chart_settings_reach_the_backends(helm: str) -> None:
     """The rendered container's args and env, given to the real ``kaito controller`` command
     line: the chart's cloudProvider=aws (env CLOUD_PROVIDER) reaches the gpu-provisioner backend,
     karpenterNodeClass reaches the karpenter backend (issue 20, bug 10)."""
-    from controller_backend import build, start_controller
+    from controller_backend import backend_of
 
     def backend_for(*sets: str) -> Any:
         objs = normalized(helm_render(helm, *sets))
@@ -189,11 +189,11 @@ def test_chart_settings_reach_the_backends(helm: str, monkeypatch: pytest.Monkey
             "containers"
         ][0]
         env: dict[str, str | None] = {e["name"]: e["value"] for e in c["env"] if "value" in e}
-        return build(start_controller(monkeypatch, c["args"], env))
+        return backend_of(c["args"], env)
 
-    assert backend_for("nodeProvisioner=gpu-provisioner", "cloudProvider=aws").cloud == "aws"
-    assert backend_for("nodeProvisioner=gpu-provisioner").cloud == "azure"
+    assert backend_for("nodeProvisioner=gpu-provisioner", "cloudProvider=aws")["cloud"] == "aws"
+    assert backend_for("nodeProvisioner=gpu-provisioner")["cloud"] == "azure"
     karpenter = backend_for(
         "nodeProvisioner=karpenter", "karpenterNodeClass=karpenter.k8s.aws/EC2NodeClass/gpu"
     )
-    assert karpenter.node_class == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
+    assert karpenter["node_class"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}

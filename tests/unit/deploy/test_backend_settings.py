@@ -16,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controller_backend import build, start_controller
+from controller_backend import backend_of
 from kaito.cli.main import app
 
 MANAGER_YAML = Path(__file__).resolve().parents[3] / "config" / "manager" / "manager.yaml"
@@ -43,11 +43,10 @@ def deployed_env(cloud_provider: str) -> dict[str, str]:
     return env
 
 
-def test_chart_cloud_provider_aws_reaches_the_gpu_provisioner(monkeypatch: pytest.MonkeyPatch) -> None:
-    options = start_controller(monkeypatch, deployed_args("gpu-provisioner"), deployed_env("aws"))
-    backend = build(options)
-    assert backend.name == "gpu-provisioner"
-    assert backend.cloud == "aws"
+def test_chart_cloud_provider_aws_reaches_the_gpu_provisioner() -> None:
+    backend = backend_of(deployed_args("gpu-provisioner"), deployed_env("aws"))
+    assert backend["name"] == "gpu-provisioner"
+    assert backend["cloud"] == "aws"
 
 
 @pytest.mark.parametrize(
@@ -60,13 +59,9 @@ def test_chart_cloud_provider_aws_reaches_the_gpu_provisioner(monkeypatch: pytes
         ([], "", "azure"),  # an empty value counts as unset
     ],
 )
-def test_cloud_provider_precedence_flag_env_default(
-    monkeypatch: pytest.MonkeyPatch, flag: list[str], env: str | None, want: str
-) -> None:
-    options = start_controller(
-        monkeypatch, ["--node-provisioner", "gpu-provisioner", *flag], {"CLOUD_PROVIDER": env}
-    )
-    assert build(options).cloud == want
+def test_cloud_provider_precedence_flag_env_default(flag: list[str], env: str | None, want: str) -> None:
+    backend = backend_of(["--node-provisioner", "gpu-provisioner", *flag], {"CLOUD_PROVIDER": env})
+    assert backend["cloud"] == want
 
 
 def test_bad_cloud_provider_is_refused_at_start_naming_its_source() -> None:
@@ -79,13 +74,27 @@ def test_bad_cloud_provider_is_refused_at_start_naming_its_source() -> None:
     assert bad_flag.exit_code == 2 and "--cloud-provider='gcp' is not supported" in bad_flag.output
 
 
-def test_karpenter_node_class_flag_reaches_the_karpenter_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    options = start_controller(
-        monkeypatch,
+def test_karpenter_node_class_flag_reaches_the_karpenter_backend() -> None:
+    backend = backend_of(
         ["--node-provisioner", "karpenter", "--karpenter-node-class", "karpenter.azure.com/AKSNodeClass/gpu"],
         {},
     )
-    backend = build(options)
-    assert backend.node_class == {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "gpu"}
+    assert backend["node_class"] == {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "gpu"}
     bad = CliRunner().invoke(app, ["controller", "--karpenter-node-class", "AKSNodeClass"])
     assert bad.exit_code == 2 and "is not group/Kind/name" in bad.output
+
+
+def test_dry_run_reports_and_connects_to_nothing(tmp_path: Path) -> None:
+    """--dry-run never reads the kubeconfig nor dials an apiserver: a missing file is fine, and
+    the report says what a real start would use."""
+    from controller_backend import dry_run
+
+    missing = tmp_path / "no-such-kubeconfig"
+    report = dry_run(
+        ["--kubeconfig", str(missing), "--max-concurrent-reconciles", "7"], {"CLOUD_PROVIDER": None}
+    )
+    assert report["options"]["kubeconfig"] == str(missing)
+    assert report["options"]["max_concurrent_reconciles"] == 7
+    assert report["backend"] == {"name": "byo", "type": "BYOProvisioner"}
+    bad = CliRunner().invoke(app, ["controller", "--dry-run", "--node-provisioner", "nope"])
+    assert bad.exit_code == 2 and "is not available; choose one of" in bad.output
