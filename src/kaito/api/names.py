@@ -103,6 +103,9 @@ ANNOTATION_BYPASS_RESOURCE_CHECKS: Final = BYPASS_ANNOTATION
 #: The node image family of the nodes kaito provisions (copied onto the NodeClaim).
 ANNOTATION_NODE_IMAGE_FAMILY: Final = "kaito.sh/node-image-family"
 NODE_IMAGE_FAMILIES: Final = ("ubuntu", "azurelinux")
+#: The Karpenter node class of the Workspace's NodePool (karpenter backend only): one of the
+#: operator's ``--karpenter-node-classes`` by name; without it, the default class.
+ANNOTATION_NODE_CLASS_NAME: Final = "kaito.sh/node-class-name"
 #: ``"true"``: the model's weights are baked into the node image under
 #: ``LOCAL_WEIGHTS_HOST_PREFIX/<preset name, lowercased, '/' -> '-'>``; the pod mounts that host
 #: folder read-only and loads it, downloading nothing (upstream's name, path and meaning).

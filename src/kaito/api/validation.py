@@ -48,6 +48,9 @@ class ValidationOptions:
     #: capabilities) or another ServiceAccount. On by default because a Workspace author is not
     #: necessarily a node admin; turn off only where every Workspace author is trusted with nodes.
     refuse_privileged_pods: bool = True
+    #: The node classes ``kaito.sh/node-class-name`` may name when the karpenter backend
+    #: provisions nodes; None when it does not (the annotation is then inert, and said to be).
+    node_class_names: tuple[str, ...] | None = None
 
 
 @dataclass

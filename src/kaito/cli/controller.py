@@ -21,7 +21,9 @@ from kaito.provisioners.cloud import CloudOptions
 from kaito.provisioners.options import (
     GPUProvisionerOptions,
     KarpenterOptions,
+    NodeClassAPI,
     NodeClassRef,
+    parse_node_classes,
     resolve_cloud,
 )
 from kaito.runtime import KubeconfigError, configure_logging
@@ -108,6 +110,12 @@ def controller(
     karpenter_node_class: Annotated[
         str | None, typer.Option(help=doc(KarpenterOptions, "node_class"))
     ] = None,
+    karpenter_node_classes: Annotated[
+        str | None, typer.Option(help=doc(KarpenterOptions, "node_classes"))
+    ] = None,
+    karpenter_node_class_api: Annotated[
+        str | None, typer.Option(help=doc(KarpenterOptions, "node_class_api"))
+    ] = None,
     webhook_certs: Annotated[str, typer.Option(help=_wh("certs"))] = _WEBHOOK.certs,
     webhook_namespace: Annotated[str, typer.Option(envvar="POD_NAMESPACE", help=_wh("namespace"))] = (
         _WEBHOOK.namespace
@@ -165,7 +173,11 @@ def controller(
         raise typer.Exit(2) from None
     try:
         gpu_options, karpenter_options = backend_options(
-            node_provisioner, cloud_provider, karpenter_node_class
+            node_provisioner,
+            cloud_provider,
+            karpenter_node_class,
+            karpenter_node_classes=karpenter_node_classes,
+            karpenter_node_class_api=karpenter_node_class_api,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -248,16 +260,35 @@ def backend_options(
     cloud_provider: str | None,
     karpenter_node_class: str | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    karpenter_node_classes: str | None = None,
+    karpenter_node_class_api: str | None = None,
 ) -> tuple[GPUProvisionerOptions, KarpenterOptions]:
     """The backends' options from the flags and the environment, resolved now so that a bad
     value is refused at start: ``--cloud-provider`` > ``$CLOUD_PROVIDER`` > azure. The chart sets
     ``$CLOUD_PROVIDER`` for every backend, so it is judged only where it is used (gpu-provisioner);
-    a flag is always checked."""
+    a flag is always checked. The karpenter flags are parsed whatever the backend (a typo is a
+    typo), though only the karpenter backend acts on them."""
     cloud = None
     if cloud_provider or node_provisioner == "gpu-provisioner":
         cloud = resolve_cloud(cloud_provider, os.environ if environ is None else environ)
     node_class = NodeClassRef.parse(karpenter_node_class) if karpenter_node_class else None
-    return GPUProvisionerOptions(cloud_provider=cloud), KarpenterOptions(node_class=node_class)
+    classes = parse_node_classes(karpenter_node_classes) if karpenter_node_classes else ()
+    if karpenter_node_class_api and not classes:
+        raise ValueError(
+            "--karpenter-node-class-api is the type of --karpenter-node-classes and means nothing "
+            "without it (--karpenter-node-class names its own group and kind)"
+        )
+    karpenter = (
+        KarpenterOptions(
+            node_classes=classes, node_class_api=NodeClassAPI.parse(karpenter_node_class_api or "kwok")
+        )
+        if classes
+        else KarpenterOptions(node_class=node_class)
+    )
+    if classes and node_class is not None:
+        KarpenterOptions(node_class=node_class, node_classes=classes)  # raises: exclusive
+    return GPUProvisionerOptions(cloud_provider=cloud), karpenter
 
 
 __all__ = ["FeatureGates", "backend_options", "controller", "parse_feature_gates"]

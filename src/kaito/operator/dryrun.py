@@ -39,9 +39,10 @@ def _jsonable(value: object) -> Json:
 
 def _backend_facts(backend: NodeProvisioner) -> dict[str, Json]:
     """What the built backend will act with: its name, and the settings it resolved (the cloud a
-    gpu-provisioner writes NodeClaims for, the node class a Karpenter NodePool references)."""
+    gpu-provisioner writes NodeClaims for, the default node class a Karpenter NodePool references and
+    the names kaito.sh/node-class-name may choose)."""
     facts: dict[str, Json] = {"name": backend.name, "type": type(backend).__qualname__}
-    for attribute in ("cloud", "node_class"):
+    for attribute in ("cloud", "node_class", "node_classes"):
         if hasattr(backend, attribute):
             facts[attribute] = _jsonable(getattr(backend, attribute))
     return facts

@@ -126,10 +126,15 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
 
 def webhook_validation_options(options: OperatorOptions) -> ValidationOptions:
     """What the operator's webhook judges Workspaces by: the API's defaults plus the operator's
-    pod policy, so that ``--allow-privileged-pods`` reaches admission."""
+    pod policy, so that ``--allow-privileged-pods`` reaches admission, and, with the karpenter
+    backend, the node classes ``kaito.sh/node-class-name`` may name."""
     from kaito.api.validation import ValidationOptions
 
-    return ValidationOptions(refuse_privileged_pods=options.webhook.refuse_privileged_pods)
+    karpenter = options.provisioner.karpenter if options.provisioner.name == "karpenter" else None
+    return ValidationOptions(
+        refuse_privileged_pods=options.webhook.refuse_privileged_pods,
+        node_class_names=karpenter.class_names if karpenter is not None else None,
+    )
 
 
 def _add_webhook(manager: Manager, options: OperatorOptions) -> None:

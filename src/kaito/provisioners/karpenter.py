@@ -8,12 +8,14 @@ the nodes Karpenter labels with the pool's name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kaito.api.names import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito.api.names import ANNOTATION_NODE_CLASS_NAME, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito.api.nodeclaim import LABEL_NODEPOOL, NODECLAIM, NODEPOOL
 from kaito.nodes import (
     LABEL_INSTANCE_TYPE,
@@ -25,10 +27,14 @@ from kaito.nodes import (
     is_node_ready,
 )
 from kaito.provisioners.gpu_provisioner import claim_failure, workspace_gone
-from kaito.provisioners.options import KarpenterOptions
-from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, is_true
+from kaito.provisioners.options import KarpenterOptions, NodeClassEntry
+from kaito.runtime import GVK, AlreadyExistsError, Manager, NotFoundError, get_logger, is_true
+
+log = get_logger("kaito.provisioners.karpenter")
 
 LABEL_MANAGED_BY = "karpenter.kaito.sh/managed-by"
+#: On the one ``--karpenter-node-classes`` entry Workspaces get by default (upstream's label).
+LABEL_DEFAULT_CLASS = "karpenter.kaito.sh/default"
 LABEL_WS_NAME = "karpenter.kaito.sh/workspace-name"
 LABEL_WS_NAMESPACE = "karpenter.kaito.sh/workspace-namespace"
 LABEL_INITIALIZED = "karpenter.sh/initialized"
@@ -112,10 +118,12 @@ class KarpenterProvisioner:
     ) -> None:
         self.manager = manager
         self.client = manager.client
-        # ``node_class`` (tests, embedders) > options (``--karpenter-node-class``) > kwok's.
-        configured = (options or KarpenterOptions()).node_class
-        self.node_class: dict[str, str] = (
-            node_class or (configured.as_ref() if configured else None) or dict(DEFAULT_NODE_CLASS)
+        self.options = options or KarpenterOptions()
+        # The default class's ref: ``node_class`` (tests, embedders) > the options.
+        self.node_class: dict[str, str] = dict(node_class) if node_class else self.options.ref()
+        #: What ``kaito.sh/node-class-name`` may name (the default's name when ``node_class`` won).
+        self.node_classes: tuple[str, ...] = (
+            (self.node_class["name"],) if node_class else self.options.class_names
         )
         #: Pools this backend POSTed that the cache had not shown yet (see release_gone).
         self._unseen: set[str] = set()
@@ -131,8 +139,24 @@ class KarpenterProvisioner:
         except NotFoundError:
             return None
 
+    def class_ref(self, request: NodeRequest) -> dict[str, str]:
+        """The ``nodeClassRef`` for the Workspace: the class its ``kaito.sh/node-class-name``
+        names, else the default. ValueError for a name outside the configured classes (the
+        webhook refuses those; this catches a Workspace admitted without it, or before the
+        classes changed), saying which names are allowed."""
+        name = (request.annotations or {}).get(ANNOTATION_NODE_CLASS_NAME, "")
+        if not name:
+            return dict(self.node_class)
+        if name not in self.node_classes:
+            raise ValueError(
+                f"annotation {ANNOTATION_NODE_CLASS_NAME}={name!r} names no node class of this "
+                f"operator; choose one of: {', '.join(self.node_classes)} (--karpenter-node-classes), "
+                "or remove it for the default"
+            )
+        return {**self.node_class, "name": name}
+
     async def provision_nodes(self, request: NodeRequest) -> None:
-        want = nodepool_manifest(request, self.node_class)
+        want = nodepool_manifest(request, self.class_ref(request))
         pool = await self._pool(request)
         if pool is None:
             self._unseen.add(want["metadata"]["name"])
@@ -148,6 +172,7 @@ class KarpenterProvisioner:
         if (
             spec.get("replicas") != request.count
             or tmpl.get("requirements") != want["spec"]["template"]["spec"]["requirements"]
+            or tmpl.get("nodeClassRef") != want["spec"]["template"]["spec"]["nodeClassRef"]
         ):
             patch = {"spec": {"replicas": request.count, "template": want["spec"]["template"]}}
             await self.client.patch(NODEPOOL, want["metadata"]["name"], patch)
@@ -232,3 +257,155 @@ class KarpenterProvisioner:
                 }
             }
         )
+
+
+class NodeClassError(RuntimeError):
+    """A configured node class cannot be used as configured; the message says which and why."""
+
+
+def _covers(want: object, have: object) -> bool:
+    """Whether ``have`` holds every value of ``want`` (objects compared key by key, recursively;
+    anything else by equality): a provider's defaults in ``have`` are not a difference."""
+    if isinstance(want, Mapping) and isinstance(have, Mapping):
+        return all(k in have and _covers(v, have[k]) for k, v in want.items())
+    return want == have
+
+
+def _is_ready(obj: Mapping[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+class NodeClassSetup:
+    """Creates or adopts the ``--karpenter-node-classes`` at start, then waits for the default.
+
+    Why at start and not per Workspace: the classes are the operator's configuration, shared by
+    every Workspace, so a wrong one must stop the operator with a clear message before any
+    NodePool references it, and a cluster without the provider's node class CRD must be told so.
+    Idempotent: an entry with a spec is created with upstream's labels (``managed-by=kaito``, and
+    ``default=true`` on the default) and, if kaito's and drifted from the configuration, patched
+    back (fields the provider defaulted are not drift); an existing class kaito does not manage is
+    refused when the entry has a spec (kaito will not overwrite someone else's class) and
+    adopted untouched when it has none. Leader-only: one replica writes.
+    """
+
+    name = "karpenter-node-classes"
+    needs_leader_election = True
+
+    def __init__(
+        self,
+        manager: Manager,
+        options: KarpenterOptions,
+        *,
+        ready_timeout: float = 120.0,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.client = manager.client
+        self.options = options
+        self.ready_timeout = ready_timeout
+        self.poll_interval = poll_interval
+        api = options.node_class_api
+        self.gvk = GVK(api.group, api.version, api.kind)
+        #: Set once every class is in place and the default is Ready.
+        self.done = asyncio.Event()
+
+    def manifest(self, entry: NodeClassEntry) -> dict[str, Any]:
+        labels = {LABEL_MANAGED_BY: "kaito"}
+        if entry.default:
+            labels[LABEL_DEFAULT_CLASS] = "true"
+        obj: dict[str, Any] = {
+            "apiVersion": self.gvk.api_version,
+            "kind": self.gvk.kind,
+            "metadata": {"name": entry.name, "labels": labels},
+        }
+        if entry.spec is not None:
+            obj["spec"] = dict(entry.spec)
+        return obj
+
+    async def _get(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(self.gvk, name, cached=False)
+        except NotFoundError as exc:
+            if "no resource for" in str(exc):
+                raise NodeClassError(
+                    f"the cluster has no {self.gvk.kind} ({self.gvk.api_version}) API: install the "
+                    "Karpenter provider (its CRDs) before kaito, or set --karpenter-node-class-api "
+                    "to the provider's node class type"
+                ) from None
+            return None
+
+    async def ensure(self, entry: NodeClassEntry) -> None:
+        """One class in place, as configured; NodeClassError when it cannot be."""
+        kind = self.gvk.kind
+        have = await self._get(entry.name)
+        if have is None:
+            if entry.spec is None:
+                raise NodeClassError(
+                    f"{kind} {entry.name!r} does not exist and its --karpenter-node-classes entry has "
+                    "no spec to create it with: create the class, or give the entry a spec"
+                )
+            with contextlib.suppress(AlreadyExistsError):  # another replica won the race
+                await self.client.create(self.manifest(entry))
+                log.info("created node class", kind=kind, name=entry.name, default=entry.default)
+                return
+            have = await self._get(entry.name)
+            if have is None:
+                return
+        if entry.spec is None:
+            log.info("adopted node class as it is", kind=kind, name=entry.name)
+            return
+        labels = have["metadata"].get("labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != "kaito":
+            raise NodeClassError(
+                f"{kind} {entry.name!r} exists but kaito does not manage it (no label "
+                f"{LABEL_MANAGED_BY}=kaito), and its --karpenter-node-classes entry has a spec kaito "
+                "would have to write: drop the entry's spec to use the class as it is, rename the "
+                "entry, or delete the class for kaito to create"
+            )
+        want = self.manifest(entry)
+        want_labels = {**want["metadata"]["labels"], LABEL_DEFAULT_CLASS: "true" if entry.default else None}
+        stale_labels = any(labels.get(k) != v for k, v in want_labels.items())
+        if _covers(want.get("spec") or {}, have.get("spec") or {}) and not stale_labels:
+            return
+        await self.client.patch(
+            self.gvk, entry.name, {"metadata": {"labels": want_labels}, "spec": want.get("spec") or {}}
+        )
+        log.info("updated node class to the configured spec", kind=kind, name=entry.name)
+
+    async def wait_ready(self, name: str, stop: asyncio.Event) -> None:
+        """Until class ``name`` reports Ready=True; NodeClassError after ``ready_timeout``."""
+        deadline = time.monotonic() + self.ready_timeout
+        last: dict[str, Any] | None = None
+        while not stop.is_set():
+            last = await self._get(name)
+            if last is not None and _is_ready(last):
+                return
+            if time.monotonic() >= deadline:
+                conditions = ((last or {}).get("status") or {}).get("conditions") or []
+                raise NodeClassError(
+                    f"default {self.gvk.kind} {name!r} is not Ready after {self.ready_timeout:.0f}s "
+                    f"(conditions: {conditions or 'none'}); see the Karpenter provider's log"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_interval)
+
+    async def start(self, stop: asyncio.Event) -> None:
+        for entry in self.options.node_classes:
+            await self.ensure(entry)
+        await self.wait_ready(self.options.default_class, stop)
+        if not stop.is_set():
+            log.info(
+                "node classes in place",
+                kind=self.gvk.kind,
+                names=list(self.options.class_names),
+                default=self.options.default_class,
+            )
+            self.done.set()
+
+
+def new_backend(manager: Manager, options: KarpenterOptions) -> KarpenterProvisioner:
+    """The registry's factory: the backend, plus the start-up creation of the
+    ``--karpenter-node-classes`` when any are configured."""
+    if options.node_classes:
+        manager.add(NodeClassSetup(manager, options))
+    return KarpenterProvisioner(manager, options)

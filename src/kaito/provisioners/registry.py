@@ -44,7 +44,7 @@ class BackendSpec:
 BACKENDS: dict[str, BackendSpec] = {
     "byo": BackendSpec(BYOOptions, "kaito.provisioners.byo:BYOProvisioner"),
     "gpu-provisioner": BackendSpec(GPUProvisionerOptions, "kaito.provisioners.gpu_provisioner:new_backend"),
-    "karpenter": BackendSpec(KarpenterOptions, "kaito.provisioners.karpenter:KarpenterProvisioner"),
+    "karpenter": BackendSpec(KarpenterOptions, "kaito.provisioners.karpenter:new_backend"),
 }
 
 __all__ = ["BACKENDS", "BackendFactory", "BackendOptions", "BackendSpec"]

@@ -74,9 +74,34 @@ def check_annotations(ck: Checker) -> None:
             path(c.ANNOTATION_PERFORMANCE_MODE),
             f"applies to the vllm runtime only; the {ck.runtime} runtime ignores it",
         )
+    check_node_class_name(ck)
     family = ann.get(ANNOTATION_NODE_IMAGE_FAMILY)
     if family is not None and family.strip().lower() not in NODE_IMAGE_FAMILIES:
         ck.error(
             path(ANNOTATION_NODE_IMAGE_FAMILY),
             f"unsupported node image family {family!r}; use {' or '.join(NODE_IMAGE_FAMILIES)}",
+        )
+
+
+def check_node_class_name(ck: Checker) -> None:
+    """``kaito.sh/node-class-name`` names one of the operator's Karpenter node classes. Refused
+    outside the allowlist when the karpenter backend provisions nodes (a NodePool referencing an
+    unknown class would never get a node); a warning otherwise, since no other backend reads it."""
+    key = c.ANNOTATION_NODE_CLASS_NAME
+    name = ck.annotations.get(key)
+    if not name:
+        return
+    allowed = ck.opts.node_class_names
+    if allowed is None:
+        ck.warn(
+            f"metadata.annotations[{key}]",
+            "is read only by the karpenter node provisioner (--node-provisioner karpenter); "
+            "this operator ignores it",
+        )
+    elif name not in allowed:
+        ck.error(
+            f"metadata.annotations[{key}]",
+            f"{name!r} is not a node class of this operator; supported values are "
+            f"{', '.join(allowed)} (its --karpenter-node-classes), or remove the annotation for "
+            "the default",
         )
