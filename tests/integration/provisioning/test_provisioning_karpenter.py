@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from provisioning_helpers import (
     ROOT,
     condition,
@@ -22,16 +24,24 @@ from provisioning_helpers import (
     running,
 )
 
+from kaito.api.names import ANNOTATION_NODE_CLASS_NAME
 from kaito.api.nodeclaim import NODECLAIM, NODEPOOL
 from kaito.envtest.karpenter import InstanceTypeSpec, KarpenterProcess, ensure_karpenter
 from kaito.nodes import NODE, NodeRequest, node_shape
 from kaito.operator import OperatorOptions, build_operator
 from kaito.operator.options import ProvisionerOptions
 from kaito.presets import list_skus
-from kaito.provisioners.karpenter import KarpenterProvisioner, nodepool_name
+from kaito.provisioners.karpenter import (
+    KarpenterProvisioner,
+    NodeClassError,
+    NodeClassSetup,
+    nodepool_name,
+)
+from kaito.provisioners.options import NODE_CLASS_APIS, KarpenterOptions, parse_node_classes
 from kaito.runtime import GVK, Client
 
 pytestmark = [pytest.mark.cluster, pytest.mark.full_cluster]
+KWOK_CLASS = GVK("karpenter.kwok.sh", "v1alpha1", "KWOKNodeClass")
 
 SEED = ROOT / "tests" / "unit" / "api" / "seed" / "phi3_inference.yaml"
 WORKSPACE = GVK("kaito.sh", "v1beta1", "Workspace")
@@ -201,3 +211,135 @@ async def test_seed_workspace_ready_through_karpenter(
     finally:
         op.stop()
         await asyncio.wait_for(task, 60)
+
+
+async def test_node_classes_made_at_start_and_the_annotation_picks_the_pools_class(
+    crds: Any, karpenter: KarpenterProcess, kclient: Client, namespace: str
+) -> None:
+    """``--karpenter-node-classes`` on the real control plane with Karpenter's kwok provider: at
+    start kaito creates the classes with upstream's labels, puts its own drifted class back and
+    adopts an existing one untouched; a Workspace annotated ``kaito.sh/node-class-name`` with the
+    non-default class gets a NodePool whose ``nodeClassRef`` names it, and Karpenter launches
+    the pool's NodeClaim from that class."""
+    suffix = uuid.uuid4().hex[:6]
+    default, other = f"kaito-default-{suffix}", f"kaito-other-{suffix}"
+    entries = parse_node_classes(
+        json.dumps(
+            [
+                {"name": default, "default": True, "spec": {"nodeRegistrationDelay": "1s"}},
+                {"name": other, "spec": {"nodeRegistrationDelay": "2s"}},
+                {"name": "default"},  # the fixture's class, adopted as it is
+            ]
+        )
+    )
+    options = KarpenterOptions(node_classes=entries, node_class_api=NODE_CLASS_APIS["kwok"])
+    # kaito's own class, drifted (as after a chart change): put back to the configured spec.
+    await kclient.create(
+        {
+            "apiVersion": KWOK_CLASS.api_version,
+            "kind": KWOK_CLASS.kind,
+            "metadata": {"name": default, "labels": {"karpenter.kaito.sh/managed-by": "kaito"}},
+            "spec": {"nodeRegistrationDelay": "30s"},
+        }
+    )
+    op = build_operator(
+        crds.client_configuration(),
+        OperatorOptions(
+            provisioner=ProvisionerOptions(name="karpenter", karpenter=options),
+            metrics_bind_address="0",
+            health_probe_bind_address="0",
+        ),
+        handle_signals=False,
+    )
+    task = asyncio.create_task(op.start())
+    name = "workspace-phi-3-mini"
+    pool = nodepool_name(namespace, name)
+    try:
+        await asyncio.wait_for(op.manager.elected.wait(), 60)
+
+        async def classes() -> Any:
+            got = [await get_or_none(kclient, KWOK_CLASS, n) for n in (default, other)]
+            if None in got or got[0]["spec"].get("nodeRegistrationDelay") != "1s":
+                return None
+            return got
+
+        made_default, made_other = await eventually(classes, 60, "the node classes in place")
+        assert made_default["metadata"]["labels"] == {
+            "karpenter.kaito.sh/managed-by": "kaito",
+            "karpenter.kaito.sh/default": "true",
+        }
+        assert made_other["metadata"]["labels"] == {"karpenter.kaito.sh/managed-by": "kaito"}
+        adopted = await kclient.get(KWOK_CLASS, "default", cached=False)
+        assert "karpenter.kaito.sh/managed-by" not in (adopted["metadata"].get("labels") or {})
+
+        ws = yaml.safe_load(SEED.read_text())
+        ws["metadata"]["namespace"] = namespace
+        ws["metadata"].setdefault("annotations", {})[ANNOTATION_NODE_CLASS_NAME] = other
+        await kclient.create(ws)
+
+        async def nodepool() -> Any:
+            return await get_or_none(kclient, NODEPOOL, pool)
+
+        made = await eventually(nodepool, 60, "the Workspace's NodePool")
+        assert made["spec"]["template"]["spec"]["nodeClassRef"] == {
+            "group": "karpenter.kwok.sh",
+            "kind": "KWOKNodeClass",
+            "name": other,
+        }
+
+        async def claim() -> Any:
+            claims = await kclient.list(
+                NODECLAIM, label_selector={"karpenter.sh/nodepool": pool}, cached=False
+            )
+            return claims[0] if claims else None
+
+        launched = await eventually(claim, 120, f"Karpenter's NodeClaim ({karpenter.log_tail()})")
+        assert launched["spec"]["nodeClassRef"]["name"] == other
+
+        await kclient.delete(WORKSPACE, name, namespace)
+
+        async def all_gone() -> bool:
+            return (
+                await get_or_none(kclient, WORKSPACE, name, namespace) is None
+                and await get_or_none(kclient, NODEPOOL, pool) is None
+                and not await kclient.list(
+                    NODE, label_selector={"karpenter.sh/nodepool": pool}, cached=False
+                )
+            )
+
+        await eventually(all_gone, 180, "Workspace, NodePool and nodes deleted")
+    finally:
+        op.stop()
+        await asyncio.wait_for(task, 60)
+        for n in (default, other):
+            await kclient.delete(KWOK_CLASS, n, ignore_not_found=True)
+
+
+async def test_someone_elses_class_is_refused_by_name(
+    crds: Any, karpenter: KarpenterProcess, kclient: Client
+) -> None:
+    """A class kaito does not manage, under a name an entry with a spec claims: start-up stops
+    with a message naming it and the ways out, and the class is left as it was."""
+    name = f"theirs-{uuid.uuid4().hex[:6]}"
+    await kclient.create(
+        {
+            "apiVersion": KWOK_CLASS.api_version,
+            "kind": KWOK_CLASS.kind,
+            "metadata": {"name": name},
+            "spec": {},
+        }
+    )
+    try:
+        options = KarpenterOptions(
+            node_classes=parse_node_classes(json.dumps([{"name": name, "default": True, "spec": {}}])),
+            node_class_api=NODE_CLASS_APIS["kwok"],
+        )
+        mgr = new_manager(crds)
+        async with running(mgr):
+            setup = NodeClassSetup(mgr, options)
+            refused = f"KWOKNodeClass '{name}' exists but kaito does not manage it"
+            with pytest.raises(NodeClassError, match=refused):
+                await setup.ensure(options.node_classes[0])
+        assert "labels" not in (await kclient.get(KWOK_CLASS, name, cached=False))["metadata"]
+    finally:
+        await kclient.delete(KWOK_CLASS, name, ignore_not_found=True)
