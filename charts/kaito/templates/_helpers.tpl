@@ -87,3 +87,29 @@ named NAME beside image.repository, with image.tag. Call with (dict "root" . "va
 {{ if $dir }}{{ $dir }}/{{ end }}{{ .name }}:{{ .root.Values.image.tag }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The karpenterProviders entry karpenterProvider names, as JSON ("{}" when none is set or another
+node provisioner is chosen, which would not read the flags): the controller's node class flags
+and its RBAC both read it. Refused with karpenterNodeClass, and for a name karpenterProviders
+lacks.
+*/}}
+{{- define "kaito.karpenterProvider" -}}
+{{- $name := .Values.karpenterProvider | default "" -}}
+{{- if $name -}}
+{{- if .Values.karpenterNodeClass -}}
+{{- fail "karpenterNodeClass and karpenterProvider are exclusive: karpenterProvider's classes are created by kaito, karpenterNodeClass references one existing class; set one" -}}
+{{- end -}}
+{{- $provider := index (.Values.karpenterProviders | default dict) $name -}}
+{{- if not $provider -}}
+{{- fail (printf "karpenterProvider %q has no entry in karpenterProviders (add one with nodeClassAPI, resource and nodeClasses)" $name) -}}
+{{- end -}}
+{{- if eq .Values.nodeProvisioner "karpenter" -}}
+{{- $provider | toJson -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}

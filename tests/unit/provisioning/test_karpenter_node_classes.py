@@ -6,9 +6,11 @@ real control plane is tests/integration/provisioning/test_provisioning_karpenter
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from controller_backend import backend_of
@@ -221,3 +223,23 @@ def test_webhook_refuses_an_unknown_class_only_when_karpenter_provisions() -> No
     edited = _ws("gpu-special")
     edited["metadata"]["labels"] = {"team": "a"}
     assert validate_workspace(edited, stored, ValidationOptions(node_class_names=("x",))).ok
+
+
+def test_the_charts_providers_pass_the_flags_parsing() -> None:
+    """What the chart renders into --karpenter-node-class-api / --karpenter-node-classes for each
+    provider parses, with upstream's names: Azure's two AKSNodeClasses (Ubuntu the default),
+    AWS's EC2NodeClass ``default`` (adopted: its selectors are the cluster's)."""
+    values = yaml.safe_load((Path(__file__).resolve().parents[3] / "charts/kaito/values.yaml").read_text())
+    assert values["karpenterProvider"] == ""
+    parsed = {
+        name: (NodeClassAPI.parse(p["nodeClassAPI"]), parse_node_classes(json.dumps(p["nodeClasses"])))
+        for name, p in values["karpenterProviders"].items()
+    }
+    for name, (api, _) in parsed.items():
+        assert api == NODE_CLASS_APIS[name]
+    azure = parsed["azure"][1]
+    assert [(e.name, e.default) for e in azure] == [
+        ("image-family-azure-linux", False),
+        ("image-family-ubuntu", True),
+    ]
+    assert parsed["aws"][1] == (NodeClassEntry("default", True, None),)
