@@ -139,23 +139,32 @@ class KarpenterProvisioner:
         except NotFoundError:
             return None
 
+    def class_problem(self, request: NodeRequest) -> str:
+        """Why the Workspace's ``kaito.sh/node-class-name`` cannot be used ("" when it can): a
+        name outside the configured classes. The webhook refuses those; this catches a Workspace
+        admitted without it, or before the classes changed."""
+        name = (request.annotations or {}).get(ANNOTATION_NODE_CLASS_NAME, "")
+        if not name or name in self.node_classes:
+            return ""
+        return (
+            f"annotation {ANNOTATION_NODE_CLASS_NAME}={name!r} names no node class of this "
+            f"operator; choose one of: {', '.join(self.node_classes)} (--karpenter-node-classes), "
+            "or remove it for the default"
+        )
+
     def class_ref(self, request: NodeRequest) -> dict[str, str]:
         """The ``nodeClassRef`` for the Workspace: the class its ``kaito.sh/node-class-name``
-        names, else the default. ValueError for a name outside the configured classes (the
-        webhook refuses those; this catches a Workspace admitted without it, or before the
-        classes changed), saying which names are allowed."""
+        names, else the default; ValueError with :meth:`class_problem`'s message for a name
+        outside the configured classes."""
+        problem = self.class_problem(request)
+        if problem:
+            raise ValueError(problem)
         name = (request.annotations or {}).get(ANNOTATION_NODE_CLASS_NAME, "")
-        if not name:
-            return dict(self.node_class)
-        if name not in self.node_classes:
-            raise ValueError(
-                f"annotation {ANNOTATION_NODE_CLASS_NAME}={name!r} names no node class of this "
-                f"operator; choose one of: {', '.join(self.node_classes)} (--karpenter-node-classes), "
-                "or remove it for the default"
-            )
-        return {**self.node_class, "name": name}
+        return {**self.node_class, "name": name or self.node_class["name"]}
 
     async def provision_nodes(self, request: NodeRequest) -> None:
+        if self.class_problem(request):
+            return  # no pool on a class nobody configured; ensure_nodes_ready reports why
         want = nodepool_manifest(request, self.class_ref(request))
         pool = await self._pool(request)
         if pool is None:
@@ -178,6 +187,11 @@ class KarpenterProvisioner:
             await self.client.patch(NODEPOOL, want["metadata"]["name"], patch)
 
     async def ensure_nodes_ready(self, request: NodeRequest) -> NodeStatus:
+        problem = self.class_problem(request)
+        if problem:
+            reason = "NodeClassNotAllowed"
+            cond = {"type": "NodeClaimReady", "status": "False", "reason": reason, "message": problem}
+            return NodeStatus(ready=False, reason=reason, message=problem, conditions=[cond])
         pool = nodepool_name(request.namespace, request.workspace)
         nodes = await self.client.list(NODE, label_selector={LABEL_NODEPOOL: pool}, copy=False)
         ready = sorted(

@@ -155,8 +155,15 @@ async def test_the_annotation_picks_the_nodepools_class() -> None:
     chosen = _request({ANNOTATION_NODE_CLASS_NAME: "image-family-azure-linux"})
     ref = backend.class_ref(chosen)
     assert ref == {"group": "karpenter.azure.com", "kind": "AKSNodeClass", "name": "image-family-azure-linux"}
+    unknown = _request({ANNOTATION_NODE_CLASS_NAME: "gpu-special"})
     with pytest.raises(ValueError, match="choose one of: image-family-azure-linux, image-family-ubuntu"):
-        backend.class_ref(_request({ANNOTATION_NODE_CLASS_NAME: "gpu-special"}))
+        backend.class_ref(unknown)
+    # Admitted without the webhook: no pool, and the reason reaches the Workspace's status
+    # (neither call touches the API: the manager points at an address nothing listens on).
+    await backend.provision_nodes(unknown)
+    status = await backend.ensure_nodes_ready(unknown)
+    assert not status.ready and status.reason == "NodeClassNotAllowed"
+    assert "'gpu-special' names no node class of this operator" in status.message
 
 
 def test_node_class_manifest_carries_upstreams_labels() -> None:
