@@ -13,6 +13,7 @@ from kaito.operator import OperatorOptions
 from kaito.operator.featuregates import FeatureGates
 from kaito.operator.nodeprovisioner import NodeProvisionerOptions
 from kaito.provisioners.cloud import CLOUDS
+from kaito.provisioners.options import NodeClassAPI
 from kaito.runtime import field_docs
 
 
@@ -83,7 +84,7 @@ def test_every_option_field_is_a_flag_whose_help_is_its_docstring(
 ) -> None:
     """The help is generated from the options' docstrings, never typed again: every setting's
     docstring is the help text of one of the command's flags."""
-    docs = _leaf_docs(options, leaves=(FeatureGates,), clouds=clouds)
+    docs = _leaf_docs(options, leaves=(FeatureGates, NodeClassAPI), clouds=clouds)
     assert len(docs) > 10
     helps = _helps(command)
     missing = [name for name, doc in docs.items() if doc not in helps]
