@@ -336,16 +336,22 @@ class NodeClassSetup:
             obj["spec"] = dict(entry.spec)
         return obj
 
+    async def check_api(self) -> None:
+        """NodeClassError when the server does not serve the node class type (the provider's
+        CRDs are missing, or ``--karpenter-node-class-api`` names another type)."""
+        try:
+            await self.client.is_namespaced(self.gvk)
+        except NotFoundError:
+            raise NodeClassError(
+                f"the cluster has no {self.gvk.kind} ({self.gvk.api_version}) API: install the "
+                "Karpenter provider (its CRDs) before kaito, or set --karpenter-node-class-api "
+                "to the provider's node class type"
+            ) from None
+
     async def _get(self, name: str) -> dict[str, Any] | None:
         try:
             return await self.client.get(self.gvk, name, cached=False)
-        except NotFoundError as exc:
-            if "no resource for" in str(exc):
-                raise NodeClassError(
-                    f"the cluster has no {self.gvk.kind} ({self.gvk.api_version}) API: install the "
-                    "Karpenter provider (its CRDs) before kaito, or set --karpenter-node-class-api "
-                    "to the provider's node class type"
-                ) from None
+        except NotFoundError:
             return None
 
     async def ensure(self, entry: NodeClassEntry) -> None:
@@ -404,6 +410,7 @@ class NodeClassSetup:
                 await asyncio.wait_for(stop.wait(), self.poll_interval)
 
     async def start(self, stop: asyncio.Event) -> None:
+        await self.check_api()
         for entry in self.options.node_classes:
             await self.ensure(entry)
         await self.wait_ready(self.options.default_class, stop)

@@ -169,6 +169,11 @@ def test_helm_render_is_admitted_by_the_apiserver(
         (["webhook.certs=acme"], "at '/webhook/certs': value must be one of 'self-signed', 'cert-manager'"),
         # no published image to default to: the install names the value and how to fill it
         (["image.repository="], "image.repository is empty: kaito publishes no images. Build one with"),
+        (
+            ["nodeProvisioner=karpenter", "karpenterProvider=azure", "karpenterNodeClass=a/B/c"],
+            "karpenterNodeClass and karpenterProvider are exclusive",
+        ),
+        (["nodeProvisioner=karpenter", "karpenterProvider=gcp"], 'karpenterProvider "gcp" has no entry'),
     ],
 )
 def test_bad_values_fail_with_the_fix(helm: str, sets: list[str], message: str) -> None:
@@ -197,3 +202,21 @@ def test_chart_settings_reach_the_backends(helm: str) -> None:
         "nodeProvisioner=karpenter", "karpenterNodeClass=karpenter.k8s.aws/EC2NodeClass/gpu"
     )
     assert karpenter["node_class"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
+    # karpenterProvider: upstream's node classes, created by kaito and chosen per Workspace
+    azure = backend_for("nodeProvisioner=karpenter", "karpenterProvider=azure")
+    assert azure["node_class"] == {
+        "group": "karpenter.azure.com",
+        "kind": "AKSNodeClass",
+        "name": "image-family-ubuntu",
+    }
+    assert azure["node_classes"] == ["image-family-azure-linux", "image-family-ubuntu"]
+    aws = backend_for("nodeProvisioner=karpenter", "karpenterProvider=aws")
+    assert aws["node_class"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}
+    rules = normalized(helm_render(helm, "nodeProvisioner=karpenter", "karpenterProvider=azure"))[
+        ("ClusterRole", "", "kaito-controller")
+    ]["rules"]
+    assert {
+        "apiGroups": ["karpenter.azure.com"],
+        "resources": ["aksnodeclasses"],
+        "verbs": ["get", "create", "patch"],
+    } in rules

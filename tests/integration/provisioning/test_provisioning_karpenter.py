@@ -319,7 +319,8 @@ async def test_someone_elses_class_is_refused_by_name(
     crds: Any, karpenter: KarpenterProcess, kclient: Client
 ) -> None:
     """A class kaito does not manage, under a name an entry with a spec claims: start-up stops
-    with a message naming it and the ways out, and the class is left as it was."""
+    with a message naming it and the ways out, and the class is left as it was. A node class
+    type the server does not serve is named too."""
     name = f"theirs-{uuid.uuid4().hex[:6]}"
     await kclient.create(
         {
@@ -340,6 +341,16 @@ async def test_someone_elses_class_is_refused_by_name(
             refused = f"KWOKNodeClass '{name}' exists but kaito does not manage it"
             with pytest.raises(NodeClassError, match=refused):
                 await setup.ensure(options.node_classes[0])
+            # A type the server does not serve (the provider not installed): named at start.
+            missing = NodeClassSetup(
+                mgr,
+                KarpenterOptions(
+                    node_classes=options.node_classes,
+                    node_class_api=NODE_CLASS_APIS["azure"],
+                ),
+            )
+            with pytest.raises(NodeClassError, match="the cluster has no AKSNodeClass"):
+                await missing.check_api()
         assert "labels" not in (await kclient.get(KWOK_CLASS, name, cached=False))["metadata"]
     finally:
         await kclient.delete(KWOK_CLASS, name, ignore_not_found=True)
