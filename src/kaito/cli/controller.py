@@ -279,15 +279,9 @@ def backend_options(
             "--karpenter-node-class-api is the type of --karpenter-node-classes and means nothing "
             "without it (--karpenter-node-class names its own group and kind)"
         )
-    karpenter = (
-        KarpenterOptions(
-            node_classes=classes, node_class_api=NodeClassAPI.parse(karpenter_node_class_api or "kwok")
-        )
-        if classes
-        else KarpenterOptions(node_class=node_class)
-    )
-    if classes and node_class is not None:
-        KarpenterOptions(node_class=node_class, node_classes=classes)  # raises: exclusive
+    api = NodeClassAPI.parse(karpenter_node_class_api or "kwok")
+    # KarpenterOptions refuses --karpenter-node-class with --karpenter-node-classes.
+    karpenter = KarpenterOptions(node_class=node_class, node_classes=classes, node_class_api=api)
     return GPUProvisionerOptions(cloud_provider=cloud), karpenter
 
 
