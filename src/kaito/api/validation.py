@@ -51,6 +51,10 @@ class ValidationOptions:
     #: The node classes ``kaito.sh/node-class-name`` may name when the karpenter backend
     #: provisions nodes; None when it does not (the annotation is then inert, and said to be).
     node_class_names: tuple[str, ...] | None = None
+    #: Feature gates ``enableMIG`` / ``enableAccelerator`` (off by default, as upstream): whether
+    #: ``resource.partition`` may use mode ``mig`` / ``accelerator``.
+    mig: bool = False
+    accelerator: bool = False
 
 
 @dataclass

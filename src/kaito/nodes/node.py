@@ -33,14 +33,15 @@ def is_node_ready(node: dict[str, Any]) -> bool:
     return False
 
 
-def node_gpus(node: dict[str, Any]) -> int:
-    """Allocatable GPUs; else capacity; else GPU feature discovery's ``nvidia.com/gpu.count``."""
+def node_gpus(node: dict[str, Any], resource: str = GPU_RESOURCE) -> int:
+    """Allocatable ``resource``; else capacity; else GPU feature discovery's count label for it
+    (``nvidia.com/gpu.count``; ``nvidia.com/mig-1g.10gb.count`` for a MIG slice, which GFD
+    writes under the device plugin's "mixed" strategy)."""
     status = node.get("status") or {}
-    raw = (status.get("allocatable") or {}).get(GPU_RESOURCE) or (status.get("capacity") or {}).get(
-        GPU_RESOURCE
-    )
+    raw = (status.get("allocatable") or {}).get(resource) or (status.get("capacity") or {}).get(resource)
     if raw is None:
-        raw = ((node.get("metadata") or {}).get("labels") or {}).get(LABEL_GPU_COUNT)
+        label = LABEL_GPU_COUNT if resource == GPU_RESOURCE else f"{resource}.count"
+        raw = ((node.get("metadata") or {}).get("labels") or {}).get(label)
     try:
         return int(str(raw)) if raw is not None else 0
     except ValueError:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kaito.nodes.node import gpu_tolerations
+from kaito.nodes.node import GPU_RESOURCE, gpu_tolerations
 from kaito.presets import GPUSku, get_sku
 from kaito.runtime import GVK
 
@@ -32,6 +32,9 @@ class NodeRequest:
     storage_gib: int | None = None
     #: GPUs each node must have; 0 when unknown (BYO without GPU labels).
     gpus_per_node: int = 0
+    #: The resource those GPUs are counted in: ``nvidia.com/gpu``, or a MIG slice's
+    #: ``nvidia.com/mig-<profile>`` under ``resource.partition.mode: mig``.
+    gpu_resource: str = GPU_RESOURCE
     #: ``metadata.annotations`` of the Workspace (node image family, bypass checks, ...).
     annotations: dict[str, str] = field(default_factory=dict)
     #: ``instance_type`` resolved against kaito's SKU table, once, when the request is made;

@@ -1,10 +1,12 @@
 """``--feature-gates``: upstream Kaito's gate names, parsed into the gates kaito implements.
 
 Why refuse rather than ignore: a gate a user sets is a behaviour they expect. Upstream Kaito
-v0.12 knows ten gates (pkg/featuregates); kaito implements two of them: ``vLLM`` (its only
-inference runtime, which must stay on) and ``enableInferenceSetController`` (on by default, as
-upstream; off leaves InferenceSets alone, e.g. on a cluster without their CRD). A manifest carried
-over from upstream that turns on another one (MIG, ...) would silently get different behaviour if
+v0.12 knows ten gates (pkg/featuregates); kaito implements four of them: ``vLLM`` (its only
+inference runtime, which must stay on), ``enableInferenceSetController`` (on by default, as
+upstream; off leaves InferenceSets alone, e.g. on a cluster without their CRD), and ``enableMIG``
+and ``enableAccelerator`` (off by default, as upstream: they admit ``resource.partition`` in its
+``mig`` and ``accelerator`` modes). A manifest carried over from upstream that turns on another
+one (ModelMirror, ...) would silently get different behaviour if
 the gate were accepted and dropped, so turning one on is refused at start with a line that says so.
 Turning one off is accepted: kaito lacks the feature, so "off" is exactly what it does, and a
 values file copied from upstream that lists its gates as false keeps working. A name neither
@@ -18,14 +20,16 @@ from dataclasses import dataclass
 #: The gates kaito implements, by upstream's names.
 VLLM = "vLLM"
 INFERENCE_SET = "enableInferenceSetController"
-IMPLEMENTED = (VLLM, INFERENCE_SET)
+MIG = "enableMIG"
+ACCELERATOR = "enableAccelerator"
+IMPLEMENTED = (VLLM, INFERENCE_SET, MIG, ACCELERATOR)
+#: Each implemented gate's default, as upstream's.
+DEFAULTS: dict[str, bool] = {VLLM: True, INFERENCE_SET: True, MIG: False, ACCELERATOR: False}
 #: Upstream Kaito v0.12's other gates (pkg/featuregates), which kaito does not implement, each
 #: with what to use instead where kaito has an equivalent.
 UNIMPLEMENTED: dict[str, str] = {
     "disableNodeAutoProvisioning": "use --node-provisioner byo for existing nodes",
     "gatewayAPIInferenceExtension": "",
-    "enableMIG": "",
-    "enableAccelerator": "",
     "enableMultiRoleInferenceController": "",
     "ModelMirror": "",
     "ModelStreaming": "",
@@ -45,6 +49,12 @@ class FeatureGates:
     #: Run the InferenceSet controller (upstream's ``enableInferenceSetController``, on by
     #: default). Its informer needs the InferenceSet CRD, so a cluster without it turns this off.
     inference_set: bool = True
+    #: Admit ``resource.partition.mode: mig`` (upstream's ``enableMIG``, off by default): the
+    #: pod asks for one ``nvidia.com/mig-<profile>`` slice. Read by the webhook.
+    mig: bool = False
+    #: Admit ``resource.partition.mode: accelerator`` (upstream's ``enableAccelerator``, off by
+    #: default): the pod asks for ``count`` whole GPUs. Read by the webhook.
+    accelerator: bool = False
 
     def check(self) -> None:
         """ValueError naming the gate when a value asks for something kaito cannot do."""
@@ -55,7 +65,7 @@ class FeatureGates:
 def parse_feature_gates(text: str) -> FeatureGates:
     """``a=true,b=false`` over the defaults. A malformed pair, an unknown gate and a known gate
     kaito does not implement are each a ValueError of one line naming the gate."""
-    values = {VLLM: True, INFERENCE_SET: True}
+    values = dict(DEFAULTS)
     for item in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = (x.strip() for x in item.partition("="))
         if not sep or value.lower() not in ("true", "false"):
@@ -74,15 +84,23 @@ def parse_feature_gates(text: str) -> FeatureGates:
                 f"(kaito implements {', '.join(IMPLEMENTED)})"
             )
         values[name] = value.lower() == "true"
-    gates = FeatureGates(vllm=values[VLLM], inference_set=values[INFERENCE_SET])
+    gates = FeatureGates(
+        vllm=values[VLLM],
+        inference_set=values[INFERENCE_SET],
+        mig=values[MIG],
+        accelerator=values[ACCELERATOR],
+    )
     gates.check()
     return gates
 
 
 __all__ = [
+    "ACCELERATOR",
+    "DEFAULTS",
     "IMPLEMENTED",
     "INFERENCE_SET",
     "KNOWN",
+    "MIG",
     "UNIMPLEMENTED",
     "VLLM",
     "FeatureGates",

@@ -126,14 +126,21 @@ def build_operator(config: Any, options: OperatorOptions, **manager_overrides: A
 
 def webhook_validation_options(options: OperatorOptions) -> ValidationOptions:
     """What the operator's webhook judges Workspaces by: the API's defaults plus the operator's
-    pod policy, so that ``--allow-privileged-pods`` reaches admission, and, with the karpenter
-    backend, the node classes ``kaito.sh/node-class-name`` may name."""
+    pod policy (so that ``--allow-privileged-pods`` reaches admission); with the karpenter
+    backend, the node classes ``kaito.sh/node-class-name`` may name; the partition gates
+    (``enableMIG``, ``enableAccelerator``); and whether nodes are the user's (``byo``: kaito
+    provisions nothing, so no instance type is required and ``resource.partition`` is allowed,
+    as under upstream's ``disableNodeAutoProvisioning``)."""
     from kaito.api.validation import ValidationOptions
 
     karpenter = options.provisioner.karpenter if options.provisioner.name == "karpenter" else None
+    gates = options.feature_gates
     return ValidationOptions(
+        auto_provisioning=options.provisioner.name != "byo",
         refuse_privileged_pods=options.webhook.refuse_privileged_pods,
         node_class_names=karpenter.class_names if karpenter is not None else None,
+        mig=gates.mig,
+        accelerator=gates.accelerator,
     )
 
 

@@ -2,9 +2,11 @@
 
 Nothing is created or deleted. A Node counts when it matches ``resource.labelSelector`` (and the
 instance type when the Workspace names one), is Ready, is schedulable and has the GPUs a pod
-asks for. ``preferredNodes`` are taken first. Every read is from the informer cache, so the
-check costs no API request; the workspace controller's Node watch brings the Workspace back
-when a node appears, goes Ready or changes labels.
+asks for, in the resource the pod asks them of (``nvidia.com/gpu``, or a MIG slice's
+``nvidia.com/mig-<profile>`` under ``resource.partition``). ``preferredNodes`` are taken first.
+Every read is from the informer cache, so the check costs no API request; the workspace
+controller's Node watch brings the Workspace back when a node appears, goes Ready or changes
+labels.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kaito.nodes import (
     node_gpus,
     node_shape,
 )
+from kaito.presets.partition import mig_profile_problem, mig_resource
 from kaito.provisioners.options import BYOOptions
 from kaito.runtime import GVK, Manager
 
@@ -110,7 +113,7 @@ def assess(request: NodeRequest, nodes: list[dict[str, Any]]) -> NodeStatus:
         name = node["metadata"]["name"]
         if not is_node_ready(node) or (node.get("spec") or {}).get("unschedulable"):
             not_ready.append(name)
-        elif request.gpus_per_node and node_gpus(node) < request.gpus_per_node:
+        elif request.gpus_per_node and node_gpus(node, request.gpu_resource) < request.gpus_per_node:
             too_small.append(name)
         else:
             usable.append(name)
@@ -134,8 +137,9 @@ def assess(request: NodeRequest, nodes: list[dict[str, Any]]) -> NodeStatus:
     if not_ready:
         detail.append(f"{len(not_ready)} matching not Ready ({', '.join(not_ready[:3])})")
     if too_small:
+        unit = "GPUs" if request.gpu_resource == GPU_RESOURCE else request.gpu_resource
         detail.append(
-            f"{len(too_small)} with fewer than {request.gpus_per_node} GPUs ({', '.join(too_small[:3])})"
+            f"{len(too_small)} with fewer than {request.gpus_per_node} {unit} ({', '.join(too_small[:3])})"
         )
     extra = f"; {'; '.join(detail)}" if detail else ""
     return NodeStatus(
@@ -162,10 +166,20 @@ def describe_request(request: NodeRequest) -> str:
 
 
 def gpu_node_manifest(
-    name: str, instance_type: str, labels: dict[str, str] | None = None, *, fake: bool = True
+    name: str,
+    instance_type: str,
+    labels: dict[str, str] | None = None,
+    *,
+    fake: bool = True,
+    mig_profile: str | None = None,
 ) -> dict[str, Any]:
     """A Node as AKS registers a GPU agent-pool VM of ``instance_type`` (GPU feature-discovery
     labels, ``nvidia.com/gpu`` capacity, the ``sku=gpu`` taint), plus the user's ``labels``.
+
+    ``mig_profile`` (e.g. ``1g.10gb``): every GPU cut into slices of that profile, as the GPU
+    Operator's mig-manager leaves a node under the device plugin's "mixed" strategy: the slices
+    are advertised as ``nvidia.com/mig-<profile>`` instead of ``nvidia.com/gpu``, with the
+    ``nvidia.com/mig.config`` labels saying so.
 
     For clusters without real GPUs: ``make run``, tests and benchmarks create these for kwok to
     run (``fake`` adds kwok's annotation), and BYO Workspaces select them like real ones.
@@ -200,6 +214,20 @@ def gpu_node_manifest(
         "ephemeral-storage": "1Ti",
         GPU_RESOURCE: str(sku.gpu_count),
     }
+    if mig_profile is not None:
+        problem = mig_profile_problem(mig_profile)
+        if problem:
+            raise ValueError(problem)
+        compute = int(mig_profile.split("g.", 1)[0])
+        slices = sku.gpu_count * (7 // compute if compute <= 3 else 1)  # of a GPU's 7 compute slices
+        node_labels |= {
+            "nvidia.com/mig.config": f"all-{mig_profile}",
+            "nvidia.com/mig.config.state": "success",
+            "nvidia.com/mig.strategy": "mixed",
+            f"{mig_resource(mig_profile)}.count": str(slices),
+        }
+        capacity[GPU_RESOURCE] = "0"
+        capacity[mig_resource(mig_profile)] = str(slices)
     annotations = {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"} if fake else {}
     return {
         "apiVersion": "v1",

@@ -48,6 +48,47 @@ def _rules(*rules: JsonDict) -> ConfigDict:
     )
 
 
+#: GPU partitioning modes, by upstream's names (``resource.partition.mode``).
+PARTITION_MIG = "mig"
+PARTITION_ACCELERATOR = "accelerator"
+
+
+class PartitionSpec(KubeModel):
+    """Run the workload on part of a node's GPUs (upstream v0.12's ``resource.partition``).
+
+    ``mig``: one NVIDIA Multi-Instance GPU slice, named by ``profile`` (``1g.10gb``); the pod asks
+    for the extended resource ``nvidia.com/mig-<profile>`` that the device plugin's "mixed"
+    strategy advertises. ``accelerator``: ``count`` whole GPUs of a node (``nvidia.com/gpu``)
+    rather than all of them. Both need bring-your-own nodes and their feature gate
+    (``enableMIG``, ``enableAccelerator``); the webhook checks those, the schema checks the shape.
+    """
+
+    model_config = _rules(
+        cel(
+            "self.mode != 'mig' || (has(self.profile) && !has(self.count))",
+            "resource.partition: mode mig needs profile (e.g. 1g.10gb) and no count",
+        ),
+        cel(
+            "self.mode != 'accelerator' || (has(self.count) && !has(self.profile))",
+            "resource.partition: mode accelerator needs count (whole GPUs) and no profile",
+        ),
+        cel(
+            "!has(self.profile) || self.profile.matches('^[0-9]+g\\\\.[0-9]+(\\\\.[0-9]+)?gb$')",
+            "resource.partition.profile must be a MIG profile such as 1g.10gb or 3g.40gb",
+        ),
+    )
+
+    mode: Literal["mig", "accelerator"] = Field(
+        description="mig: one MIG slice named by profile; accelerator: count whole GPUs."
+    )
+    profile: str | None = Field(
+        default=None,
+        max_length=32,
+        description="MIG profile (mode mig), e.g. 1g.10gb, 3g.40gb.",
+    )
+    count: int | None = Field(default=None, ge=1, le=64, description="Whole GPUs (mode accelerator).")
+
+
 class ResourceSpec(KubeModel):
     """Which GPU nodes run the workload: a SKU to provision, or existing nodes to select."""
 
@@ -62,6 +103,11 @@ class ResourceSpec(KubeModel):
             "resource.labelSelector is immutable; create a new Workspace to select other nodes",
         ),
         cel(
+            "has(self.partition) == has(oldSelf.partition) && "
+            "(!has(self.partition) || self.partition == oldSelf.partition)",
+            "resource.partition is immutable; create a new Workspace to change the GPU partition",
+        ),
+        cel(
             "(has(self.labelSelector.matchLabels) && size(self.labelSelector.matchLabels) > 0) || "
             "(has(self.labelSelector.matchExpressions) && size(self.labelSelector.matchExpressions) > 0)",
             "resource.labelSelector needs at least one label (matchLabels or matchExpressions)",
@@ -74,6 +120,10 @@ class ResourceSpec(KubeModel):
     instance_type: str | None = Field(default=None, max_length=128)
     label_selector: LabelSelector
     preferred_nodes: list[str] | None = Field(default=None, max_length=64)
+    partition: PartitionSpec | None = Field(
+        default=None,
+        description="Part of a node's GPUs: a MIG slice or a number of whole GPUs (BYO nodes only).",
+    )
 
 
 class PresetOptions(KubeModel):

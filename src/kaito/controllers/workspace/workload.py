@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from kaito.api.workspace import Workspace
 from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.status import Check
-from kaito.nodes import NodeProvisioner, NodeRequest, NodeStatus
+from kaito.nodes import GPU_RESOURCE, NodeProvisioner, NodeRequest, NodeStatus
 from kaito.runtime import GVK, Client, InformerCache, Writer
 
 Obj = dict[str, Any]
@@ -153,6 +153,7 @@ def node_request(
     count: int | None = None,
     storage_gib: int | None = None,
     gpus_per_node: int = 0,
+    gpu_resource: str = GPU_RESOURCE,
 ) -> NodeRequest:
     """The one way a Workspace becomes a NodeRequest; ``count`` None: ``resource.count`` or 1."""
     meta = ws["metadata"]
@@ -166,6 +167,7 @@ def node_request(
         preferred_nodes=tuple(model.resource.preferred_nodes or ()),
         storage_gib=storage_gib,
         gpus_per_node=gpus_per_node,
+        gpu_resource=gpu_resource,
         annotations=dict(meta.get("annotations") or {}),
     )
 

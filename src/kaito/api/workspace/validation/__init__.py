@@ -2,7 +2,8 @@
 
 The function never raises on bad input: anything that is not a well-formed Workspace becomes
 errors (:class:`~kaito.api.validation.FieldError`). One module per part of the spec:
-``metadata`` (name, annotations), ``resource`` (selector, SKU, fit), ``preset``, ``inference``,
+``metadata`` (name, annotations), ``resource`` (selector, SKU, fit), ``partition`` (MIG slices,
+whole GPUs), ``preset``, ``inference``,
 ``tuning``, ``images``, ``configmaps`` and ``update`` (what is frozen after create); they share a
 :class:`~kaito.api.workspace.validation.checker.Checker`.
 """
@@ -28,6 +29,7 @@ from kaito.api.workspace.types import Workspace
 from kaito.api.workspace.validation.checker import Checker
 from kaito.api.workspace.validation.inference import check_inference
 from kaito.api.workspace.validation.metadata import check_annotations, check_name
+from kaito.api.workspace.validation.partition import check_partition
 from kaito.api.workspace.validation.resource import check_instance_type, check_label_selector
 from kaito.api.workspace.validation.tuning import check_tuning
 from kaito.api.workspace.validation.update import check_update
@@ -107,6 +109,7 @@ def check_all(ck: Checker) -> None:
     check_weights_source(ck)
     check_label_selector(ck)
     sku = check_instance_type(ck)
+    partitioned = check_partition(ck)
     if (ws.inference is None) == (ws.tuning is None):
         ck.error(
             "inference",
@@ -114,7 +117,7 @@ def check_all(ck: Checker) -> None:
             "to its own Workspace",
         )
     if ws.inference is not None:
-        check_inference(ck, sku)
+        check_inference(ck, sku, partitioned=partitioned)
     if ws.tuning is not None:
         check_tuning(ck, sku)
 

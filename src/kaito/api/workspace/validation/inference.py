@@ -11,6 +11,7 @@ from kaito.api.workspace.types import STRENGTH_PATTERN
 from kaito.api.workspace.validation.checker import Checker
 from kaito.api.workspace.validation.configmaps import config_map_due
 from kaito.api.workspace.validation.images import check_image, check_image_host
+from kaito.api.workspace.validation.partition import check_partition_fit
 from kaito.api.workspace.validation.preset import catalog_entry, check_preset, check_preset_access
 from kaito.api.workspace.validation.resource import check_inference_fit
 from kaito.presets import GPUSku, ModelPreset
@@ -19,8 +20,9 @@ MAX_ADAPTERS = 10
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-def check_inference(ck: Checker, sku: GPUSku | None) -> None:
-    """The inference part; ``sku`` is resource.instanceType's, None when unknown or unset."""
+def check_inference(ck: Checker, sku: GPUSku | None, *, partitioned: bool = False) -> None:
+    """The inference part; ``sku`` is resource.instanceType's, None when unknown or unset;
+    ``partitioned``: resource.partition is set and valid, so the preset is sized on it."""
     ws = ck.ws
     assert ws.inference is not None
     inf = ws.inference
@@ -32,7 +34,9 @@ def check_inference(ck: Checker, sku: GPUSku | None) -> None:
         )
     preset = check_preset(ck, "inference.preset", inf.preset)
     check_preset_access(ck, "inference.preset", inf.preset, preset)
-    if preset is not None and sku is not None:
+    if preset is not None and partitioned:
+        check_partition_fit(ck, preset, sku)
+    elif preset is not None and sku is not None and ws.resource.partition is None:
         check_inference_fit(ck, preset, sku)
     if preset is not None and not preset.custom and ck.runtime not in preset.runtimes:
         ck.error(

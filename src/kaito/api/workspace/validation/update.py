@@ -27,6 +27,9 @@ def check_update(ws: Workspace, old: Workspace, result: ValidationResult) -> Non
     new_count, old_count = ws.resource.count, old.resource.count
     if new_count is not None and old_count is not None and new_count != old_count:
         err("resource.count", f"was {old.resource.count}, now {ws.resource.count}")
+    new_part, old_part = ws.resource.partition, old.resource.partition
+    if (new_part.to_dict() if new_part else None) != (old_part.to_dict() if old_part else None):
+        err("resource.partition", "the pod's GPU slice or GPU count is fixed at create")
     if (ws.inference is None) != (old.inference is None):
         err("inference", "a Workspace cannot switch between inference and tuning")
         return

@@ -41,6 +41,7 @@ from kaito.controllers.workspace.options import WorkspaceControllerOptions
 from kaito.controllers.workspace.podsecurity import restrict_pod
 from kaito.nodes import GPU_RESOURCE, gpu_tolerations
 from kaito.presets import GPUSku, ModelPreset, PresetError, fit, get_sku, resolve_preset
+from kaito.presets.partition import PartitionError, accelerator_sku, mig_resource, mig_sku
 from kaito.runtime import set_controller_reference
 
 Obj = dict[str, Any]
@@ -81,10 +82,32 @@ class Plan:
     #: The preset does not fit and ``kaito.sh/bypass-resource-checks`` waived it: the in-pod
     #: server, which re-plans the preset, is told so (else it would refuse to start).
     bypassed: bool = False
+    #: The extended resource the pod asks ``gpus_per_node`` of: ``nvidia.com/gpu``, or for a MIG
+    #: partition ``nvidia.com/mig-<profile>`` (what the BYO backend counts on nodes too).
+    gpu_resource: str = GPU_RESOURCE
 
     @property
     def multi_node(self) -> bool:
         return self.node_count > 1
+
+
+def _partitioned(ws: Workspace, sku: GPUSku | None) -> tuple[GPUSku | None, int, str]:
+    """The SKU the preset is sized on, the GPUs a pod asks for when that SKU is unknown, and the
+    resource it asks them of, under ``resource.partition`` (upstream's shapes: one
+    ``nvidia.com/mig-<profile>`` for ``mig``, ``count`` ``nvidia.com/gpu`` for ``accelerator``)."""
+    part = ws.resource.partition
+    if part is None:
+        return sku, sku.gpu_count if sku is not None else 1, GPU_RESOURCE
+    try:
+        if part.mode == "mig":
+            if not part.profile:
+                raise PartitionError("resource.partition.profile is required for mode mig")
+            return mig_sku(part.profile, sku), 1, mig_resource(part.profile)
+        if part.count is None:
+            raise PartitionError("resource.partition.count is required for mode accelerator")
+        return (accelerator_sku(sku, part.count) if sku is not None else None), part.count, GPU_RESOURCE
+    except PartitionError as exc:
+        raise PlanError("InvalidPartition", str(exc)) from None
 
 
 def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | None = None) -> Plan:
@@ -93,13 +116,19 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | N
     ``hub`` is the preset :mod:`kaito.api.hub` resolved for an ``org/model`` name, ``node_sku``
     the GPUs a matching bring-your-own node's labels describe when no instance type is named
     (:func:`kaito.presets.nodelabels.sku_from_node_labels`); the caller fetches both: this
-    function does no I/O."""
+    function does no I/O. Under ``resource.partition`` the preset is sized on the partition
+    (:mod:`kaito.presets.partition`): a MIG slice must hold the whole model on one node."""
     count = ws.resource.count
-    sku = get_sku(ws.resource.instance_type) if ws.resource.instance_type else node_sku
-    gpus = sku.gpu_count if sku is not None else 1
+    part = ws.resource.partition
+    mig = part is not None and part.mode == "mig"
+    if mig:
+        count = 1  # a slice is one device: nothing to spread over nodes (the webhook says so)
+    sku, gpus, resource = _partitioned(
+        ws, get_sku(ws.resource.instance_type) if ws.resource.instance_type else node_sku
+    )
     preset_spec = ws.inference.preset if ws.inference is not None else None
     if preset_spec is None or sku is None:
-        return Plan(node_count=count or 1, gpus_per_node=gpus, tensor_parallel=gpus)
+        return Plan(node_count=count or 1, gpus_per_node=gpus, tensor_parallel=gpus, gpu_resource=resource)
     params = None
     raw = (ws.metadata.annotations or {}).get(names.ANNOTATION_MODEL_PARAMETERS)
     if raw:
@@ -117,9 +146,10 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | N
     verdict = fit(preset, sku, node_count=count, annotations=ws.metadata.annotations)
     est = verdict.estimate
     if not verdict.ok:
+        fix = f"; pick a larger MIG profile than {part.profile}" if mig and part is not None else ""
         raise PlanError(
             "PresetDoesNotFit",
-            f"preset {preset.name} does not fit {count or est.node_count} x {sku.name}: {est.reason}",
+            f"preset {preset.name} does not fit {count or est.node_count} x {sku.name}: {est.reason}{fix}",
         )
     nodes = count or est.node_count
     if nodes > 1 and ws.runtime == names.RUNTIME_TRANSFORMERS:
@@ -145,24 +175,28 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | N
     hub_engine: tuple[tuple[str, str | int | float | bool], ...] = ()
     # The in-pod server plans catalog presets from --instance-type; a Hub model, or GPUs known
     # only from a node's labels, it cannot plan, so the split travels on the command line.
-    labels_only = not ws.resource.instance_type
+    # A partition is such a case too: the server would plan the whole SKU, not the partition.
+    labels_only = not ws.resource.instance_type or part is not None
     if (preset.custom or labels_only) and nodes == 1:
         split = est.vllm_args()
         for key in ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size"):
             value = split.get(key)
             if isinstance(value, int) and (value > 1 or key == "tensor_parallel_size"):
                 hub_engine += ((key, value),)
+    # a partition asks for exactly its GPUs, as upstream; a whole node for the estimator's
+    per_node = sku.gpu_count if part is not None else (est.gpus_per_node if est.fits else gpus) or gpus
     return Plan(
         hub_repo=preset.hf_repo if preset.custom else None,
         hub_revision=preset.revision,
         hub_engine=hub_engine,
         node_count=nodes,
-        gpus_per_node=(est.gpus_per_node if est.fits else gpus) or gpus,
+        gpus_per_node=per_node,
         tensor_parallel=est.tensor_parallel,
         pipeline_parallel=max(nodes, est.pipeline_parallel) if nodes > 1 else est.pipeline_parallel,
         storage_gib=int(preset.weights_gb * 1.5) + 20 if preset.weights_gb else None,
         distributed=distributed,
         bypassed=verdict.bypassed,
+        gpu_resource=resource,
     )
 
 
@@ -344,7 +378,8 @@ def _pod_spec(
     command = InferenceCommand(
         preset=None if plan.hub_repo is not None else preset.name,
         model=plan.hub_repo,
-        instance_type=ws.resource.instance_type,
+        # under a partition the server must not plan the whole SKU: the split is in engine_args
+        instance_type=ws.resource.instance_type if ws.resource.partition is None else None,
         runtime=explicit_runtime if explicit_runtime in names.RUNTIMES else None,
         config_file=f"{CONFIG_DIR}/{INFERENCE_CONFIG_FILE}",
         engine_args=engine_args,
@@ -371,13 +406,14 @@ def _pod_spec(
     volumes += adapter_volumes
     mounts += adapter_mounts
     gpus = str(plan.gpus_per_node)
+    gpu = plan.gpu_resource
     container: Obj = {
         "name": CONTAINER,
         "image": image,
         "command": command,
         "ports": ports,
         "env": env,
-        "resources": {"requests": {GPU: gpus}, "limits": {GPU: gpus}},
+        "resources": {"requests": {gpu: gpus}, "limits": {gpu: gpus}},
         "volumeMounts": mounts,
         **_probes(plan, options),
     }
@@ -385,10 +421,14 @@ def _pod_spec(
         container["imagePullPolicy"] = options.image_pull_policy
     if not env:
         del container["env"]
+    tolerations = copy.deepcopy(tolerations)
+    if gpu != GPU_RESOURCE:
+        # As upstream: a cluster admin may taint MIG nodes with the slice's resource name.
+        tolerations.append({"key": gpu, "operator": "Exists", "effect": "NoSchedule"})
     spec: Obj = {
         "containers": [container],
         "volumes": volumes,
-        "tolerations": copy.deepcopy(tolerations),
+        "tolerations": tolerations,
         "affinity": copy.deepcopy(affinity),
     }
     if inits:

@@ -71,7 +71,12 @@ class InferenceWorkload:
 
     def node_request(self, ws: Obj, model: Workspace, plan: Plan) -> NodeRequest:
         return node_request(
-            ws, model, count=plan.node_count, storage_gib=plan.storage_gib, gpus_per_node=plan.gpus_per_node
+            ws,
+            model,
+            count=plan.node_count,
+            storage_gib=plan.storage_gib,
+            gpus_per_node=plan.gpus_per_node,
+            gpu_resource=plan.gpu_resource,
         )
 
     def release_request(self, ws: Obj, model: Workspace) -> NodeRequest:
