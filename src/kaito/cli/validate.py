@@ -29,6 +29,7 @@ from kaito.api.hub import hub_preset_of, resolve_answer, token_from_secret
 from kaito.api.validation import HubModels, ValidationOptions
 from kaito.api.workspace.validation import validate_workspace
 from kaito.cli.output import Format, dump
+from kaito.operator.featuregates import parse_feature_gates
 
 #: kube-apiserver refuses request bodies over 3 MiB (its maxRequestBodyBytes).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
@@ -126,6 +127,12 @@ def validate(
         "--refuse-privileged-pods/--allow-privileged-pods",
         help="the operator's Workspace pod policy (as kaito controller's flag of the same name)",
     ),
+    feature_gates: str = typer.Option(
+        "",
+        "--feature-gates",
+        help="the operator's gates, as kaito controller takes them (enableMIG=true,"
+        "enableAccelerator=true admit resource.partition)",
+    ),
     strict: bool = typer.Option(False, help="treat warnings as rejections"),
     offline: bool = typer.Option(
         False, "--offline", help="do not look org/model presets up on the Hugging Face Hub ($HF_ENDPOINT)"
@@ -143,10 +150,17 @@ def validate(
     if not paths:
         console.print("[red]error:[/] give at least one file with -f FILE")
         raise typer.Exit(2)
+    try:
+        gates = parse_feature_gates(feature_gates)
+    except ValueError as exc:
+        console.print(f"[red]error: --feature-gates: {escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
     opts = ValidationOptions(
         cloud=None if cloud == "any" else cloud,
         auto_provisioning=auto_provisioning,
         refuse_privileged_pods=refuse_privileged_pods,
+        mig=gates.mig,
+        accelerator=gates.accelerator,
     )
     rejected = 0
     checked = 0

@@ -164,8 +164,9 @@ def test_the_operator_flag_reaches_the_webhooks_options() -> None:
         OperatorOptions(webhook=WebhookOptions(refuse_privileged_pods=False))
     )
     assert allowing.refuse_privileged_pods is False
-    # The rest stays the API's defaults, as before the policy existed.
-    assert (allowing.cloud, allowing.auto_provisioning) == (ValidationOptions().cloud, True)
+    # The cloud stays the API's default; auto_provisioning follows the backend (byo by default:
+    # kaito provisions nothing), see test_api_partition.
+    assert (allowing.cloud, allowing.auto_provisioning) == (ValidationOptions().cloud, False)
 
 
 def test_kaito_validate_applies_the_policy_unless_allowed(tmp_path: Any) -> None:
