@@ -6,8 +6,8 @@ inference runtime, which must stay on), ``enableInferenceSetController`` (on by 
 upstream; off leaves InferenceSets alone, e.g. on a cluster without their CRD), and ``enableMIG``
 and ``enableAccelerator`` (off by default, as upstream: they admit ``resource.partition`` in its
 ``mig`` and ``accelerator`` modes). A manifest carried over from upstream that turns on another
-one (ModelMirror, ...) would silently get different behaviour if
-the gate were accepted and dropped, so turning one on is refused at start with a line that says so.
+one (ModelMirror, ...) would silently get different behaviour if the gate were accepted and
+dropped, so turning one on is refused at start with a line that says so.
 Turning one off is accepted: kaito lacks the feature, so "off" is exactly what it does, and a
 values file copied from upstream that lists its gates as false keeps working. A name neither
 project knows is refused with the list of known ones.
