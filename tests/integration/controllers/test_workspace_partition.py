@@ -67,6 +67,37 @@ async def test_mig_workspace_runs_on_a_slice(
         assert pod["spec"]["nodeName"] == node
 
 
+async def test_an_inferenceset_gives_each_replica_the_slice(
+    operator: Running, kclient: Client, crds: Cluster, namespace: str
+) -> None:
+    labels = {"apps": uniq("miset")}
+    async with mig_node(kclient, labels):
+        name = uniq("set")
+        body = {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "InferenceSet",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "labelSelector": {"matchLabels": labels},
+                "template": {
+                    "resource": {"partition": {"mode": "mig", "profile": "3g.40gb"}},
+                    "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
+                },
+            },
+        }
+        apply_text(crds, namespace, yaml.safe_dump(body))
+        try:
+            child = f"{name}-0"
+            ws = await wait_condition(kclient, namespace, child, names.WORKSPACE_READY, "True")
+            assert ws["resource"]["partition"] == {"mode": "mig", "profile": "3g.40gb"}
+            sts = await kclient.get(STS, child, namespace, cached=False)
+            limits = sts["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert limits == {SLICE: "1"}
+        finally:
+            crds.kubectl("delete", "-n", namespace, "inferenceset", name, "--wait=false")
+
+
 async def test_the_crd_refuses_a_malformed_or_changed_partition(crds: Cluster, namespace: str) -> None:
     labels = {"apps": uniq("crd")}
     bad = partitioned_yaml(uniq("bad"), labels, {"mode": "mig", "profile": "3g.40gb", "count": 1})

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from kaito.api.inferenceset import InferenceSet
+from kaito.api.inferenceset.child import child_workspace, template_hash
+from kaito.api.inferenceset.validation import validate_inferenceset
 from kaito.api.validation import ValidationOptions
 from kaito.api.workspace import Workspace
 from kaito.api.workspace.validation import validate_workspace
@@ -305,3 +308,38 @@ def test_gfd_count_label_stands_in_for_capacity() -> None:
     node = {"metadata": {"labels": {"nvidia.com/mig-1g.10gb.count": "7"}}, "status": {}}
     assert node_gpus(node, "nvidia.com/mig-1g.10gb") == 7
     assert node_gpus(node) == 0
+
+
+# ------------------------------------------------------------------ InferenceSet
+
+
+def inference_set(partition: Obj | None) -> Obj:
+    resource: Obj = {} if partition is None else {"partition": partition}
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "InferenceSet",
+        "metadata": {"name": "chat", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "labelSelector": {"matchLabels": {"apps": "chat"}},
+            "template": {"resource": resource, "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}},
+        },
+    }
+
+
+def test_inferenceset_copies_the_partition_to_each_child() -> None:
+    model = InferenceSet.model_validate(inference_set(MIG))
+    assert child_workspace(model, 1)["resource"]["partition"] == MIG
+    # a set without one hashes its template as before (no roll of existing children)
+    plain = InferenceSet.model_validate(inference_set(None))
+    assert "partition" not in child_workspace(plain, 0)["resource"]
+    assert template_hash(plain) != template_hash(model)
+
+
+def test_inferenceset_partition_follows_the_workspace_rules_and_is_immutable() -> None:
+    assert validate_inferenceset(inference_set(MIG), None, BYO).errors == []
+    [err] = validate_inferenceset(inference_set(MIG), None, ValidationOptions(auto_provisioning=False)).errors
+    assert err.field == "spec.template.resource.partition.mode" and "enableMIG=true" in err.message
+    changed = validate_inferenceset(inference_set(ACCEL), inference_set(MIG), BYO).errors
+    assert [e.field for e in changed] == ["spec.template.resource.partition"]
+    assert "is immutable" in changed[0].message

@@ -44,6 +44,9 @@ def template_part(model: InferenceSet) -> Obj:
     itype = instance_type_of(model)
     if itype is not None:
         resource["instanceType"] = itype
+    partition = model.spec.template.resource.partition
+    if partition is not None:  # copied verbatim, as upstream (absent: the hash is as before)
+        resource["partition"] = partition.to_dict()
     return {
         "labels": dict(sorted(((tmeta.labels if tmeta else None) or {}).items())),
         "annotations": dict(sorted(((tmeta.annotations if tmeta else None) or {}).items())),

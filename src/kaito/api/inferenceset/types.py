@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from kaito.api import names as c
 from kaito.api.meta import Condition, KubeModel, LabelSelector, ManifestMixin, ObjectMeta
-from kaito.api.workspace.types import InferenceSpec, cel
+from kaito.api.workspace.types import InferenceSpec, PartitionSpec, cel
 
 # The group and versions are the Workspace's (one API group, one version policy).
 GROUP: Final = c.GROUP
@@ -90,9 +90,31 @@ class TemplateMetadata(KubeModel):
 
 class InferenceSetResourceSpec(KubeModel):
     """The GPU SKU of each replica's nodes (required when kaito provisions nodes, as for a
-    Workspace); which nodes the replicas may use is ``spec.labelSelector``."""
+    Workspace) and the GPU partition each replica runs on, copied to every child Workspace as
+    upstream does; which nodes the replicas may use is ``spec.labelSelector``."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # as upstream: a child Workspace's partition is immutable, so the set's is too
+                cel(
+                    "has(self.partition) == has(oldSelf.partition) && "
+                    "(!has(self.partition) || self.partition == oldSelf.partition)",
+                    "spec.template.resource.partition is immutable; create a new InferenceSet to "
+                    "change the GPU partition",
+                )
+            ]
+        },
+    )
 
     instance_type: str | None = Field(default=None, max_length=128)
+    partition: PartitionSpec | None = Field(
+        default=None,
+        description="Each replica's GPU partition (a MIG slice or whole GPUs; BYO nodes only).",
+    )
 
 
 class InferenceSetTemplate(KubeModel):

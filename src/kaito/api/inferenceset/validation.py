@@ -84,6 +84,14 @@ def validate_inferenceset(
                 "either); bound the replicas (or the HPA's maxReplicas) instead"
             )
         child = _child_result(model, options, config_maps, hub_models)
+        if old_model is not None and _partition(model) != _partition(old_model):
+            result.errors.append(
+                FieldError(
+                    "spec.template.resource.partition",
+                    "is immutable (each replica's GPU slice or GPU count is fixed at create); "
+                    "delete and recreate the InferenceSet to change it",
+                )
+            )
         if old_model is not None:
             # Faults the stored set already had are not refused again (rules that tightened later
             # must not wedge an existing object).
@@ -96,6 +104,11 @@ def validate_inferenceset(
         result.errors.append(FieldError("<root>", f"internal validation error ({type(exc).__name__}: {exc})"))
     result.errors = sorted(set(result.errors), key=lambda e: (e.field, e.message))
     return result
+
+
+def _partition(model: InferenceSet) -> dict[str, Any] | None:
+    part = model.spec.template.resource.partition
+    return part.to_dict() if part is not None else None
 
 
 def _parse(obj: Any, result: ValidationResult) -> InferenceSet | None:
