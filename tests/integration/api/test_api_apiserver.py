@@ -174,6 +174,7 @@ def _full(name: str, version: str, kind: str) -> dict[str, Any]:
                 "matchExpressions": [{"key": "zone", "operator": "In", "values": ["1", "2"]}],
             },
             "preferredNodes": ["node-a", "node-b"],
+            "partition": {"mode": "accelerator", "count": 2},
         },
     }
     if kind == "inference":
