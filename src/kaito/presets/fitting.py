@@ -58,10 +58,12 @@ def fit(
     node_count: int | None = None,
     *,
     annotations: Mapping[str, str] | None = None,
+    multi_node: bool = True,
 ) -> Fit:
     """Plan ``preset`` on ``sku`` (``node_count`` nodes, or the fewest that fit) and judge it,
-    honouring the bypass annotation in ``annotations`` (the Workspace's)."""
-    plan = estimate(preset, sku, node_count)
+    honouring the bypass annotation in ``annotations`` (the Workspace's). ``multi_node`` False:
+    one node or nothing (a MIG slice cannot be spread, so the reason must not suggest nodes)."""
+    plan = estimate(preset, sku, node_count, multi_node=multi_node)
     waived = not plan.fits and bypass_requested(annotations) and runnable(preset, sku)
     return Fit(plan, waived)
 

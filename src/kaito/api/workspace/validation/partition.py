@@ -105,7 +105,9 @@ def check_partition_fit(ck: Checker, preset: ModelPreset, sku: GPUSku | None) ->
     if target is None:
         return
     mig = part.mode == PARTITION_MIG
-    verdict = fit(preset, target, 1 if mig else ck.ws.resource.count, annotations=ck.annotations)
+    verdict = fit(
+        preset, target, 1 if mig else ck.ws.resource.count, annotations=ck.annotations, multi_node=not mig
+    )
     plan = verdict.estimate
     if plan.fits:
         return

@@ -143,7 +143,7 @@ def plan_for(ws: Workspace, hub: ModelPreset | None = None, node_sku: GPUSku | N
     except PresetError as exc:
         raise PlanError("UnknownPreset", f"inference.preset.name: {exc}") from None
     # the one fit verdict, shared with the webhook (the bypass annotation included)
-    verdict = fit(preset, sku, node_count=count, annotations=ws.metadata.annotations)
+    verdict = fit(preset, sku, node_count=count, annotations=ws.metadata.annotations, multi_node=not mig)
     est = verdict.estimate
     if not verdict.ok:
         fix = f"; pick a larger MIG profile than {part.profile}" if mig and part is not None else ""
