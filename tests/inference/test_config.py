@@ -279,12 +279,28 @@ def test_upstream_default_configmap_starts_the_server(assets: Assets, tmp_path: 
         "--max-queue",
         "0",
     ]
-    proc, url = start_server(args, log)
+    from tests.inference.conftest import cpu_env
+
+    # as in a pod: one JSON object per log line, whoever logged it (kaito, vLLM, uvicorn)
+    proc, url = start_server(args, log, env={**cpu_env(), "KAITO_LOG_FORMAT": "json"})
     codes: list[int] = []
     try:
         wait_ready(proc, url, log, codes)
         text = log.read_text(errors="replace")
-        assert "kaito serve: warning: ignoring vLLM argument swap-space" in text
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        others = [line for line in text.splitlines() if line.strip() and not line.startswith("{")]
+        said = {r["msg"] for r in records}
+        # Not from a logger, so not formatted: tqdm's progress bars and torch's C++ warnings
+        # ("[W1207 ...] Warning: ...") write to the stream directly. An engine process vLLM starts
+        # logs its first import-time warning before vLLM applies the logging config there; that
+        # text is also logged, formatted, by the server process.
+        assert all("it/s]" in line or line.startswith("[W") or line in said for line in others), others[:5]
+        assert all(list(r)[:4] == ["ts", "level", "logger", "msg"] for r in records), records[:3]
+        loggers = {r["logger"].split(".")[0] for r in records}
+        assert {"kaito", "vllm"} <= loggers, loggers
+        assert any(
+            r["level"] == "warning" and "ignoring vLLM argument swap-space" in r["msg"] for r in records
+        )
         card = next(m for m in httpx.get(url + "/v1/models").json()["data"] if m["id"] == "tiny-phi3")
         assert 0 < card["max_model_len"] <= 2048  # fitted ("auto"), at most the model's own limit
         chat = httpx.post(

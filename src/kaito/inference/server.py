@@ -22,6 +22,7 @@ import structlog
 import uvicorn
 
 from kaito.inference import adapters as adapters_mod
+from kaito.inference import logs
 from kaito.inference.app import InferenceApp
 from kaito.inference.backend import Backend
 from kaito.inference.config import ConfigError, InferenceSettings, parse_settings
@@ -56,6 +57,7 @@ async def serve(settings: InferenceSettings, backend: Backend) -> int:
         host=settings.host,
         port=settings.port,
         log_level=os.environ.get("KAITO_LOG_LEVEL", "warning"),
+        log_config=None,  # uvicorn's records go to the process's one handler (kaito.inference.logs)
         access_log=False,
         timeout_keep_alive=30,
         lifespan="off",
@@ -69,7 +71,7 @@ async def serve(settings: InferenceSettings, backend: Backend) -> int:
             await backend.load()
         except Exception as exc:
             app.load_error = f"{type(exc).__name__}: {exc}"
-            print(f"kaito serve: model load failed: {app.load_error}", file=sys.stderr, flush=True)
+            log.error(f"kaito serve: model load failed: {app.load_error}")
             rc = 1
             server.should_exit = True
             return
@@ -91,6 +93,11 @@ async def serve(settings: InferenceSettings, backend: Backend) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        logs.configure()  # before vLLM is imported: it reads its logging switch at import
+    except ValueError as exc:
+        print(f"kaito serve: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
         settings = parse_settings(argv)
         backend = make_backend(settings)
     except ConfigError as exc:
@@ -107,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     for warning in settings.warnings:
-        print(f"kaito serve: warning: {warning}", file=sys.stderr, flush=True)
+        log.warning(f"kaito serve: warning: {warning}")
     if getattr(backend, "headless", False):
         # A multi-node rank > 0 serves no HTTP (its pod uses exec probes): it runs vLLM's workers.
         rank = settings.engine_args.get("node_rank")
