@@ -8,24 +8,20 @@ the test also proves that ``--allow-privileged-pods`` reaches admission.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workspace_webhooks import serving_webhook, workspace_webhooks
+from workspace_webhooks import install_crds, kubectl_create, operator_webhook
 
 from kaito.envtest import Cluster
 from kaito.operator import OperatorOptions
 from kaito.operator.options import WebhookOptions
-from kaito.operator.wiring import webhook_validation_options
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[3]
 
 PRIVILEGED: dict[str, Any] = {
     "apiVersion": "kaito.sh/v1beta1",
@@ -50,40 +46,17 @@ PRIVILEGED: dict[str, Any] = {
 
 @pytest.fixture
 async def crds(kube_cluster: Cluster) -> None:
-    for f in sorted((ROOT / "config" / "crd").glob("*.yaml")):
-        if "kind: CustomResourceDefinition" in f.read_text():
-            kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh")
+    install_crds(kube_cluster)
 
 
-@asynccontextmanager
-async def hooked(
+def hooked(
     kube_cluster: Cluster, namespace: str, tmp_path: Path, operator: OperatorOptions
-) -> AsyncIterator[None]:
+) -> AbstractAsyncContextManager[None]:
     """kaito's validating webhook, with the operator's options, registered for ``namespace``."""
-    async with serving_webhook(kube_cluster, tmp_path, webhook_validation_options(operator)) as (
-        server,
-        ca_bundle,
-    ):
-        name = f"kaito-podpolicy-{namespace}"
-        config = {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name},
-            "webhooks": workspace_webhooks("validate", server.bound_port, ca_bundle, namespace),
-        }
-        kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
-        try:
-            yield
-        finally:
-            kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+    return operator_webhook(kube_cluster, namespace, tmp_path, operator, f"kaito-podpolicy-{namespace}")
 
 
-async def _create(kube_cluster: Cluster, namespace: str, obj: dict[str, Any]) -> Any:
-    # The webhook answers in this event loop, so kubectl runs in a thread.
-    return await asyncio.to_thread(
-        kube_cluster.kubectl, "create", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False
-    )
+_create = kubectl_create
 
 
 async def test_privileged_template_is_refused_by_default_and_admitted_when_allowed(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from typing import Any
 from kaito.api.validation import ValidationOptions
 from kaito.api.webhook import new_webhook_server
 from kaito.envtest import Cluster
+from kaito.operator import OperatorOptions
+from kaito.operator.wiring import webhook_validation_options
 from kaito.runtime import WebhookServer, WebhookServerOptions
 
 
@@ -71,3 +74,45 @@ def workspace_webhooks(
         }
         for version in ("v1alpha1", "v1beta1")
     ]
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def install_crds(kube_cluster: Cluster) -> None:
+    """kaito's CRDs from config/crd, applied server-side and Established."""
+    for f in sorted((REPO / "config" / "crd").glob("*.yaml")):
+        if "kind: CustomResourceDefinition" in f.read_text():
+            kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+    kube_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh")
+
+
+@asynccontextmanager
+async def operator_webhook(
+    kube_cluster: Cluster, namespace: str, folder: Path, operator: OperatorOptions, name: str
+) -> AsyncIterator[None]:
+    """kaito's validating webhook, judging by what ``operator``'s options give it through the
+    operator's own wiring, registered (as ValidatingWebhookConfiguration ``name``) for
+    ``namespace`` only."""
+    async with serving_webhook(kube_cluster, folder, webhook_validation_options(operator)) as (
+        server,
+        ca_bundle,
+    ):
+        config = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": workspace_webhooks("validate", server.bound_port, ca_bundle, namespace),
+        }
+        kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+        try:
+            yield
+        finally:
+            kube_cluster.kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found")
+
+
+async def kubectl_create(kube_cluster: Cluster, namespace: str, obj: dict[str, Any]) -> Any:
+    """``kubectl create`` of ``obj``, in a thread: the webhook answers in this event loop."""
+    return await asyncio.to_thread(
+        kube_cluster.kubectl, "create", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False
+    )
