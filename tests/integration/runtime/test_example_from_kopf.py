@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kaito.envtest import eventually as poll
 from kaito.runtime import GVK, Client, NotFoundError, get_condition
 
 pytestmark = pytest.mark.cluster
@@ -52,16 +53,8 @@ def test_the_page_shows_the_example_file() -> None:
 
 
 async def eventually(cond: Callable[[], Any], limit_s: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + limit_s
-    while True:
-        res = cond()
-        if asyncio.iscoroutine(res):
-            res = await res
-        if res:
-            return res
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+    """kaito.envtest's poll, at this page's pace."""
+    return await poll(cond, "the example's next state", timeout=limit_s, interval=0.05)
 
 
 @pytest.fixture

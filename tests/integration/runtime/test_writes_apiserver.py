@@ -4,7 +4,6 @@ our own write is read back before the watch delivers it."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from kaito.envtest import Cluster
+from kaito.envtest import Cluster, eventually
 from kaito.runtime import CONFIGMAP, GVK, Client, InformerCache, Writer, WriterOptions
 
 pytestmark = pytest.mark.cluster
@@ -48,11 +47,7 @@ async def client(kube_cluster: Cluster, writes: Writes) -> AsyncIterator[Client]
 
 
 async def _wait(cond: Any, what: str, limit_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not cond():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    await eventually(cond, what, timeout=limit_s, interval=0.02)
 
 
 def _rv(obj: dict[str, Any] | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from kaito.envtest import eventually
 from kaito.runtime import Accepted, RecentWrites, drift, revert_patch, stamp
 
 SVC: dict[str, Any] = stamp(
@@ -380,8 +381,4 @@ class _Source:
 
 
 async def _eventually(cond: Any, limit_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not cond():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+    await eventually(cond, "the writer's state", timeout=limit_s, interval=0.005)
