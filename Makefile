@@ -63,17 +63,22 @@ tuning: inference-venv
 	$(call pytest,$(IVENV)/bin/python,tests/tuning tests/weights_images)
 
 # Small runs are smoke tests: bench/_smoke.py asserts that every side produced figures; targets
-# are checked by the full runs (docs/performance.md).
+# are checked by the full runs (docs/performance.md). `make bench-small-NAME` runs one of them
+# (hack/test.sh spreads them over its lanes); `make bench-small` runs them all, one by one.
+BENCH_IVENV := inference tuning dataset_loader
+bench-small-%: assets inference-venv
+	@py=$(BIN)/python; case " $(BENCH_IVENV) " in *" $* "*) py=$(IVENV)/bin/python;; esac; \
+	  echo "== bench/$*.py --small"; $$py bench/_smoke.py bench/$*.py
+
 bench-small: assets inference-venv
 	@for b in bench/*.py; do \
 	  case $$b in bench/_*|bench/plot.py) continue;; esac; \
-	  py=$(BIN)/python; case $$b in bench/inference.py|bench/tuning.py|bench/dataset_loader.py) py=$(IVENV)/bin/python;; esac; \
-	  echo "== $$b --small"; $$py bench/_smoke.py $$b || exit 1; \
+	  $(MAKE) --no-print-directory bench-small-$$(basename $$b .py) || exit 1; \
 	done
 
-# Everything: lint, types, layers, unit first; then integration beside reliability, e2e, inference
-# and tuning (two lanes: those suites mostly wait on real processes); the --small benchmarks last,
-# alone; the phase times at the end (hack/test.sh; TEST_LANES=1 for one suite at a time).
+# Everything: lint, types, layers, unit first (the inference venv builds beside them); then two
+# lanes: integration, and reliability, e2e, inference and tuning, with the --small benchmarks
+# spread over both; the phase times at the end (hack/test.sh; TEST_LANES=1 for one at a time).
 test: venv
 	bash hack/test.sh
 
