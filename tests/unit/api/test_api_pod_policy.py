@@ -148,14 +148,12 @@ def test_update_adding_a_privileged_field_is_refused_but_an_old_one_does_not_wed
 
 
 def test_the_operator_flag_reaches_the_webhooks_options() -> None:
-    import typer.main
-
-    from kaito.cli.main import app
+    from kaito.cli.main import load_command
     from kaito.operator import OperatorOptions
     from kaito.operator.options import WebhookOptions
     from kaito.operator.wiring import webhook_validation_options
 
-    command = typer.main.get_command(app).commands["controller"]  # type: ignore[attr-defined]
+    command = load_command("controller")
     flags = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
     assert {"--refuse-privileged-pods", "--allow-privileged-pods"} <= flags
     assert OperatorOptions().webhook.refuse_privileged_pods is True

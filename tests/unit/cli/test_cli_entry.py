@@ -58,3 +58,31 @@ def test_serve_help_documents_every_flag() -> None:
     actions = [a for a in build_parser()._actions if a.option_strings]
     undocumented = [a.option_strings[0] for a in actions if not (a.help or "").strip()]
     assert not undocumented, f"kaito serve flags without help: {undocumented}"
+
+
+def test_every_command_is_listed_and_loads() -> None:
+    """The lazy table of contents: `kaito --help` names every command, and each one imports."""
+    from kaito.cli.main import COMMANDS, load_command
+
+    listing = runner.invoke(app, ["--help"]).output
+    for name in COMMANDS:
+        assert name in listing
+        assert load_command(name).name == name
+
+
+def test_the_controller_process_imports_only_what_it_runs() -> None:
+    """`kaito controller` is the long-lived process: the local control plane's modules (and the
+    certificate library they pull in, ~16 MB resident) stay out unless a webhook serves."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, kaito.cli.main as m\n"
+        "sys.argv = ['kaito', 'controller', '--dry-run']\n"
+        "try:\n    m.app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(k for k in ('cryptography', 'kaito.envtest', 'kaito.localnode', 'kaito.cli.local',"
+        " 'kaito.weights') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

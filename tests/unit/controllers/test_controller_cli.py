@@ -8,7 +8,7 @@ import typing
 import pytest
 from typer.testing import CliRunner
 
-from kaito.cli.main import app
+from kaito.cli.main import app, load_command
 from kaito.operator import OperatorOptions
 from kaito.operator.featuregates import FeatureGates
 from kaito.operator.nodeprovisioner import NodeProvisionerOptions
@@ -18,9 +18,7 @@ from kaito.runtime import field_docs
 
 
 def test_help_lists_controller_runtime_flags() -> None:
-    import typer.main
-
-    command = typer.main.get_command(app).commands["controller"]  # type: ignore[attr-defined]
+    command = load_command("controller")
     out = " ".join(opt for p in command.params for opt in p.opts)
     for flag in (
         "--kubeconfig",
@@ -66,9 +64,7 @@ def _leaf_docs(cls: type, *, leaves: tuple[type, ...], clouds: tuple[str, ...]) 
 
 
 def _helps(command_name: str) -> set[str]:
-    import typer.main
-
-    command = typer.main.get_command(app).commands[command_name]  # type: ignore[attr-defined]
+    command = load_command(command_name)
     return {" ".join((p.help or "").split()) for p in command.params}
 
 
