@@ -60,8 +60,16 @@ and per side:
                           pod through one client (20 requests/s, burst 30 by default), shared
                           with its status updates; ``floor_s`` is the earliest its last pod create
                           could have been given the writes before it
+  stages                  each Workspace's way to Ready from the audit log (see ``STAGES``): the
+                          controller's first write, its StatefulSet, its ``<ws>`` Service sent
+                          and answered, kcm's pod create, the scheduler's bind, kwok's pod
+                          status, the Ready status write; p50/p90/max after each create and
+                          after the first, the gaps between consecutive stages, how many Readys
+                          waited last for the pod and how many for the Service
+                          (``ready_gated_by``), and the last Workspace's whole path
 The top-level ``seconds_to_all_ready`` is kaito's median at kcm's default limits. ``--small``
 runs kaito only (one round, default kcm; no Go build, no tarball) and says so in ``peer``.
+``--kcm default|fast`` runs one kcm mode only (full and ``--kaito-only`` modes).
 """
 
 from __future__ import annotations
@@ -650,6 +658,11 @@ async def run_side(
             await asyncio.gather(*(create(nm) for nm in names))
 
             async def all_ready() -> bool:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{side.name} controller exited ({proc.returncode}) before every Workspace was "
+                        f"ready: {len(ready_at)} of {n}; see {workdir / 'controller.log'}"
+                    )
                 now, wall = time.monotonic(), time.time()
                 for ws in await client.list(WORKSPACE, NS, cached=False):
                     nm = ws["metadata"]["name"]
