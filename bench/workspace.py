@@ -60,8 +60,16 @@ and per side:
                           pod through one client (20 requests/s, burst 30 by default), shared
                           with its status updates; ``floor_s`` is the earliest its last pod create
                           could have been given the writes before it
+  stages                  each Workspace's way to Ready from the audit log (see ``STAGES``): the
+                          controller's first write, its StatefulSet, its ``<ws>`` Service sent
+                          and answered, kcm's pod create, the scheduler's bind, kwok's pod
+                          status, the Ready status write; p50/p90/max after each create and
+                          after the first, the gaps between consecutive stages, how many Readys
+                          waited last for the pod and how many for the Service
+                          (``ready_gated_by``), and the last Workspace's whole path
 The top-level ``seconds_to_all_ready`` is kaito's median at kcm's default limits. ``--small``
 runs kaito only (one round, default kcm; no Go build, no tarball) and says so in ``peer``.
+``--kcm default|fast`` runs one kcm mode only (full and ``--kaito-only`` modes).
 """
 
 from __future__ import annotations
@@ -246,6 +254,118 @@ def _audit_writes(
         for k, v in sorted(took.items())
     }
     return by_resource, latency
+
+
+#: Each Workspace's way to Ready, in order (``stages`` in a side's JSON): the bench's create; the
+#: controller's first write of it (finalizer patch); its StatefulSet; its ``<ws>`` Service sent
+#: (``service``) and answered (``service_done``: ClusterIP allocated); kcm's StatefulSet
+#: controller creating pod ``<ws>-0``; the scheduler binding it; kwok's last pod status write
+#: before Ready; the controller's last Workspace status write before the bench saw it Ready.
+#: Times from the audit log (request received; ``service_done``: response sent), seconds after
+#: the Workspace's create.
+STAGES = (
+    "first_write", "statefulset", "service", "service_done", "pod_created", "pod_bound", "pod_ready",
+    "status_ready",
+)  # fmt: skip
+#: Stages beside the path (written alongside the StatefulSet), left out of ``gaps``.
+SIDE_STAGES = ("service", "service_done")
+
+
+def _stage_times(
+    events: list[dict[str, Any]], user: str, created_wall: dict[str, float], ready_wall: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Per Workspace, the wall-clock time of each of :data:`STAGES` (missing ones left out)."""
+    out: dict[str, dict[str, float]] = {nm: {} for nm in created_wall}
+    pods = {f"{nm}-0": nm for nm in created_wall}
+
+    def first(nm: str, stage: str, at: float) -> None:
+        if nm in out and stage not in out[nm]:
+            out[nm][stage] = at
+
+    def last_before(nm: str, stage: str, at: float) -> None:
+        if nm in out and at <= ready_wall.get(nm, float("inf")):
+            out[nm][stage] = max(out[nm].get(stage, at), at)
+
+    for ev in sorted(events, key=lambda e: e.get("requestReceivedTimestamp", "")):
+        verb = ev.get("verb")
+        if verb not in ("create", "update", "patch"):
+            continue
+        ref = ev.get("objectRef") or {}
+        resource, sub, name = ref.get("resource"), ref.get("subresource"), ref.get("name", "")
+        if ref.get("namespace") != NS:
+            continue
+        at = _ts(ev["requestReceivedTimestamp"])
+        agent = str(ev.get("userAgent", ""))
+        if _by(ev, user):
+            if resource == "workspaces" and not sub:
+                first(name, "first_write", at)
+            elif resource == "workspaces" and sub == "status":
+                last_before(name, "status_ready", at)
+            elif resource == "statefulsets" and not sub:
+                first(name, "statefulset", at)
+            elif resource == "services" and not sub:
+                if name in out and "service" not in out[name]:
+                    out[name]["service_done"] = _ts(ev["stageTimestamp"])
+                first(name, "service", at)
+        elif resource == "pods" and name in pods:
+            nm = pods[name]
+            if not sub and verb == "create" and "statefulset-controller" in agent:
+                first(nm, "pod_created", at)
+            elif sub == "binding":
+                first(nm, "pod_bound", at)
+            elif sub == "status" and "kwok" in agent:
+                last_before(nm, "pod_ready", at)
+    return out
+
+
+def _stage_summary(
+    times: dict[str, dict[str, float]], created_wall: dict[str, float], t0: float
+) -> dict[str, Any]:
+    """p50/p90/max of each stage after each Workspace's create and after the first create, the
+    p50/p90/max gap between consecutive stages, how many Workspaces' Ready waited last for
+    their pod and how many for their Service, and the last-ready Workspace's whole path."""
+    since_create: dict[str, list[float]] = {s: [] for s in STAGES}
+    since_t0: dict[str, list[float]] = {s: [] for s in STAGES}
+    gaps: dict[str, list[float]] = {}
+    gated_by: dict[str, int] = {}
+    for nm, stages in times.items():
+        prev, prev_at = "create", created_wall[nm]
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            at = stages[stage]
+            since_create[stage].append(at - created_wall[nm])
+            since_t0[stage].append(at - t0)
+            if stage not in SIDE_STAGES:  # the Service is written beside the StatefulSet
+                gaps.setdefault(f"{prev}->{stage}", []).append(at - prev_at)
+                prev, prev_at = stage, at
+        # What the Ready write waited for last: the pod (kcm, scheduler, kwok) or the Service
+        # (the apiserver's ClusterIP allocation); the controller's own reaction is what follows.
+        if "status_ready" in stages and ("pod_ready" in stages or "service_done" in stages):
+            pod, svc = stages.get("pod_ready", 0.0), stages.get("service_done", 0.0)
+            gate = "service_done" if svc > pod else "pod_ready"
+            gated_by[gate] = gated_by.get(gate, 0) + 1
+            gaps.setdefault("last_of(pod_ready,service_done)->status_ready", []).append(
+                stages["status_ready"] - max(pod, svc)
+            )
+
+    def stats(v: list[float]) -> dict[str, float]:
+        return {
+            "p50": round(_percentile(v, 0.5), 2),
+            "p90": round(_percentile(v, 0.9), 2),
+            "max": round(max(v), 2),
+        }
+
+    last = max(times, key=lambda nm: times[nm].get("status_ready", 0.0)) if times else None
+    return {
+        "after_create": {s: stats(v) for s, v in since_create.items() if v},
+        "after_first_create": {s: stats(v) for s, v in since_t0.items() if v},
+        "gaps": {k: stats(v) for k, v in gaps.items()},
+        "ready_gated_by": gated_by,
+        "last_ready": (
+            {"workspace": last, **{s: round(at - t0, 2) for s, at in times[last].items()}} if last else None
+        ),
+    }
 
 
 #: kube-controller-manager's client defaults (``--kube-api-qps`` / ``--kube-api-burst``); each of its
@@ -511,6 +631,7 @@ async def run_side(
             created: dict[str, float] = {}
             created_wall: dict[str, float] = {}
             ready_at: dict[str, float] = {}
+            ready_wall: dict[str, float] = {}
 
             async def create(nm: str) -> None:
                 body = {
@@ -537,11 +658,17 @@ async def run_side(
             await asyncio.gather(*(create(nm) for nm in names))
 
             async def all_ready() -> bool:
-                now = time.monotonic()
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{side.name} controller exited ({proc.returncode}) before every Workspace was "
+                        f"ready: {len(ready_at)} of {n}; see {workdir / 'controller.log'}"
+                    )
+                now, wall = time.monotonic(), time.time()
                 for ws in await client.list(WORKSPACE, NS, cached=False):
                     nm = ws["metadata"]["name"]
                     if nm not in ready_at and _ready(ws, side.ready_condition):
                         ready_at[nm] = now
+                        ready_wall[nm] = wall
                 return len(ready_at) == n
 
             # Polled every 0.5 s (a LIST of N Workspaces is not free for a 2-core apiserver).
@@ -608,6 +735,9 @@ async def run_side(
     to_sts = [sts_at[nm] - created_wall[nm] for nm in created_wall if nm in sts_at]
     kcm = _kcm_statefulset_writes(events, min(created_wall.values()), *_kcm_limits(kcm_args))
     reconciles = after["reconciles"] - before["reconciles"]
+    stages = _stage_summary(
+        _stage_times(events, side.user, created_wall, ready_wall), created_wall, min(created_wall.values())
+    )
     return {
         "side": side.name,
         "workspaces": n,
@@ -623,6 +753,7 @@ async def run_side(
         },
         "writes_by_resource": dict(sorted(writes.items())),
         "kcm_statefulset_controller": kcm,
+        "stages": stages,
         "write_latency_ms": latency,
         "load_average": load_average,
         "converged_window_s": window,
@@ -716,6 +847,15 @@ def _home(path: Path) -> str:
     return "~" + str(path)[len(home) :] if str(path).startswith(home + "/") else str(path)
 
 
+def _chosen(
+    modes: tuple[tuple[str, tuple[str, ...]], ...], which: str
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The kcm modes ``--kcm`` asks for (``both``, ``default`` or ``fast``)."""
+    if which == "both":
+        return modes
+    return tuple(m for m in modes if (m[0] == "kcm_default") == (which == "default"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -731,6 +871,10 @@ def main() -> None:
     parser.add_argument(
         "--idle", type=float, default=None,
         help="quiet window after convergence, for idle CPU and requests (default 60 with --kaito-only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kcm", choices=("both", "default", "fast"), default="both",
+        help="kcm modes to run: its default client limits, --kube-api-qps=200 --kube-api-burst=300, or both",
     )  # fmt: skip
     parser.add_argument("--keep", type=Path, default=None, help="keep the audit and controller logs here")
     parser.add_argument("--controller-arg", action="append", default=[], help="extra `kaito controller` flag")
@@ -777,7 +921,7 @@ def main() -> None:
                 ("kcm_default", grace),
                 ("kcm_qps200_burst300", (*KCM_FAST, *grace)),
             )
-            for mode, scale_kcm_args in modes:
+            for mode, scale_kcm_args in _chosen(modes, args.kcm):
                 runs[mode] = asyncio.run(
                     run_side(
                         KAITO, n, window, workdir / mode, kcm_args=scale_kcm_args,
@@ -799,7 +943,11 @@ def main() -> None:
             except PeerMissing as exc:
                 raise SystemExit(str(exc)) from None
             comparisons = {}
-            for mode, kcm_args in (("kcm_default", ()), ("kcm_qps200_burst300", KCM_FAST)):
+            full_modes: tuple[tuple[str, tuple[str, ...]], ...] = (
+                ("kcm_default", ()),
+                ("kcm_qps200_burst300", KCM_FAST),
+            )
+            for mode, kcm_args in _chosen(full_modes, args.kcm):
                 comparisons[mode] = asyncio.run(
                     compare(
                         n,
@@ -812,7 +960,7 @@ def main() -> None:
                         binary,
                     )
                 )
-            default = comparisons["kcm_default"]
+            default = comparisons.get("kcm_default") or comparisons["kcm_qps200_burst300"]
             out = {
                 "workspaces": n,
                 "rounds": args.rounds,
