@@ -252,6 +252,7 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
     finally:
         gc.unfreeze()
     result.seconds = time.monotonic() - started
+    release_free_heap()  # after the timed loop: the activations' freed heap goes back to the OS
     result.steps = int(out.global_step)
     result.tokens = progress.token_count
     model.save_pretrained(output, safe_serialization=True)
@@ -264,6 +265,26 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
         + "\n"
     )
     return result
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``); False where there is none.
+
+    Training frees its activations, but glibc keeps the freed pages of its heap resident: about
+    22 MB after 6 steps of the tiny model, more with real batches. Nothing after training needs
+    them (saving an adapter is small), so they go back before the process saves and exits.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is None:  # musl and other libcs without it
+        return False
+    trim(0)
+    return True
 
 
 def _tidy_adapter_config(path: Path, base: str) -> None:
