@@ -207,12 +207,15 @@ def render(examples: Examples, tokenizer: Any) -> Iterator[str]:
 
 
 def tokenize(examples: Examples, tokenizer: Any, max_length: int) -> list[dict[str, list[int]]]:
-    """Token ids and labels (equal: causal LM loss on the whole text), truncated to max_length."""
+    """Token ids and labels (equal: causal LM loss on the whole text), truncated to max_length.
+
+    Both keys hold the same list object, so a large dataset is not held twice in memory."""
     out: list[dict[str, list[int]]] = []
     for text in render(examples, tokenizer):
         ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
         if len(ids) >= 2:
-            out.append({"input_ids": list(ids), "labels": list(ids)})
+            ids = list(ids)
+            out.append({"input_ids": ids, "labels": ids})  # one list: the collator copies, never mutates
     if not out:
         raise TuningError("every example is shorter than two tokens; the dataset is empty after tokenizing")
     return out

@@ -12,6 +12,7 @@ apply LoRA to; upstream's ``q_proj,k_proj,...`` list does not exist in transform
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -203,6 +204,7 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
     progress.log(
         "dataset", source=examples.source, examples=len(rows), tokens=sum(len(r["input_ids"]) for r in rows)
     )
+    del examples  # the rendered conversations are not needed once tokenized; not kept for the whole run
     args = _training_args(cfg, output)
     set_seed(args.seed)  # the LoRA A matrices are random: same config, same run
     model = _lora(cfg, model)
@@ -224,12 +226,21 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
     quantized = sum(1 for m in model.modules() if type(m).__name__ == "Linear4bit")
     if cfg.method == "qlora" and quantized == 0:
         raise TuningError("method qlora: the base model was loaded without 4-bit layers; refusing to train")
+    # Everything alive now (the libraries, the model, the tokenized dataset) lives for the whole
+    # run. Freezing it takes it out of the cyclic collector's sight: the full gc.collect() that
+    # Trainer.train() starts with (accelerate's free_memory) and any automatic full collection
+    # during the run then walk only what training itself allocates, not ~500k long-lived objects
+    # (measured on the tiny model: 0.4-1.1 s of the training loop on 2 loaded cores, freeing ~20
+    # objects). Freezing does no work of its own (no collection here, none moved out of the timed
+    # loop) and is undone right after training.
+    gc.freeze()
     progress.log(
         "start",
         method=cfg.method,
         trainable_params=trainable,
         linear4bit_layers=quantized,
         device=str(args.device),
+        gc_frozen_objects=gc.get_freeze_count(),
     )
     started = time.monotonic()
     progress.started = started
@@ -238,7 +249,10 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
         out = trainer.train()
     except torch.cuda.OutOfMemoryError:
         raise TuningError("out of GPU memory; lower per_device_train_batch_size or max_length") from None
+    finally:
+        gc.unfreeze()
     result.seconds = time.monotonic() - started
+    release_free_heap()  # after the timed loop: the activations' freed heap goes back to the OS
     result.steps = int(out.global_step)
     result.tokens = progress.token_count
     model.save_pretrained(output, safe_serialization=True)
@@ -251,6 +265,26 @@ def train(model_dir: Path, data: Path, output: Path, cfg: TrainingConfig, progre
         + "\n"
     )
     return result
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``); False where there is none.
+
+    Training frees its activations, but glibc keeps the freed pages of its heap resident: about
+    21.6 MiB after 6 steps of the tiny model (measured on the benchmark). Nothing after training needs
+    them (saving an adapter is small), so they go back before the process saves and exits.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is None:  # musl and other libcs without it
+        return False
+    trim(0)
+    return True
 
 
 def _tidy_adapter_config(path: Path, base: str) -> None:
