@@ -153,8 +153,6 @@ class WorkQueueMetrics(Protocol):
 
     def retry(self) -> None: ...
 
-    def update_unfinished(self) -> None: ...
-
 
 # --------------------------------------------------------------------------- the queue
 
@@ -172,7 +170,6 @@ class WorkQueue(Generic[T]):
         rate_limiter: RateLimiter | None = None,
         metrics: WorkQueueMetrics | None = None,
         clock: Clock = time.monotonic,
-        unfinished_interval: float = 0.5,
     ):
         self.name = name
         self.rate_limiter: RateLimiter = rate_limiter or default_controller_rate_limiter()
@@ -190,8 +187,6 @@ class WorkQueue(Generic[T]):
         self._seq = itertools.count()
         self._delay_task: asyncio.Task[None] | None = None
         self._delay_wakeup: asyncio.Event | None = None
-        self._metrics_task: asyncio.Task[None] | None = None
-        self._unfinished_interval = unfinished_interval
 
     # ----- basic queue
 
@@ -207,7 +202,6 @@ class WorkQueue(Generic[T]):
             return
         if self.metrics is not None:
             self.metrics.add(item)
-            self._ensure_metrics_loop()
         self._dirty.add(item)
         if item in self._processing:
             # Re-queued by done(): the running reconcile will be followed by exactly one more.
@@ -281,9 +275,8 @@ class WorkQueue(Generic[T]):
         self._shutting_down = True
         self._waiting.clear()
         self._heap.clear()
-        for task in (self._delay_task, self._metrics_task):
-            if task is not None and not task.done():
-                task.cancel()
+        if self._delay_task is not None and not self._delay_task.done():
+            self._delay_task.cancel()
         self._wake_all()
 
     async def shutdown_with_drain(self) -> None:
@@ -373,19 +366,3 @@ class WorkQueue(Generic[T]):
 
     def num_requeues(self, item: T) -> int:
         return self.rate_limiter.num_requeues(item)
-
-    # ----- metrics
-
-    def _ensure_metrics_loop(self) -> None:
-        if self._metrics_task is not None or self._shutting_down:
-            return
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._metrics_task = asyncio.create_task(self._metrics_loop(), name=f"workqueue-metrics-{self.name}")
-
-    async def _metrics_loop(self) -> None:
-        while not self._shutting_down and self.metrics is not None:
-            self.metrics.update_unfinished()
-            await asyncio.sleep(self._unfinished_interval)

@@ -44,7 +44,6 @@ def test_queue_metrics_follow_client_go_semantics():
     now[0] = 101.0
     q.get("a")
     now[0] = 103.0
-    q.update_unfinished()
     get = m.registry.get_sample_value
     labels = {"controller": "q", "name": "q"}
     assert get("workqueue_depth", labels) == 1

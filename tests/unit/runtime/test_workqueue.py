@@ -205,9 +205,6 @@ class RecordingMetrics:
     def retry(self) -> None:
         self.events.append("retry")
 
-    def update_unfinished(self) -> None:
-        pass
-
 
 async def test_metrics_hooks() -> None:
     m = RecordingMetrics()
@@ -232,3 +229,27 @@ async def test_retries_counted_as_client_go_counts_them() -> None:
     q.add_rate_limited("c")
     q.add_after("d", 1)
     assert m.events.count("retry") == 2
+
+
+async def test_queue_with_metrics_runs_no_timer_and_scrapes_live_ages() -> None:
+    """Issue 24 item 4: a converged controller's queue must not wake the process on its own.
+    The in-progress gauges are worked out at scrape time instead of every 500 ms."""
+    from kaito.runtime.metrics import Metrics
+
+    clock = FakeClock()
+    metrics = Metrics()
+    q: WorkQueue[str] = WorkQueue("t", metrics=metrics.queue("t", clock=clock), clock=clock)
+    before = asyncio.all_tasks()
+    q.add("a")
+    q.add("b")
+    item = await q.get()
+    assert asyncio.all_tasks() == before  # nothing scheduled behind the caller's back
+    clock.now += 4.0
+    get = metrics.registry.get_sample_value
+    labels = {"controller": "t", "name": "t"}
+    assert get("workqueue_unfinished_work_seconds", labels) == 4.0
+    assert get("workqueue_longest_running_processor_seconds", labels) == 4.0
+    q.done(item)
+    assert get("workqueue_unfinished_work_seconds", labels) == 0.0
+    assert get("workqueue_longest_running_processor_seconds", labels) == 0.0
+    q.shutdown()
