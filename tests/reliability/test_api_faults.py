@@ -263,7 +263,13 @@ async def test_operator_converges_through_api_faults(cluster: Cluster) -> None:
         options = OperatorOptions(metrics_bind_address="0", health_probe_bind_address="0")
         with logs:
             async with running_operator(proxy.configuration(), options) as op:
-                await _phases(cluster, admin, proxy, op, run)
+                try:
+                    await _phases(cluster, admin, proxy, op, run)
+                except AssertionError as exc:
+                    # The operator's log is kept out of the output while all goes well; a phase
+                    # that never converges is read from it.
+                    tail = "\n".join(logs.text().splitlines()[-300:])
+                    raise AssertionError(f"{exc}\n--- the operator's last 300 lines ---\n{tail}") from None
     phases = run.phases
     calm = phases[0].per_workspace
     figures = {
