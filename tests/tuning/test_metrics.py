@@ -51,6 +51,15 @@ def test_scrape_reads_the_values_of_the_last_update() -> None:
     assert _scrape(progress)["kaito_tuning_loss"] == 1.5
 
 
+def _run_python(code: str) -> str:
+    """``code`` in a fresh interpreter (its imports and memory are its own); its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cpu_env(), cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_no_metrics_library_without_a_port() -> None:
     code = (
         "import io, sys\n"
@@ -58,11 +67,7 @@ def test_no_metrics_library_without_a_port() -> None:
         "p = Progress(io.StringIO()); p.add_tokens(5); p.update(1, 2, 0.5, 1.0)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', 'http.server'))))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=cpu_env(), cwd=ROOT, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "[]"
+    assert _run_python(code).strip() == "[]"
 
 
 def test_the_long_lived_heap_is_frozen_during_training_only(tmp_path: Path, tiny_model: Path) -> None:
@@ -103,9 +108,6 @@ def test_release_free_heap_returns_freed_pages_to_the_os() -> None:
         "ok = release_free_heap()\n"
         "print(ok, before - anon())\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=cpu_env(), cwd=ROOT, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    ok, released_kib = proc.stdout.split()
-    assert ok == "True" and int(released_kib) > 64 * 1024, proc.stdout
+    out = _run_python(code)
+    ok, released_kib = out.split()
+    assert ok == "True" and int(released_kib) > 64 * 1024, out
