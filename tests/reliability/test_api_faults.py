@@ -48,13 +48,14 @@ from kaito.envtest import Cluster, ClusterOptions
 from kaito.envtest.certs import issue_client_cert
 from kaito.operator import Operator, OperatorOptions
 from kaito.provisioners.byo import gpu_node_manifest
-from kaito.runtime import GVK, ApiError, Client
+from kaito.runtime import GVK, NODE, POD, STATEFULSET, ApiError, Client
 
 pytestmark = pytest.mark.cluster
 
 K = int(os.environ.get("KAITO_FAULTS_WORKSPACES", "3"))
 USER = "kaito-chaos-operator"
 PHASE_TIMEOUT = 300.0
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 #: The request the current proxy handler task serves (set by ``Faults.before``, read by Proxy).
@@ -267,9 +268,12 @@ async def test_operator_converges_through_api_faults(cluster: Cluster) -> None:
                     await _phases(cluster, admin, proxy, op, run)
                 except AssertionError as exc:
                     # The operator's log is kept out of the output while all goes well; a phase
-                    # that never converges is read from it.
+                    # that never converges is read from it, and from the state it left.
                     tail = "\n".join(logs.text().splitlines()[-300:])
-                    raise AssertionError(f"{exc}\n--- the operator's last 300 lines ---\n{tail}") from None
+                    state = await _state(admin, op, ns)
+                    raise AssertionError(
+                        f"{exc}\n--- the operator's last 300 lines ---\n{tail}\n--- state ---\n{state}"
+                    ) from None
     phases = run.phases
     calm = phases[0].per_workspace
     figures = {
@@ -337,10 +341,25 @@ async def _phases(cluster: Cluster, admin: Client, proxy: Proxy, op: Operator, r
         await asyncio.sleep(2.0)
         return len(proxy.seen) == before and len(ctrl.queue) == 0
 
+    async def schedulable(nodes: list[str]) -> bool:
+        for name in nodes:
+            node = await admin.get(NODE, name, cached=False)
+            taints = (node.get("spec") or {}).get("taints") or []
+            if any(t.get("key") == NOT_READY_TAINT for t in taints):
+                return False
+        return True
+
     async def rollout(name: str) -> Phase:
         phase = Phase(name, [f"{name}-{i}" for i in range(K)])
-        for ws in phase.workspaces:
-            await admin.create(gpu_node_manifest(f"node-{ws}", "Standard_NC6s_v3", {"apps": ws}))
+        nodes = [f"node-{ws}" for ws in phase.workspaces]
+        for node, ws in zip(nodes, phase.workspaces, strict=True):
+            await admin.create(gpu_node_manifest(node, "Standard_NC6s_v3", {"apps": ws}))
+        # BYO nodes are in place before the Workspaces that select them, as in a real cluster.
+        # Waiting here also keeps a kube-controller-manager quirk out of the restart phase: its
+        # node-lifecycle controller drops a failed removal of the not-ready taint (the apiserver
+        # was down) until the node's next update, which kwok, like a kubelet, sends only every
+        # 4-10 minutes; the pods would stay Pending that long whatever the operator does.
+        await until(lambda: schedulable(nodes), f"the {name} nodes to lose the not-ready taint", 60)
         for ws in phase.workspaces:
             await admin.create(
                 {
@@ -457,6 +476,47 @@ async def _phases(cluster: Cluster, admin: Client, proxy: Proxy, op: Operator, r
         return not await admin.list(WORKSPACE, ns, cached=False)
 
     await until(gone, "the Workspaces to be finalized", PHASE_TIMEOUT)
+
+
+async def _state(admin: Client, op: Operator, ns: str) -> str:
+    """What a stuck phase left: each Workspace's conditions, its StatefulSet and Pods, and the
+    controller's queue (queued, in progress, waiting to retry and how many retries)."""
+    lines: list[str] = []
+    try:
+        sts = {s["metadata"]["name"]: s for s in await admin.list(STATEFULSET, ns, cached=False)}
+        pods = await admin.list(POD, ns, cached=False)
+        for ws in await admin.list(WORKSPACE, ns, cached=False):
+            name = ws["metadata"]["name"]
+            conds = [
+                f"{c.get('type')}={c.get('status')}({c.get('reason')}: {c.get('message', '')[:80]})"
+                for c in (ws.get("status") or {}).get("conditions") or []
+            ]
+            st = (sts.get(name) or {}).get("status")
+            mine = [
+                f"{p['metadata']['name']}@{p['spec'].get('nodeName')}:{(p.get('status') or {}).get('phase')}"
+                for p in pods
+                if p["metadata"]["name"].startswith(f"{name}-")
+            ]
+            lines.append(f"{name}: {' '.join(conds)} | sts {st} | pods {mine}")
+    except (ApiError, aiohttp.ClientError, OSError) as exc:
+        lines.append(f"(cluster not readable: {exc})")
+    ctrl = op.workspace.controller
+    queue = ctrl.queue if ctrl is not None else None
+    if queue is not None:
+        now = time.monotonic()
+        waiting = {str(k): round(t - now, 1) for k, t in queue._waiting.items()}
+        lines.append(
+            f"queue: {len(queue)} queued {[str(r) for r in queue._queue]}, in progress "
+            f"{[str(r) for r in queue._processing]}, waiting (s left) {waiting}, retries "
+            f"{ {str(k): queue.num_requeues(k) for k in queue._waiting} }"
+        )
+    for task in asyncio.all_tasks():
+        # a reconcile that never returns: where each busy worker waits
+        frames = task.get_stack()
+        if "-worker-" in task.get_name() and len(frames) > 2:
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames[-6:]))
+            lines.append(f"{task.get_name()}: {where}")
+    return "\n".join(lines)
 
 
 async def _apf_level_known(admin: Client, level: str) -> bool:
