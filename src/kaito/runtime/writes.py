@@ -35,6 +35,7 @@ import contextlib
 import copy
 import hashlib
 import json
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -398,6 +399,59 @@ class Expectations(Generic[K]):
         return sum(len(v) for v in self._names.values())
 
 
+# --------------------------------------------------------------------------- slots
+
+
+class Slots:
+    """At most ``size`` holders at once, waiters served first come first served, except that an
+    urgent waiter goes before every waiter that is not: a write something waits on (the Service
+    that gates a Workspace's Ready) is not queued behind a hundred that nothing waits on."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError("size must be positive")
+        self._free = size
+        self._waiters: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for q in self._waiters for f in q if not f.done())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        await self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if self._free > 0:  # a slot is free only while nobody waits (release hands it over)
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[0 if urgent else 1].append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._release()  # handed a slot as it was cancelled: pass it on
+            raise
+
+    def _release(self) -> None:
+        for queue in self._waiters:
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the slot goes straight to it
+                    return
+        self._free += 1
+
+
 # --------------------------------------------------------------------------- the writer
 
 
@@ -428,7 +482,7 @@ class Writer:
         self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
         self._in_flight: dict[Key, asyncio.Task[None]] = {}
         self._errors: dict[Key, str] = {}
-        self._slots = asyncio.Semaphore(options.max_background_writes)
+        self._slots = Slots(options.max_background_writes)
 
     # -- wiring
     def bind(self, controller: Controller) -> None:
@@ -520,12 +574,20 @@ class Writer:
                 self._locks[key] = (lock, users - 1)
 
     def apply_in_background(
-        self, gvk: GVK, desired: Obj, *, owner_uid: str | None = None, retry: Request | None = None
+        self,
+        gvk: GVK,
+        desired: Obj,
+        *,
+        owner_uid: str | None = None,
+        retry: Request | None = None,
+        urgent: bool = False,
     ) -> None:
         """:meth:`apply` in a task of its own (at most ``max_background_writes`` at once), one
         per object: a later call finds it in flight and leaves it be. A failure re-queues
         ``retry`` with backoff on the bound controller and is kept as :meth:`background_error`
-        until a write of that object succeeds.
+        until a write of that object succeeds. ``urgent``: something waits on this write (a
+        status that cannot be Ready without it), so it takes the next free slot before every
+        waiting write that is not.
 
         The task belongs to the bound controller (``Controller.spawn``): drained or cancelled
         with its reconciles when it stops, so no write goes out after leadership is lost; a
@@ -545,7 +607,7 @@ class Writer:
         controller = self.controller
 
         async def write() -> None:
-            async with self._slots:
+            async with self._slots.hold(urgent=urgent):
                 if controller is not None and not controller.may_act():
                     return  # leadership may be someone else's by now; the next leader writes it
                 await self.apply(gvk, desired, owner_uid=owner_uid)
@@ -590,6 +652,7 @@ __all__ = [
     "Expectations",
     "NotOwnedError",
     "RecentWrites",
+    "Slots",
     "Writer",
     "check_owner",
     "drift",

@@ -149,6 +149,7 @@ from kaito.runtime import (  # noqa: E402
     Expectations,
     NotOwnedError,
     Request,
+    Slots,
     Writer,
     WriterOptions,
     manifest_hash,
@@ -341,6 +342,74 @@ async def test_a_background_write_waits_for_leadership_and_reports_failures() ->
     assert client.calls == [("apply", "a")] and writer.background_error(CM, "a", "ns") is None
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_slots_serve_urgent_waiters_first_and_in_order() -> None:
+    """One slot, held; three ordinary waiters then two urgent ones: each release hands the slot
+    to the urgent waiters first (in their order), then to the others (in theirs)."""
+    slots = Slots(1)
+    order: list[str] = []
+    release = {name: asyncio.Event() for name in ("first", "a", "b", "c", "u1", "u2")}
+
+    async def hold(name: str, urgent: bool = False) -> None:
+        async with slots.hold(urgent=urgent):
+            order.append(name)
+            await release[name].wait()
+
+    first = asyncio.create_task(hold("first"))
+    await _eventually(lambda: order == ["first"])
+    tasks = [asyncio.create_task(hold(n)) for n in ("a", "b", "c")]
+    await _eventually(lambda: slots.waiting == 3)
+    tasks += [asyncio.create_task(hold(n, urgent=True)) for n in ("u1", "u2")]
+    await _eventually(lambda: slots.waiting == 5)
+    for name in ("first", "u1", "u2", "a", "b", "c"):
+        release[name].set()
+    await asyncio.gather(first, *tasks)
+    assert order == ["first", "u1", "u2", "a", "b", "c"]
+    assert slots.free == 1 and slots.waiting == 0
+
+
+async def test_a_cancelled_waiter_gives_its_slot_on() -> None:
+    """A waiter cancelled while waiting, or just as it was handed the slot, does not keep it."""
+    slots = Slots(1)
+
+    async def waiter() -> None:
+        async with slots.hold():
+            pass
+
+    async with slots.hold():
+        gone = asyncio.create_task(waiter())
+        await _eventually(lambda: slots.waiting == 1)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        handed = asyncio.create_task(waiter())
+        await _eventually(lambda: slots.waiting == 1)
+    # The release handed the slot to `handed` (skipping the cancelled one); cancelled before it
+    # ran, it passes the slot on.
+    assert slots.free == 0
+    handed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    assert slots.free == 1 and slots.waiting == 0
+    with pytest.raises(ValueError):
+        Slots(0)
+
+
+async def test_urgent_background_writes_go_before_waiting_ordinary_ones() -> None:
+    """With every slot taken, an urgent background write (the Service a Workspace's Ready
+    waits on) is sent before the ordinary ones queued before it."""
+    client, cache = _Client(), _SyncedCache()
+    client.gate = asyncio.Event()
+    writer = _writer(client, cache, max_background_writes=1)
+    writer.apply_in_background(CM, _cm("busy"))
+    await asyncio.sleep(0)  # "busy" takes the slot and waits at the gate
+    for name in ("h1", "h2"):
+        writer.apply_in_background(CM, _cm(name))
+    writer.apply_in_background(CM, _cm("ready-gate"), urgent=True)
+    client.gate.set()
+    await _eventually(lambda: writer.in_flight == 0)
+    assert [name for _, name in client.calls] == ["busy", "ready-gate", "h1", "h2"]
 
 
 def test_expectations_hold_names_until_settled() -> None:

@@ -252,11 +252,14 @@ class InferenceWorkload:
                 options=deps.options,
             )
             retry = Request(ns, name)
-            for svc in (
-                services.build_service(ws, multi_node=plan.multi_node),
-                services.build_headless_service(ws, multi_node=plan.multi_node),
+            # `<ws>` gates Ready (see reconcile), so it goes before every headless one waiting:
+            # with many Workspaces at once the headless Services (which nothing waits on) would
+            # otherwise hold the slots while the pods come up and Ready waits for `<ws>`.
+            for svc, urgent in (
+                (services.build_service(ws, multi_node=plan.multi_node), True),
+                (services.build_headless_service(ws, multi_node=plan.multi_node), False),
             ):
-                deps.writer.apply_in_background(SERVICE, svc, owner_uid=uid, retry=retry)
+                deps.writer.apply_in_background(SERVICE, svc, owner_uid=uid, retry=retry, urgent=urgent)
         except Exception:
             await asyncio.gather(*writes)  # started coroutines are awaited, not dropped
             raise
