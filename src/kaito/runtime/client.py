@@ -102,7 +102,12 @@ class Client:
         trace_configs: Iterable[aiohttp.TraceConfig] = (),
         field_manager: str | None = None,
         max_throttle_retries: int = 10,
+        max_connections: int = 32,
     ):
+        """``max_connections`` caps the pooled connections of ordinary requests (more wait for
+        one); watches and other streams get connections of their own, without a cap, since each
+        pins one for minutes. Every idle TLS connection holds asyncio's 256 KiB read buffer, so
+        without the cap a burst of 120 requests left 16 MB resident until keep-alive ran out."""
         self.config = config  # as given (a RestConfig or a kubernetes_asyncio Configuration)
         self.rest_config = as_rest_config(config)
         self.base_url = self.rest_config.host.rstrip("/")
@@ -111,8 +116,10 @@ class Client:
         self.cache = cache
         self.field_manager = field_manager
         self.max_throttle_retries = max_throttle_retries
+        self.max_connections = max_connections
         self._trace_configs = list(trace_configs)
         self._session: aiohttp.ClientSession | None = None
+        self._stream_session: aiohttp.ClientSession | None = None
         self._static_auth = self.rest_config.static_authorization()
         self._request_kwargs: dict[str, Any] = {}
         if self.rest_config.tls_server_name and self.base_url.startswith("https"):
@@ -123,28 +130,39 @@ class Client:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """Created lazily so a Client can be built outside the event loop."""
+        """The session of ordinary requests, created lazily so a Client can be built outside the
+        event loop; at most ``max_connections`` connections."""
         if self._session is None or self._session.closed:
-            # limit=0: every watch pins one connection for minutes; a pool limit would deadlock
-            # ordinary requests behind a handful of informers.
-            connector = aiohttp.TCPConnector(
-                limit=0, ssl=self.rest_config.ssl_context(), keepalive_timeout=60
-            )
-            headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            if self._static_auth:
-                headers["Authorization"] = self._static_auth
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=headers,
-                trace_configs=self._trace_configs or None,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                json_serialize=json.dumps,
-            )
+            self._session = self._new_session(self.max_connections)
         return self._session
 
+    @property
+    def stream_session(self) -> aiohttp.ClientSession:
+        """The session of watches and other streams: no pool limit, since every watch pins one
+        connection for minutes and a limit would leave informers waiting on each other."""
+        if self._stream_session is None or self._stream_session.closed:
+            self._stream_session = self._new_session(0)
+        return self._stream_session
+
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limit, ssl=self.rest_config.ssl_context(), keepalive_timeout=60
+        )
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if self._static_auth:
+            headers["Authorization"] = self._static_auth
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            trace_configs=self._trace_configs or None,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            json_serialize=json.dumps,
+        )
+
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        for session in (self._session, self._stream_session):
+            if session is not None and not session.closed:
+                await session.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -190,7 +208,8 @@ class Client:
         reauthenticated = False
         attempt = 0
         while True:
-            resp = await self.session.request(
+            session = self.stream_session if stream else self.session
+            resp = await session.request(
                 method, self.base_url + path, params=_params(params), data=data, headers=headers, **kwargs
             )
             if resp.status == 401 and not reauthenticated and self.rest_config.invalidate_credentials():

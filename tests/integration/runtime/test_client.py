@@ -439,3 +439,37 @@ async def test_throttled_requests_are_retried_after_retry_after(
     finally:
         await client.delete(GVK("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema"), user)
         await client.delete(GVK("flowcontrol.apiserver.k8s.io", "v1", "PriorityLevelConfiguration"), user)
+
+
+async def test_a_burst_reuses_a_bounded_pool_while_watches_stream_beside_it(
+    kube_cluster: Cluster, namespace: str
+) -> None:
+    """100 concurrent GETs on ``max_connections=4`` open at most 4 connections (each idle TLS
+    connection holds a 256 KiB read buffer), and 6 open watches, more than the cap, neither wait
+    for the pool nor keep the burst waiting."""
+    opened: list[str] = []
+    trace = aiohttp.TraceConfig()
+
+    async def created(session: Any, ctx: Any, params: Any) -> None:
+        opened.append("conn")
+
+    trace.on_connection_create_end.append(created)
+    watches: list[aiohttp.ClientResponse] = []
+    watch = {"watch": "true", "timeoutSeconds": 60}
+    async with Client(kube_cluster.client_configuration(), trace_configs=[trace], max_connections=4) as c:
+        await c.create(configmap("burst", namespace))
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        pooled = len(opened)  # the create's connection, kept alive in the pool
+        try:
+            for _ in range(6):
+                watches.append(await c.raw_request("GET", path, params=watch, stream=True))
+            streams = len(opened)
+            assert streams - pooled == 6
+            got = await asyncio.wait_for(
+                asyncio.gather(*(c.raw_request("GET", f"{path}/burst") for _ in range(100))), 60
+            )
+            assert all(o["metadata"]["name"] == "burst" for o in got)
+            assert len(opened) - streams <= 4 - pooled
+        finally:
+            for resp in watches:
+                resp.close()
