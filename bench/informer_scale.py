@@ -33,9 +33,12 @@ Two kinds (``--kinds``), each in its own namespace:
   ConfigMaps of the same shape (a label, two short data fields).
 
 Both sides drop ``metadata.managedFields`` on the way into the cache (kaito by default, client-go
-through the informer transform controller-runtime installs by default). Each side lists the way
-it does by default: kaito in consistent pages of 500; client-go 1.37 with its WatchListClient
-feature (a watch that streams the initial state). ``etcd_db_bytes`` is etcd's database size after
+through the informer transform controller-runtime installs by default). Each side syncs the way
+it does by default, which is the same way on both since kaito's informer has it too: a
+watch-list, one watch that streams the initial state (client-go 1.37's WatchListClient, kaito's
+``InformerOptions.watch_list``). ``KUBE_FEATURE_WatchListClient=false`` turns it off for the Go
+peer only, ``KAITO_BENCH_WATCH_LIST=false`` for kaito only (it then lists in consistent pages
+of 500). ``etcd_db_bytes`` is etcd's database size after
 creating each N (the default quota is 2 GiB).
 """
 
@@ -103,7 +106,7 @@ async def kaito_child(kubeconfig: str, kind: str, ns: str, expect: int) -> dict[
     cfg = Configuration()
     await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     async with Client(cfg) as client:
-        cache = InformerCache(client)
+        cache = InformerCache(client, watch_list=os.environ.get("KAITO_BENCH_WATCH_LIST", "true") != "false")
         gvk = KINDS[kind][1]
         cache.get_informer(gvk, namespace=EMPTY_NS)
         await cache.start()

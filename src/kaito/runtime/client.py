@@ -340,11 +340,17 @@ class Client:
         resource_version: str | None = None,
         resource_version_match: str | None = None,
         request_timeout: aiohttp.ClientTimeout | float | None = None,
+        each: Callable[[dict[str, Any]], object] | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str]:
         """A LIST, paginated when ``limit`` is set (each page is read and parsed on its own, so
         the event loop runs between pages). A continue token that expired mid-way (etcd
         compacted past it) restarts as one unpaginated LIST, as client-go's pager does: pages
-        from two different revisions must never be stitched together."""
+        from two different revisions must never be stitched together.
+
+        ``each`` is called on every item as soon as its page is parsed, before the next page is
+        read (the informer's store drops ``managedFields`` there): what it frees is reused by the
+        next page's parse instead of lingering, scattered among the kept objects, until the
+        whole LIST is in."""
         info = await self._info(gvk)
         if isinstance(label_selector, dict):
             label_selector = ",".join(f"{k}={v}" for k, v in label_selector.items())
@@ -372,6 +378,8 @@ class Client:
             for item in page.get("items") or ():
                 item["apiVersion"] = api_version
                 item["kind"] = kind
+                if each is not None:
+                    each(item)
                 items.append(item)
             meta = page.get("metadata") or {}
             cont = meta.get("continue")

@@ -14,6 +14,7 @@ logs) instead of failing the update: one bad object must not stop the informer f
 from __future__ import annotations
 
 import builtins
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -117,10 +118,33 @@ class Store:
 
     # ----- mutation
 
+    def prepare(self, obj: dict[str, Any]) -> None:
+        """Trim ``obj`` the way ``update`` will store it (drop ``managedFields``), in place.
+
+        ``update`` does it anyway; calling it as soon as an object is parsed, before the next
+        page of a LIST is read, lets that page's parse reuse the memory instead of leaving it
+        free but scattered among the kept objects: measured on 100,000 ConfigMaps, RSS per
+        cached object 3.4 KB when every page's managedFields lived until the LIST ended,
+        1.7 KB when they are dropped per page (docs/performance.md).
+
+        It also interns the namespace and the label values: JSON decoding makes a new string
+        for every value of every object, though an informer's objects mostly share one
+        namespace and a few label values (keys are already shared within a page)."""
+        meta = obj["metadata"]
+        if self.strip_managed_fields:
+            meta.pop("managedFields", None)
+        ns = meta.get("namespace")
+        if type(ns) is str:
+            meta["namespace"] = sys.intern(ns)
+        labels = meta.get("labels")
+        if type(labels) is dict:
+            for k, v in labels.items():
+                if type(v) is str and len(v) <= 63:  # label values are at most 63 characters
+                    labels[k] = sys.intern(v)
+
     def update(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Insert or replace; returns the previous object (for update events) or None."""
-        if self.strip_managed_fields:
-            obj["metadata"].pop("managedFields", None)
+        self.prepare(obj)
         key = key_of(obj)
         old = self._items.get(key)
         if old is not None:

@@ -91,7 +91,8 @@ async def make_namespace(client: Client, name: str) -> None:
 async def test_events_and_store(kube_cluster: Cluster, namespace: str) -> None:
     async with Client(kube_cluster.client_configuration()) as client:
         await client.create(cm("pre", namespace))
-        inf = Informer(client, CONFIGMAP, namespace=namespace)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(client, CONFIGMAP, namespace=namespace, watch_list=False)
         rec = Recorder()
         inf.add_handler(rec.handler())
         await inf.start()
@@ -151,7 +152,8 @@ async def test_label_selector_and_cluster_scoped(kube_cluster: Cluster, namespac
 
 async def test_forced_reconnect_resumes_without_relist(kube_cluster: Cluster, namespace: str) -> None:
     async with Client(kube_cluster.client_configuration()) as client:
-        inf = Informer(client, CONFIGMAP, namespace=namespace)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(client, CONFIGMAP, namespace=namespace, watch_list=False)
         rec = Recorder()
         inf.add_handler(rec.handler())
         await inf.start()
@@ -195,7 +197,8 @@ async def test_410_gone_relists_and_delivers_deletes(
     await make_namespace(client, ns)
     for name in ("keep", "change", "vanish"):
         await client.create(cm(name, ns))
-    inf = Informer(client, CONFIGMAP, namespace=ns)
+    # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+    inf = Informer(client, CONFIGMAP, namespace=ns, watch_list=False)
     rec = Recorder()
     inf.add_handler(rec.handler())
     await inf.start()
@@ -347,7 +350,10 @@ async def test_repeated_410_backs_off_and_relists_from_the_last_synced_version(
         return None
 
     async with proxied(no_watch_cache_cluster.client_configuration(), rewrite=rewrite) as (_, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=0.5, backoff_max=4.0)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, backoff_initial=0.5, backoff_max=4.0, watch_list=False,
+        )
         await inf.start()
         try:
             assert await inf.wait_for_sync(30)

@@ -142,7 +142,10 @@ async def test_error_event_other_than_410_rewatches_without_relist(client: Clien
         return first_line_rewritten(chunks, injected, lambda line: line + b"\n" + error)
 
     async with proxied(client.config, fault=fault, client_timeout=30) as (_, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0, watch_list=False,
+        )
         ev = Events()
         inf.add_handler(ev.handler())
         await inf.start()
@@ -174,7 +177,10 @@ async def test_json_broken_mid_stream_resumes_from_the_last_good_version(
         return first_line_rewritten(chunks, broken, lambda line: line[: len(line) // 2] + b"\n")
 
     async with proxied(kube_cluster.client_configuration(), fault=fault) as (_, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0, watch_list=False,
+        )
         ev = Events()
         inf.add_handler(ev.handler())
         await inf.start()
@@ -213,7 +219,10 @@ async def test_inactivity_timeout_reconnects_a_silent_watch(
         return silent()
 
     async with proxied(kube_cluster.client_configuration(), fault=fault) as (_, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace, inactivity_timeout=1.5, backoff_initial=0.2)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, inactivity_timeout=1.5, backoff_initial=0.2, watch_list=False,
+        )
         ev = Events()
         inf.add_handler(ev.handler())
         await inf.start()
@@ -455,7 +464,10 @@ async def test_watch_cut_after_headers_backs_off_and_counts_errors(
 
     initial, cap = 0.2, 1.6
     async with proxied(kube_cluster.client_configuration(), fault=fault) as (_, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace, backoff_initial=initial, backoff_max=cap)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, backoff_initial=initial, backoff_max=cap, watch_list=False,
+        )
         ev = Events()
         inf.add_handler(ev.handler())
         await inf.start()
@@ -535,7 +547,8 @@ async def test_big_list_is_paged_and_the_loop_keeps_running(
 
     await asyncio.gather(*(create(i) for i in range(n)))
     async with proxied(kube_cluster.client_configuration()) as (proxy, pc):
-        inf = Informer(pc, CONFIGMAP, namespace=namespace)
+        # the LIST path (the fallback); the watch-list path: test_informer_watchlist.py
+        inf = Informer(pc, CONFIGMAP, namespace=namespace, watch_list=False)
         with LoopLag() as lag:
             await inf.start()
             try:
