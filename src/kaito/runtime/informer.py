@@ -1,15 +1,15 @@
 """Reflector + informer: keep a local Store in step with the apiserver via LIST + WATCH.
 
 What makes a reflector correct rather than merely working:
-- The initial state (and every relist) comes by watch-list by default, as client-go's since
-  1.35: one watch with ``sendInitialEvents=true&resourceVersionMatch=NotOlderThan`` that
-  streams the state as ADDED events, marks its end with a bookmark annotated
-  ``k8s.io/initial-events-end`` and then goes on as the ordinary watch (``_watch_list``). The
-  apiserver serves it from its watch cache without reading etcd: about half the server-side CPU
-  of paged LISTs (apiserver and etcd together, docs/performance.md). Which version it asks for
-  follows the LIST rules below. A server that refuses it (400/422: before 1.27, or the
-  WatchList feature off) is listed from then on;
-  ``InformerOptions.watch_list=False`` always lists. What follows about LISTs is that path.
+- With ``InformerOptions.watch_list`` (opt-in; client-go's default since 1.35) the initial
+  state and every relist come by watch-list: one watch with
+  ``sendInitialEvents=true&resourceVersionMatch=NotOlderThan`` that streams the state as ADDED
+  events, marks its end with a bookmark annotated ``k8s.io/initial-events-end`` and then goes
+  on as the ordinary watch (``_watch_list``). The apiserver serves it from its watch cache
+  without reading etcd: about half the server-side CPU of paged LISTs (apiserver and etcd
+  together, docs/performance.md). Which version it asks for follows the LIST rules below. A
+  server that refuses it (400/422: before 1.27, or the WatchList feature off) is listed from
+  then on. Without the option the informer lists, and what follows about LISTs is that path.
 - The first LIST is a consistent read (resourceVersion ""), in pages; every later re-watch
   starts from the last resourceVersion seen (events or bookmarks), so a dropped connection
   costs one request, not a relist. Why not client-go's "0": see ``_list``.
