@@ -122,7 +122,9 @@ async def test_one_leader_and_failover_after_crash(clients: list[Client], namesp
         tasks = {a: asyncio.create_task(a.run()), b: asyncio.create_task(b.run())}
         leader, _ = await wait_leader(mon, 10)
         follower = b if leader is a else a
-        await asyncio.sleep(LEASE_S * 2)  # steady state: renewals keep the follower out
+        # The follower has read the leader's lease (its first poll may still be in flight) ...
+        await asyncio.wait_for(_until(lambda: follower.leader == leader.identity), 10)
+        await asyncio.sleep(LEASE_S * 2)  # ... and in steady state renewals keep it out
         assert leader.is_leader and not follower.is_leader
         assert follower.leader == leader.identity
 
@@ -148,7 +150,8 @@ async def test_one_leader_and_failover_after_crash(clients: list[Client], namesp
         again = elector(clients[0], namespace, leader.identity, events)
         mon.electors.append(again)
         t_again = asyncio.create_task(again.run())
-        await asyncio.sleep(LEASE_S * 1.5)
+        await asyncio.wait_for(_until(lambda: again.leader == follower.identity), 10)  # it campaigns
+        await asyncio.sleep(LEASE_S * 1.5)  # and for longer than a lease, never wins
         assert not again.is_leader and follower.is_leader
         await cancel(t_again)
         await cancel(tasks[follower])
@@ -254,10 +257,11 @@ async def test_run_forever_recampaigns_after_losing(clients: list[Client], names
         b = elector(clients[1], namespace, "b", events)
         mon.electors.append(b)
         tb = asyncio.create_task(b.run())
-        await asyncio.sleep(LEASE_S + 1.5)  # b takes over the expired lease
+        await asyncio.wait_for(_until(lambda: b.is_leader), 10)  # b takes over the expired lease
         assert b.is_leader
         clients[0].base_url = real_url  # a is back, but b holds the lease
-        await asyncio.sleep(LEASE_S)
+        await asyncio.wait_for(_until(lambda: a.leader == "b"), 10)  # a has read b's lease ...
+        await asyncio.sleep(LEASE_S)  # ... and for a lease's length does not take it
         assert not a.is_leader
         await cancel(tb)  # b leaves cleanly ...
         await wait_leader(mon, LEASE_S + 2)  # ... and the re-campaigning a takes over
@@ -528,7 +532,7 @@ async def test_renew_deadline_counts_from_when_the_renewal_was_sent(
             ta = asyncio.create_task(a.run())
             await asyncio.wait_for(_until(lambda: a.is_leader), 10)
             tb = asyncio.create_task(b.run())
-            await asyncio.sleep(lease_s / 2)  # b has seen a's lease and follows it
+            await asyncio.wait_for(_until(lambda: b.leader == "a"), 10)  # b has seen a's lease and follows it
             watcher = asyncio.create_task(watch_a())
             armed.set()
             try:
