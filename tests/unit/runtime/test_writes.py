@@ -403,7 +403,7 @@ async def test_urgent_background_writes_go_before_waiting_ordinary_ones() -> Non
     client.gate = asyncio.Event()
     writer = _writer(client, cache, max_background_writes=1)
     writer.apply_in_background(CM, _cm("busy"))
-    await asyncio.sleep(0)  # "busy" takes the slot and waits at the gate
+    await _eventually(lambda: writer._slots.free == 0)  # "busy" takes the slot and waits at the gate
     for name in ("h1", "h2"):
         writer.apply_in_background(CM, _cm(name))
     writer.apply_in_background(CM, _cm("ready-gate"), urgent=True)
