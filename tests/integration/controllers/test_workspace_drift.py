@@ -193,8 +193,10 @@ async def test_hand_edits_of_owned_objects_are_reverted(
         before = await _settled_writes(operator)
         node = ws["status"]["workerNodes"][0]
         for value in ("x", "y"):
+            runs = operator.reconciles()
             await kclient.patch(NODE, node, {"metadata": {"labels": {"kaito.test/poke": value}}})
-        await asyncio.sleep(10)
+            await wait_for(lambda runs=runs: operator.reconciles() > runs, "a reconcile after the relabel")
+        await asyncio.sleep(10)  # and for a while after them, not one write
         assert operator.writes() == before
 
 

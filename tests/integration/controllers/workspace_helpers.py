@@ -86,6 +86,16 @@ class Running:
                     total += sample.value
         return total
 
+    def reconciles(self) -> float:
+        """Reconciles the Workspace controller finished (every result), from its metrics."""
+        assert self.op is not None
+        total = 0.0
+        for metric in self.op.manager.metrics.reconcile_total.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels.get("controller") == "workspace":
+                    total += sample.value
+        return total
+
 
 async def _started(ctrl: Any, task: asyncio.Task[None] | None) -> bool:
     if task is not None and task.done():
