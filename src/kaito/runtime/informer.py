@@ -32,7 +32,10 @@ What makes a reflector correct rather than merely working:
 - Watch lines are parsed with json.loads into plain dicts, never into generated models (all
   the complete lines of one read as one JSON array: ``_decode_events``). Any
   error in the stream (an ERROR event, a line that is not JSON) ends that watch; the next one
-  resumes from the last version applied, so nothing is lost or applied twice.
+  resumes from the last version applied, so nothing is lost or applied twice. If the apiserver
+  refuses the watch from that same version a second time (an ERROR event or an error status,
+  other than 410 and 429), the informer relists instead: the server cannot go on from there,
+  and retrying would leave the cache stale for good.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import structlog
 
-from kaito.runtime.errors import ApiError, GoneError, api_error_from_response
+from kaito.runtime.errors import ApiError, GoneError, TooManyRequestsError, api_error_from_response
 from kaito.runtime.options import InformerOptions
 from kaito.runtime.resources import GVK, ResourceInfo
 from kaito.runtime.store import IndexFunc, Store, key_of
@@ -121,6 +124,8 @@ class ReflectorStats:
     lists: int = 0
     watches: int = 0
     relists_410: int = 0
+    relists_after_error: int = 0
+    """Relists because watches from one version were refused twice (not 410, not 429)."""
     watch_errors: int = 0
     events: int = 0
     bookmarks: int = 0
@@ -290,6 +295,10 @@ class Informer:
         delay = opts.backoff_initial
         last_failure = 0.0
         gone_streak = 0
+        # The version a watch last failed from with an error the apiserver sent (not 410/429),
+        # None once a watch from there worked: a second such failure from the same version
+        # means the server cannot go on from it, so relist.
+        refused_from: str | None = None
 
         async def back_off(reason: str) -> None:
             nonlocal delay, last_failure
@@ -328,6 +337,7 @@ class Informer:
                 got_events = await self._watch()
                 if got_events:
                     gone_streak = 0
+                    refused_from = None
                 if not got_events and not self._forced_reconnect and time.monotonic() - started < 1.0:
                     # A watch that ends within a second having delivered nothing (cleanly or with
                     # a broken stream: an apiserver shutting down, an L7 proxy closing after the
@@ -356,6 +366,22 @@ class Informer:
                 if self._stopped:
                     return
                 self.stats.watch_errors += 1
+                if not need_list and isinstance(exc, ApiError) and not isinstance(exc, TooManyRequestsError):
+                    # The apiserver answered the watch with an error (an ERROR event or a
+                    # status). Once, it may be passing (an etcd leader change): resume from the
+                    # same version. Twice from the same version, it is about that version (after
+                    # a compaction an apiserver without watch cache answers "etcd event received
+                    # with PrevKv=nil" from it every time; RBAC still warming up after a
+                    # restart): resuming would repeat the answer forever while the cache goes
+                    # stale, so relist, as client-go's reflector does after such a watch.
+                    version = self.last_sync_resource_version
+                    if refused_from == version:
+                        need_list = True
+                        refused_from = None
+                        self.stats.relists_after_error += 1
+                        self._log.info("watch refused twice from the same version, relisting", error=str(exc))
+                    else:
+                        refused_from = version
                 await back_off(f"{type(exc).__name__}: {exc}")
 
     async def _list(self, resource_version: str) -> None:
@@ -636,4 +662,3 @@ class Informer:
 
 
 __all__ = ["EventHandler", "FuncHandler", "Informer", "ReflectorStats"]
-

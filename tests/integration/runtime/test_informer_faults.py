@@ -162,6 +162,62 @@ async def test_error_event_other_than_410_rewatches_without_relist(client: Clien
             await inf.stop()
 
 
+async def test_a_version_the_apiserver_keeps_refusing_is_relisted_from(
+    client: Client, namespace: str
+) -> None:
+    """Every watch from one version answered with the same 500 ERROR event, as an apiserver
+    without watch cache answers a watch from before an etcd compaction ("etcd event received
+    with PrevKv=nil"). One such answer is resumed from (the test above); the second from the
+    same version makes the informer relist, so the cache catches up instead of going stale
+    while it retries the same version forever."""
+    poisoned: set[str] = set()
+    refused = 0
+
+    def error_line(rv: str) -> bytes:
+        return (
+            b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+            b'"message":"Internal error occurred: etcd event received with PrevKv=nil (rv '
+            + rv.encode()
+            + b')","reason":"InternalError","code":500}}\n'
+        )
+
+    async def fault(seen: Seen, chunks: Chunks) -> Chunks | None:
+        nonlocal refused
+        rv = seen.query.get("resourceVersion", "")
+        if not is_cm_watch(seen) or rv not in poisoned:
+            return None
+        refused += 1
+
+        async def answer() -> AsyncIterator[bytes]:
+            yield error_line(rv)
+
+        return answer()
+
+    async with proxied(client.config, fault=fault, client_timeout=30) as (_, pc):
+        inf = Informer(
+            pc, CONFIGMAP, namespace=namespace, backoff_initial=0.2, backoff_max=1.0, watch_list=False,
+        )
+        ev = Events()
+        inf.add_handler(ev.handler())
+        await inf.start()
+        try:
+            assert await inf.wait_for_sync(30)
+            await eventually(lambda: inf.watching)
+            await client.create(cm("before", namespace))
+            await eventually(lambda: ev.count("add", f"{namespace}/before") == 1)
+            # from here on, every watch from the informer's version is refused
+            poisoned.add(inf.last_sync_resource_version)
+            inf.force_reconnect()
+            await client.create(cm("while-refused", namespace))
+            await eventually(lambda: ev.count("add", f"{namespace}/while-refused") == 1)
+            assert refused == 2  # once resumed from, then relisted from
+            assert inf.stats.relists_after_error == 1
+            assert inf.stats.lists == 2
+            assert ev.count("add", f"{namespace}/before") == 1  # the relist added nothing twice
+        finally:
+            await inf.stop()
+
+
 async def test_json_broken_mid_stream_resumes_from_the_last_good_version(
     kube_cluster: Cluster, client: Client, namespace: str
 ) -> None:
