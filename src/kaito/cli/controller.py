@@ -94,6 +94,9 @@ def controller(
     revision_history_limit: Annotated[int, typer.Option(min=1, help=_op("revision_history_limit"))] = (
         _DEFAULTS.revision_history_limit
     ),
+    tls_read_buffer_kib: Annotated[int, typer.Option(min=4, max=256, help=_op("tls_read_buffer_kib"))] = (
+        _DEFAULTS.tls_read_buffer_kib
+    ),
     namespace: Annotated[str | None, typer.Option(help=_op("namespace"))] = None,
     user_agent: Annotated[str, typer.Option(help=_op("user_agent"))] = _DEFAULTS.user_agent,
     webhook: Annotated[bool, typer.Option("--webhook", help=_wh("enabled"))] = False,
@@ -200,6 +203,7 @@ def controller(
         image_pull_policy=image_pull_policy,
         max_concurrent_reconciles=max_concurrent_reconciles,
         revision_history_limit=revision_history_limit,
+        tls_read_buffer_kib=tls_read_buffer_kib,
         namespace=namespace,
         user_agent=user_agent,
         log_format=log_format,

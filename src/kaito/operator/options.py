@@ -122,6 +122,11 @@ class OperatorOptions:
     """Workspaces reconciled at once."""
     revision_history_limit: int = 10
     """ControllerRevisions kept per Workspace."""
+    tls_read_buffer_kib: int = 32
+    """Read buffer of each TLS connection to the apiserver, in KiB. asyncio gives every TLS
+    connection a 256 KiB buffer, filled with zeros up front, so 40 open connections (the pooled
+    requests plus one per watch) hold 10 MB; the JSON a controller reads comes in far smaller
+    pieces."""
     namespace: str | None = None
     """Watch and reconcile only this namespace (default: all namespaces)."""
     user_agent: str = "kaito-controller"

@@ -218,8 +218,9 @@ async def served_options(config: Any, options: OperatorOptions) -> OperatorOptio
 
 async def run(options: OperatorOptions) -> None:
     """Load the kubeconfig, build and run until SIGTERM/SIGINT."""
-    from kaito.runtime import load_configuration
+    from kaito.runtime import load_configuration, set_tls_read_buffer
 
+    set_tls_read_buffer(options.tls_read_buffer_kib * 1024)  # before the first connection
     config = await load_configuration(options.kubeconfig, options.context)
     options = await served_options(config, options)
     op = build_operator(config, options)

@@ -123,6 +123,7 @@ from kaito.runtime.resources import (
     RESTMapper,
 )
 from kaito.runtime.store import Store, key_of
+from kaito.runtime.tls import set_tls_read_buffer
 from kaito.runtime.webhook import (
     AdmissionHandler,
     WebhookServer,
@@ -273,6 +274,7 @@ __all__ = [
     "set_controller_reference",
     "set_observed_generation",
     "set_owner_reference",
+    "set_tls_read_buffer",
     "stamp",
     "up_to_date",
 ]
