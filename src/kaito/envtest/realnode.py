@@ -631,6 +631,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "imageGCLowThresholdPercent": 99,
             "registerWithTaints": [_taint(t) for t in self.options.taints],
             "staticPodPath": "",
+            # Every kubelet's container GC deletes the pod log folders of pods it does not know,
+            # so two real nodes on one machine (make test's lanes) sharing /var/log/pods would
+            # delete each other's logs.
+            "podLogsDir": str((wd / "pod-logs").resolve()),
             **(
                 {"clusterDNS": [self.dns_ip], "clusterDomain": clusterdns.CLUSTER_DOMAIN}
                 if self.dns_ip
@@ -639,6 +643,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "nodeStatusReportFrequency": "10s",
             "nodeStatusUpdateFrequency": "5s",
         }
+        (wd / "pod-logs").mkdir(exist_ok=True)
         (wd / "kubelet-config.json").write_text(json.dumps(kubelet_config, indent=2))
         proxy_config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
