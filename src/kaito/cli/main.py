@@ -10,6 +10,7 @@ displays, OCI clients) would cost it about 11 MB of resident memory it never use
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Annotated
@@ -29,6 +30,9 @@ class _Entry:
     """A ``typer.Typer`` (a command group) or a function (one command) in that module."""
     settings: str = ""
     """The name of a click ``context_settings`` dict in the module, for commands that need one."""
+    long_lived: bool = False
+    """A process that runs for days (the controllers): structlog is imported without rich
+    (:func:`_structlog_without_rich`)."""
 
 
 #: The table of contents: command name → where it lives.
@@ -39,15 +43,38 @@ COMMANDS: dict[str, _Entry] = {
     "models": _Entry("kaito.cli.models", "app"),
     "validate": _Entry("kaito.cli.validate", "validate"),
     "estimate": _Entry("kaito.cli.estimate", "estimate_cmd"),
-    "controller": _Entry("kaito.cli.controller", "controller"),
-    "node-provisioner": _Entry("kaito.cli.node_provisioner", "node_provisioner"),
+    "controller": _Entry("kaito.cli.controller", "controller", long_lived=True),
+    "node-provisioner": _Entry("kaito.cli.node_provisioner", "node_provisioner", long_lived=True),
     "crds": _Entry("kaito.cli.crds", "crds"),
 }
+
+
+def _structlog_without_rich() -> None:
+    """Import structlog while ``import rich`` fails.
+
+    When rich is installed (typer brings it), structlog imports it and pygments at import time
+    (66 modules, about 3 MB resident) to draw tracebacks in its console renderer. kaito's log
+    configuration renders exceptions itself (``format_exc_info`` comes first), so a controller
+    would carry them for nothing, for days. rich is refused only while structlog is imported:
+    typer still imports it later if it has an error to show."""
+    if "structlog" in sys.modules:
+        return
+    saved = sys.modules.get("rich")
+    sys.modules["rich"] = None  # type: ignore[assignment]  # makes `import rich` raise ImportError
+    try:
+        importlib.import_module("structlog")
+    finally:
+        if saved is None:
+            del sys.modules["rich"]
+        else:
+            sys.modules["rich"] = saved
 
 
 def load_command(name: str) -> Command:
     """The click command ``name`` of :data:`COMMANDS`, importing its module now."""
     entry = COMMANDS[name]
+    if entry.long_lived:
+        _structlog_without_rich()
     module = importlib.import_module(entry.module)
     target = getattr(module, entry.attr)
     if isinstance(target, typer.Typer):
