@@ -83,13 +83,14 @@ for s in lint typecheck layers unit; do run "$s" || fail "$s"; done
 # 2. what both lanes need, built once before they start (two lanes must not both build it)
 run assets || fail assets
 # 3. the slow suites, and the benchmarks' smoke runs spread so that the lanes end together
-# (seconds in the fresh-clone run of 2026-12-07 21:18 UTC: integration 1,044, reliability 655,
-# inference 223, e2e 197, tuning 163; smoke runs inference 96, provisioning 45, tuning 34,
-# workspace 26, runtime 24, informer_scale 16, weights 7, dataset_loader 7: lane A 1,258,
-# lane B 1,279)
+# (seconds in the fresh-clone run of 2026-12-07 22:31 UTC: integration 1,063, reliability 494,
+# inference 208, tuning 195, e2e 183; smoke runs inference 110, provisioning 45, tuning 39,
+# workspace 26, runtime 26, informer_scale 17, weights 6, dataset_loader 5: lane A 1,183,
+# lane B 1,234)
 LANE_A=(venv integration bench-small-provisioning bench-small-informer_scale bench-small-workspace
-        bench-small-weights bench-small-inference bench-small-runtime)
-LANE_B=(reliability e2e venv inference tuning bench-small-tuning bench-small-dataset_loader)
+        bench-small-weights bench-small-runtime)
+LANE_B=(reliability e2e venv inference tuning bench-small-tuning bench-small-inference
+        bench-small-dataset_loader)
 if [ "$LANES" -ge 2 ]; then
   lane "${LANE_A[@]}" & a=$!
   lane "${LANE_B[@]}" & b=$!
