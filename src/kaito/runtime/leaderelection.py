@@ -165,9 +165,14 @@ class LeaderElector:
                 await self._call(self.on_stopped_leading)
 
     async def run_forever(self) -> None:
-        """Re-campaign after each loss (for processes that can stand down and rejoin)."""
+        """Re-campaign after each loss (for processes that can stand down and rejoin), until
+        ``stop()`` or until this task is cancelled: a cancellation that some await lost on the
+        way (Python 3.11's ``wait_for`` can drop one that meets its own result) still ends it."""
+        task = asyncio.current_task()
         while not self._stop.is_set():
             await self.run()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     def _start_callback(self, cb: Callback | None) -> asyncio.Task[None] | None:
         if cb is None:
@@ -192,8 +197,11 @@ class LeaderElector:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless ``stop()`` comes first; returns whether we were stopped."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as its timeout fires, and the campaign would go on after being cancelled.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), max(0.0, seconds))
+            async with asyncio.timeout(max(0.0, seconds)):
+                await self._stop.wait()
         return self._stop.is_set()
 
     async def _acquire(self) -> bool:
@@ -233,7 +241,8 @@ class LeaderElector:
 
     async def _try_with_timeout(self, seconds: float) -> bool:
         try:
-            return await asyncio.wait_for(self.try_acquire_or_renew(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: see _sleep
+                return await self.try_acquire_or_renew()
         except TimeoutError:
             self._log.info("lease request timed out")
             return False

@@ -37,7 +37,7 @@ from workspace_helpers import (
 from kaito.api import names
 from kaito.controllers.workspace import WORKSPACE
 from kaito.controllers.workspace.inference.configmap import DEFAULT_CONFIG_NAME
-from kaito.envtest import Cluster
+from kaito.envtest import Cluster, eventually
 from kaito.nodes import NodeRequest, NodeStatus, Placement
 from kaito.operator import BACKENDS, OperatorOptions
 from kaito.operator.options import ProvisionerOptions
@@ -105,9 +105,14 @@ async def test_seed_workspace_ready_in_kubectl_and_silent_when_converged(
         pods = await pods_of(kclient, namespace, "workspace-phi-3-mini")
         assert [p["spec"]["nodeName"] for p in pods] == st["workerNodes"]
         assert pods[0]["spec"]["nodeName"] in nodes
-        events = await kclient.list(GVK("", "v1", "Event"), namespace, cached=False)
-        reasons = {e["reason"] for e in events if e["involvedObject"].get("kind") == "Workspace"}
-        assert "WorkspaceReady" in reasons
+
+        async def ready_event() -> bool:
+            # Events are sent after the status write, in the background: poll for it
+            events = await kclient.list(GVK("", "v1", "Event"), namespace, cached=False)
+            mine = (e for e in events if e["involvedObject"].get("kind") == "Workspace")
+            return any(e["reason"] == "WorkspaceReady" for e in mine)
+
+        await eventually(ready_event, "the WorkspaceReady Event", timeout=30)
 
         # Converged: 30 s with reconciles provoked (a node's unrelated label changes twice),
         # and not one write request.
@@ -253,9 +258,15 @@ async def test_image_pull_error_and_crash_loop_are_the_reason(
             kclient, namespace, "crash", names.INFERENCE_READY, "False", reason="CrashLoopBackOff"
         )
         assert "server" in cond(ws, names.INFERENCE_READY)["message"]
-        events = await kclient.list(GVK("", "v1", "Event"), namespace, cached=False)
-        warnings = {(e["involvedObject"]["name"], e["reason"]) for e in events if e["type"] == "Warning"}
-        assert ("pull", "ImagePullBackOff") in warnings and ("crash", "CrashLoopBackOff") in warnings
+        wanted = {("pull", "ImagePullBackOff"), ("crash", "CrashLoopBackOff")}
+
+        async def warnings() -> set[tuple[str, str]] | None:
+            # Events are sent after the status write, in the background: poll for them
+            events = await kclient.list(GVK("", "v1", "Event"), namespace, cached=False)
+            seen = {(e["involvedObject"]["name"], e["reason"]) for e in events if e["type"] == "Warning"}
+            return seen if wanted <= seen else None
+
+        await eventually(warnings, "the ImagePullBackOff and CrashLoopBackOff Warning events", timeout=30)
 
 
 async def test_delete_removes_everything_then_the_finalizer(
