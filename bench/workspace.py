@@ -53,7 +53,9 @@ and per side:
                           every Workspace was converged; reconciles are provoked by relabelling
                           every node and annotating every Workspace (a label and an annotation
                           neither controller reads), counted from its /metrics
-                          (controller-runtime's and kaito's share the metric names)
+                          (controller-runtime's and kaito's share the metric names);
+                          ``converged_requests`` names them from the audit log
+                          ("verb resource code": count)
   rss_mb / cpu_s          the controller process at the end (VmRSS; user+system CPU seconds)
   kcm_statefulset_controller
                           kcm's StatefulSet controller's writes (audit log): it creates every
@@ -119,11 +121,15 @@ TARGETS = {
     "requests_per_converged_reconcile": 0,
     "rss_mb": 120,
 }
+#: Writes by everyone; reads only by the controller under test (``{user}``), so that the requests
+#: it makes in the converged window can be named, not only counted.
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
+  - level: Metadata
+    users: ["{user}"]
   - level: None
     verbs: ["get", "list", "watch"]
   - level: Metadata
@@ -208,6 +214,23 @@ def _audit_events(path: Path) -> list[dict[str, Any]]:
 
 def _by(ev: dict[str, Any], user: str) -> bool:
     return bool((ev.get("user") or {}).get("username") == user)
+
+
+def _requests_between(events: list[dict[str, Any]], user: str, since: float, until: float) -> dict[str, int]:
+    """``user``'s requests (reads too) that the apiserver received in [since, until], by verb,
+    resource and code: what ``requests_per_converged_reconcile`` counted, named."""
+    seen: Counter[str] = Counter()
+    for ev in events:
+        if not _by(ev, user) or ev.get("stage") not in ("ResponseComplete", "ResponseStarted", "Panic"):
+            continue
+        if ev.get("stage") == "ResponseComplete" and ev.get("verb") == "watch":
+            continue  # a watch's end; its start (ResponseStarted) is the request
+        if not since <= _ts(ev["requestReceivedTimestamp"]) <= until:
+            continue
+        ref = ev.get("objectRef") or {}
+        code = (ev.get("responseStatus") or {}).get("code", "")
+        seen[f"{ev.get('verb')} {ref.get('resource', ev.get('requestURI', ''))} {code}"] += 1
+    return dict(sorted(seen.items()))
 
 
 def _first_writes(events: list[dict[str, Any]], user: str, resource: str) -> dict[str, float]:
@@ -576,7 +599,7 @@ async def run_side(
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before the cluster starts
     audit_log = workdir / "audit.log"
     policy = workdir / "audit-policy.yaml"
-    policy.write_text(AUDIT_POLICY)
+    policy.write_text(AUDIT_POLICY.format(user=side.user))
     cluster = Cluster(
         ClusterOptions(
             controller_manager=True,
@@ -699,13 +722,13 @@ async def run_side(
             # annotation (upstream reconciles on any Workspace event); neither label nor
             # annotation is read by either controller.
             await asyncio.sleep(2.0)
-            before = _metrics(port)
+            before, window_from = _metrics(port), time.time()
             poke = {"metadata": {"labels": {"bench/poke": "1"}}}
             await asyncio.gather(*(client.patch(NODE, f"node-{nm}", poke) for nm in names))
             poke = {"metadata": {"annotations": {"bench/poke": "1"}}}
             await asyncio.gather(*(client.patch(WORKSPACE, nm, poke, NS) for nm in names))
             await asyncio.sleep(window)
-            after = _metrics(port)
+            after, window_to = _metrics(port), time.time()
             rss_mb, cpu_s = _proc_figures(proc.pid)
             idle_figures: dict[str, float | None] = {}
             if idle > 0:
@@ -781,6 +804,7 @@ async def run_side(
         "requests_per_converged_reconcile": (
             round((after["requests"] - before["requests"]) / reconciles, 3) if reconciles else None
         ),
+        "converged_requests": _requests_between(events, side.user, window_from, window_to),
         "rss_mb": round(rss_mb, 1),
         "cpu_s": round(cpu_s, 2),
         **idle_figures,

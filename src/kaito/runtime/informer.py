@@ -173,7 +173,9 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
-        self.store = Store(strip_managed_fields=self.options.strip_managed_fields)
+        self.store = Store(
+            strip_managed_fields=self.options.strip_managed_fields, share_strings=self.options.share_strings
+        )
         self.stats = ReflectorStats()
         self.last_sync_resource_version = ""
         self._rv_unavailable = False
@@ -433,7 +435,7 @@ class Informer:
         step = max(1, opts.list_page_size)
         if not self._synced.is_set() and len(store) == 0:
             for i, obj in enumerate(items, 1):
-                store.update(obj)
+                store.update(obj, prepared=True)
                 self._emit_add(obj)
                 if i % step == 0:
                     await asyncio.sleep(0)  # a page's worth of handlers at a time
@@ -442,7 +444,7 @@ class Informer:
             for i, obj in enumerate(items, 1):
                 key = key_of(obj)
                 seen.add(key)
-                old = store.update(obj)
+                old = store.update(obj, prepared=True)
                 if old is None:
                     self._emit_add(obj)
                 elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
@@ -515,7 +517,8 @@ class Informer:
             if gone is not None:
                 self._emit_delete(gone)
             return
-        old = store.update(obj)
+        store.prepare(obj)  # a sync's objects stay as parsed (see Store.prepare)
+        old = store.update(obj, prepared=True)
         if old is None:
             self._emit_add(obj)
         else:
@@ -531,7 +534,7 @@ class Informer:
             for obj in initial.buffer:
                 key = key_of(obj)
                 seen.add(key)
-                old = store.update(obj)
+                old = store.update(obj, prepared=True)
                 if old is None:
                     self._emit_add(obj)
                 elif old["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):

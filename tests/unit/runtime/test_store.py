@@ -41,6 +41,49 @@ def test_strips_managed_fields_by_default_and_opt_out() -> None:
     assert "managedFields" in keep.get("default/a")["metadata"]  # type: ignore[index]
 
 
+def test_strings_are_shared_between_objects_parsed_apart() -> None:
+    """Two objects parsed by separate json.loads calls (as watch events are) end up holding the
+    same key and short-value strings; every dict and list keeps its identity, and a long value
+    stays the object's own."""
+    import json
+
+    long_value = "x" * 65
+    doc = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "args": ["--port", "5000"], "image": long_value}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    first, second = json.loads(doc), json.loads(doc)
+    second["metadata"]["name"] = "q"
+    spec, containers = second["spec"], second["spec"]["containers"]
+    store = Store()
+    store.update(first)
+    store.update(second)
+    assert second["spec"] is spec and second["spec"]["containers"] is containers  # in place
+    assert list(second) == ["apiVersion", "kind", "metadata", "spec", "status"]  # order kept
+    key_a = next(k for k in first["status"]["conditions"][0] if k == "status")
+    key_b = next(k for k in second["status"]["conditions"][0] if k == "status")
+    assert key_a is key_b
+    assert first["status"]["conditions"][0]["status"] is second["status"]["conditions"][0]["status"]
+    assert first["spec"]["containers"][0]["args"][1] is second["spec"]["containers"][0]["args"][1]
+    assert first["metadata"]["labels"]["app"] is second["metadata"]["labels"]["app"]
+    assert first["spec"]["containers"][0]["image"] is not second["spec"]["containers"][0]["image"]
+    assert first == json.loads(doc)
+    assert store.get("ns/q") == dict(json.loads(doc), metadata=second["metadata"])
+
+    plain = Store(share_strings=False)
+    a, b = json.loads(doc), json.loads(doc)
+    b["metadata"]["name"] = "q"
+    plain.update(a)
+    plain.update(b)
+    assert a["status"]["conditions"][0]["status"] is not b["status"]["conditions"][0]["status"]
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"]  # interned either way
+
+
 def test_shared_view_vs_copy() -> None:
     s = Store()
     s.add(cm("a"))
