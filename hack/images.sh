@@ -29,6 +29,10 @@
 #   BUILD_CA=FILE         a CA bundle mounted (not copied) over the build's
 #                         /etc/ssl/certs/ca-certificates.crt while RUN steps download; default:
 #                         this machine's bundle when it trusts a site CA (/usr/local/share/ca-certificates)
+#   PRUNE=0               keep superseded builds (buildah). By default, once its builds are done,
+#                         the script removes every image it built earlier (final and intermediate,
+#                         known by their org.kaito.inputs label) whose build no image name points
+#                         at any more: with vfs each layer is a full copy, ~1 GB per changed tree
 # Exit 2: an unknown target. Exit 3: no engine and none can be installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +40,7 @@ cd "$(dirname "$0")/.."
 REGISTRY=${REGISTRY:-ghcr.io/kaito-project/kaito}
 TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)}
 PUSH=${PUSH:-0}
+PRUNE=${PRUNE:-1}
 OUT=${OUT:-}
 VALID="controller inference tuning pause curl"
 declare -A NAMES=([controller]=workspace [inference]=inference [tuning]=tuning [pause]=pause [curl]=curl)
@@ -208,6 +213,58 @@ inputs_of() {  # inputs_of TARGET BASE_REF
   } | sha256sum | cut -c1-32
 }
 
+# Every run holds a shared lock on buildah's store while it builds; pruning takes it exclusively,
+# and only when no other run holds it (an unnamed image may be a build in progress), so two runs
+# at once (make test's lanes) never wait on each other and a prune skipped now happens next time.
+if [ "$engine" = buildah ]; then
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/store.lock"
+  flock -s 9
+fi
+
+prune_superseded() {
+  # The images of builds no name points at any more, intermediates too. Kept: every named image,
+  # every image of the same build as a named one (its org.kaito.inputs label: the build stage of
+  # a multi-stage build is no ancestor of the final image), and every ancestor of those: its
+  # layers and its history are a prefix of theirs (the cached steps a later build reuses, such as
+  # the installed dependencies). Everything else carrying the label goes.
+  local id name info stamp rest started before after root
+  declare -A named=() stamp_of=() diffs_of=() history_of=() keep_stamp=()
+  while read -r id name; do
+    [ "$name" != "<none>" ] && named[$id]=1
+  done < <(bah images --noheading --no-trunc --format '{{.ID}} {{.Name}}')
+  while read -r id; do
+    info=$(bah inspect --type image --format \
+      '{{index .OCIv1.Config.Labels "org.kaito.inputs"}}|{{range .OCIv1.RootFS.DiffIDs}}{{.}},{{end}}|{{range .OCIv1.History}}{{.CreatedBy}}{{"\x1f"}}{{end}}' \
+      "$id" 2>/dev/null) || continue
+    stamp=${info%%|*} rest=${info#*|}
+    stamp_of[$id]=$stamp diffs_of[$id]=${rest%%|*} history_of[$id]=${rest#*|}
+    [ -n "${named[$id]:-}" ] && [ -n "$stamp" ] && keep_stamp[$stamp]=1
+  done < <(bah images --all --noheading --no-trunc --format '{{.ID}}' | sort -u)
+  local keepers=() gone=() k kept
+  for id in "${!stamp_of[@]}"; do
+    if [ -n "${named[$id]:-}" ] || [ -n "${keep_stamp[${stamp_of[$id]:-none}]:-}" ]; then keepers+=("$id"); fi
+  done
+  for id in "${!stamp_of[@]}"; do
+    stamp=${stamp_of[$id]}
+    [ -z "$stamp" ] || [ -n "${named[$id]:-}" ] || [ -n "${keep_stamp[$stamp]:-}" ] && continue
+    kept=""
+    for k in "${keepers[@]}"; do
+      # quoted patterns match literally, whatever the history's commands contain
+      case "${diffs_of[$k]}" in "${diffs_of[$id]}"*) ;; *) continue ;; esac
+      case "${history_of[$k]}" in "${history_of[$id]}"*) kept=1; break ;; esac
+    done
+    [ -z "$kept" ] && gone+=("$id")
+  done
+  [ ${#gone[@]} -eq 0 ] && return 0
+  started=$(now)
+  root=$(bah info --format '{{.store.GraphRoot}}' 2>/dev/null || true)
+  before=$([ -n "$root" ] && du -sm "$root" 2>/dev/null | cut -f1)
+  bah rmi --force "${gone[@]}" >/dev/null 2>&1 || true
+  after=$([ -n "$root" ] && du -sm "$root" 2>/dev/null | cut -f1)
+  log "removed ${#gone[@]} image(s) of superseded builds in $(since "$started") s (store ${before:-?} -> ${after:-?} MB; PRUNE=0 keeps them)"
+}
+
 for t in "${targets[@]}"; do
   name=${NAMES[$t]}
   ref="$REGISTRY/$name:$TAG"
@@ -273,3 +330,12 @@ for t in "${targets[@]}"; do
   fi
   echo "$ref"
 done
+
+if [ "$engine" = buildah ] && [ "$PRUNE" = 1 ]; then
+  flock -u 9
+  if flock -n -x 9; then
+    prune_superseded
+  else
+    log "another hack/images.sh is running: superseded images are left for the next run to remove"
+  fi
+fi

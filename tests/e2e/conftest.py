@@ -44,6 +44,7 @@ def e2e_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster
     work = tmp_path_factory.mktemp("e2e")
     network = NodeNetwork.create()
     registry = work / "registry"
+    made: E2ECluster | None = None
     try:
         with (
             Cluster(cluster_options(network, ClusterOptions(kwok=True))) as cluster,
@@ -51,7 +52,7 @@ def e2e_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster
         ):
             reg = start_registry(registry, network.host_ip)
             node.add_registry(reg["REGISTRY_HOST"], reg["REGISTRY_CA"])
-            yield E2ECluster(
+            made = E2ECluster(
                 kubeconfig=cluster.kubeconfig,
                 kubectl_bin=str(cluster.assets / "kubectl"),
                 helm_bin=helm,
@@ -60,6 +61,9 @@ def e2e_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster
                 registry_ca=reg["REGISTRY_CA"],
                 node=node,
             )
+            yield made
     finally:
+        if made is not None:
+            made.untag_pushed()
         subprocess.run(["bash", str(REPO / "hack" / "registry.sh"), "stop", str(registry)], timeout=60)
         network.delete()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,18 @@ class E2ECluster:
         assert build.returncode == 0, f"hack/images.sh {target} (TAG={tag}) failed:\n{build.stderr[-3000:]}"
         self._built[(target, tag)] = pull
         return pull
+
+    def untag_pushed(self) -> None:
+        """Drop the names this suite pushed under from buildah's store: the suite's registry
+        listens on a new port each run, so each run's names would otherwise keep that run's
+        images (and, through them, their whole builds) alive. The images stay under
+        ``localhost/kaito/NAME:TAG`` for the next build to find; hack/images.sh removes a build
+        once no name points at it."""
+        if not self._built or not shutil.which("buildah"):
+            return
+        names = {"controller": "workspace"}
+        refs = [f"{self.push_registry}/kaito/{names.get(t, t)}:{tag}" for t, tag in self._built]
+        subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", *refs], capture_output=True, timeout=120)
 
 
 def start_registry(folder: Path, address: str) -> dict[str, str]:

@@ -203,3 +203,52 @@ def test_push_with_credentials_to_a_registry_with_auth(built: tuple[Path, str], 
         stop = ["bash", str(REPO / "hack" / "registry.sh"), "stop", str(tmp_path / "auth")]
         subprocess.run(stop, timeout=60)
         untag(f"{secured.host}/kaito-it/pause:it")
+
+
+def _buildah(*args: str) -> str:
+    return subprocess.run(
+        ["buildah", "--storage-driver", "vfs", *args], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+
+
+def test_a_superseded_build_is_removed_and_its_cached_steps_stay(tmp_path: Path) -> None:
+    """Builds of curl whose Dockerfiles differ by a comment (so their inputs differ): once the
+    name points at the second, the first build's own image is gone from buildah's store, and the
+    step they share (apt-get install curl, reused from the cache) stays for a third build."""
+    if not shutil.which("buildah"):
+        images_sh("pause", REGISTRY="localhost/kaito-prune", TAG="prune")  # installs buildah as root
+    tree = tmp_path / "tree"
+    (tree / "docker").mkdir(parents=True)
+    shutil.copytree(REPO / "hack", tree / "hack")
+    dockerfile = (REPO / "docker" / "curl.Dockerfile").read_text()
+    ref = "localhost/kaito-prune/curl:prune"
+
+    def build(variant: str) -> tuple[str, str]:
+        (tree / "docker" / "curl.Dockerfile").write_text(f"{dockerfile}\n# {variant}\n")
+        proc = subprocess.run(
+            ["bash", str(tree / "hack" / "images.sh"), "curl"],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env={**os.environ, "REGISTRY": "localhost/kaito-prune", "TAG": "prune"},
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        image_id = _buildah("images", "--noheading", "--no-trunc", "--format", "{{.ID}}", ref).split()[0]
+        return image_id, proc.stderr
+
+    try:
+        first, _ = build("first")
+        second, log = build("second")
+        assert "Using cache" in log, log[-2000:]  # the apt-get step came from the first build
+        assert "superseded builds" in log, log[-2000:]
+        ids = set(_buildah("images", "--all", "--noheading", "--no-trunc", "--format", "{{.ID}}").split())
+        assert first not in ids, f"the first build's image is still in the store:\n{log[-2000:]}"
+        assert second in ids
+        _, third_log = build("third")
+        assert "Using cache" in third_log, third_log[-2000:]  # the shared step outlived the prune
+    finally:
+        subprocess.run(
+            ["buildah", "--storage-driver", "vfs", "rmi", ref, "localhost/kaito/curl:prune"],
+            capture_output=True,
+            timeout=120,
+        )
