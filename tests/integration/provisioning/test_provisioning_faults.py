@@ -511,7 +511,17 @@ async def test_preferred_node_briefly_not_ready_buys_no_claim(
                 since = [_ts(c["lastTransitionTime"]) for c in conds if c.get("type") == "Ready"]
                 return bool(since) and since[0] < time.time() - 300
 
-            await eventually(old_outage_cached, "the long outage in the cache", timeout=30)
+            try:
+                await eventually(old_outage_cached, "the long outage in the cache", timeout=30)
+            except AssertionError as exc:
+                # What the cache and the apiserver each hold, and how the node informer fared.
+                stored = await kclient.get(NODE, node)
+                informer = mgr.cache.get_informer(NODE)
+                raise AssertionError(
+                    f"{exc}\ncached: {(mgr.cache.get(NODE, node) or {}).get('status')}\n"
+                    f"apiserver: {stored.get('status')} rv={stored['metadata'].get('resourceVersion')}\n"
+                    f"informer: {informer.stats} last rv {informer.last_sync_resource_version}"
+                ) from None
             await backend.provision_nodes(req)
             assert len(await claims_of(kclient, namespace, "pref")) == 1
             await eventually(lambda: backend.delete_nodes(req), "claims deleted", timeout=30)
