@@ -52,10 +52,11 @@ and per side:
                           all API requests (reads too) the controller made per reconcile while
                           every Workspace was converged; reconciles are provoked by relabelling
                           every node and annotating every Workspace (a label and an annotation
-                          neither controller reads), counted from its /metrics
-                          (controller-runtime's and kaito's share the metric names);
-                          ``converged_requests`` names them from the audit log
-                          ("verb resource code": count)
+                          neither controller reads). Requests are counted from the audit log
+                          (the controller's user; the policy logs its reads too), reconciles from
+                          its /metrics (controller-runtime's and kaito's share the names);
+                          ``converged_requests`` names them ("verb resource code": count) and
+                          ``..._from_metrics`` is the controller's own rest_client_requests_total
   rss_mb / cpu_s          the controller process at the end (VmRSS; user+system CPU seconds)
   kcm_statefulset_controller
                           kcm's StatefulSet controller's writes (audit log): it creates every
@@ -778,6 +779,10 @@ async def run_side(
     to_sts = [sts_at[nm] - created_wall[nm] for nm in created_wall if nm in sts_at]
     kcm = _kcm_statefulset_writes(events, min(created_wall.values()), *_kcm_limits(kcm_args))
     reconciles = after["reconciles"] - before["reconciles"]
+    # Counted from the audit log, the same way for both sides: the controller's /metrics cannot
+    # be trusted to (upstream's rest_client_requests_total did not move while the audit log
+    # showed it updating every Workspace in the window).
+    converged_requests = _requests_between(events, side.user, window_from, window_to)
     stages = _stage_summary(
         _stage_times(events, side.user, created_wall, ready_wall), created_wall, min(created_wall.values())
     )
@@ -802,9 +807,12 @@ async def run_side(
         "converged_window_s": window,
         "converged_reconciles": reconciles,
         "requests_per_converged_reconcile": (
+            round(sum(converged_requests.values()) / reconciles, 3) if reconciles else None
+        ),
+        "converged_requests": converged_requests,
+        "requests_per_converged_reconcile_from_metrics": (
             round((after["requests"] - before["requests"]) / reconciles, 3) if reconciles else None
         ),
-        "converged_requests": _requests_between(events, side.user, window_from, window_to),
         "rss_mb": round(rss_mb, 1),
         "cpu_s": round(cpu_s, 2),
         **idle_figures,
