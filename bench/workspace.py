@@ -461,6 +461,10 @@ def _status_reports(nodes: list[dict[str, Any]], since: float, until: float) -> 
     return count
 
 
+#: Taints kcm's node-lifecycle controller keeps on a node while its Ready condition is not True.
+_CONDITION_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def _ready(ws: dict[str, Any], condition: str) -> bool:
     return any(
         c.get("type") == condition and c.get("status") == "True"
@@ -637,6 +641,12 @@ async def run_side(
             )
 
             async def nodes_ready() -> bool:
+                # Ready and schedulable: a new Node carries node.kubernetes.io/not-ready:NoSchedule
+                # (the apiserver's TaintNodesByCondition) until kcm's node-lifecycle controller
+                # removes it, at its own client's 20 requests/s by default. A real cluster's GPU
+                # nodes have long lost it when Workspaces arrive; waiting only for the Ready
+                # condition had kcm untainting nodes for the first 20 s of every default-limits
+                # round, the scheduler binding pods as it went (created -> bound p90 13-14 s).
                 nodes = await client.list(NODE, label_selector="type=kwok", cached=False)
                 ready = [
                     n
@@ -645,11 +655,15 @@ async def run_side(
                         c["type"] == "Ready" and c["status"] == "True"
                         for c in n["status"].get("conditions") or []
                     )
+                    and not any(
+                        t.get("key") in _CONDITION_TAINTS for t in (n.get("spec") or {}).get("taints") or []
+                    )
                 ]
                 return len(ready) >= n
 
-            # kwok marks nodes Ready at its own pace: about 10/s here, so scale the deadline with N
-            await _wait(nodes_ready, "the GPU nodes Ready", max(120.0, n * 0.3))
+            # kwok marks nodes Ready at its own pace (about 10/s here), and kcm untaints them at
+            # its own: scale the deadline with N
+            await _wait(nodes_ready, "the GPU nodes Ready and schedulable", max(120.0, n * 0.3))
             port = _free_port()
             log = (workdir / "controller.log").open("wb")
             argv, env = _controller_command(side, controller_kubeconfig, port, upstream_bin, extra_args)
