@@ -4,7 +4,7 @@
     python bench/workspace.py --small    # 10 Workspaces, kaito only, 10 s window (`make test`)
 
 One side = a real control plane (apiserver + kcm + scheduler + kwok) with an audit log, one BYO
-kwok GPU node per Workspace created and Ready before the clock starts (provisioning excluded),
+kwok GPU node per Workspace created, Ready and schedulable before the clock starts (provisioning excluded),
 the side's workspace controller started as its own process, then N inference Workspaces created
 concurrently; the clock runs until every one is ready.
 
@@ -596,7 +596,7 @@ async def run_side(
     upstream_bin: Path | None = None,
     idle: float = 0.0,
 ) -> dict[str, Any]:
-    """One side on a fresh cluster: N nodes Ready, the controller up, N Workspaces, clock.
+    """One side on a fresh cluster: N nodes Ready and schedulable, the controller up, N Workspaces, clock.
 
     ``idle`` > 0 adds a quiet window after the converged one: nothing is poked, and the
     controller's CPU and API requests over it are its cost of merely running (issue 24's
