@@ -228,7 +228,7 @@ prune_superseded() {
   # a multi-stage build is no ancestor of the final image), and every ancestor of those: its
   # layers and its history are a prefix of theirs (the cached steps a later build reuses, such as
   # the installed dependencies). Everything else carrying the label goes.
-  local id name info stamp rest started before after root
+  local id name info stamp rest started
   declare -A named=() stamp_of=() diffs_of=() history_of=() keep_stamp=()
   while read -r id name; do
     [ "$name" != "<none>" ] && named[$id]=1
@@ -258,11 +258,8 @@ prune_superseded() {
   done
   [ ${#gone[@]} -eq 0 ] && return 0
   started=$(now)
-  root=$(bah info --format '{{.store.GraphRoot}}' 2>/dev/null || true)
-  before=$([ -n "$root" ] && du -sm "$root" 2>/dev/null | cut -f1)
   bah rmi --force "${gone[@]}" >/dev/null 2>&1 || true
-  after=$([ -n "$root" ] && du -sm "$root" 2>/dev/null | cut -f1)
-  log "removed ${#gone[@]} image(s) of superseded builds in $(since "$started") s (store ${before:-?} -> ${after:-?} MB; PRUNE=0 keeps them)"
+  log "removed ${#gone[@]} image(s) of superseded builds in $(since "$started") s (PRUNE=0 keeps them)"
 }
 
 for t in "${targets[@]}"; do

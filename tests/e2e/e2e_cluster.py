@@ -36,6 +36,10 @@ from kaito.envtest.realnode import (
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: hack/images.sh's image name per target, where it differs from the target's.
+_IMAGE_NAMES = {"controller": "workspace"}
+
+
 @dataclass
 class E2ECluster:
     """A cluster and a registry it pulls from, however they were obtained."""
@@ -81,8 +85,7 @@ class E2ECluster:
     def image(self, target: str, tag: str) -> str:
         """Build ``target`` with hack/images.sh (cached on its inputs), push it as ``tag``, and
         return the name the cluster pulls it by (without the tag)."""
-        names = {"controller": "workspace"}
-        pull = f"{self.pull_registry}/kaito/{names.get(target, target)}"
+        pull = f"{self.pull_registry}/kaito/{_IMAGE_NAMES.get(target, target)}"
         if (target, tag) in self._built:
             return pull
         env = dict(os.environ, REGISTRY=f"{self.push_registry}/kaito", TAG=tag, PUSH="1")
@@ -110,8 +113,7 @@ class E2ECluster:
         once no name points at it."""
         if not self._built or not shutil.which("buildah"):
             return
-        names = {"controller": "workspace"}
-        refs = [f"{self.push_registry}/kaito/{names.get(t, t)}:{tag}" for t, tag in self._built]
+        refs = [f"{self.push_registry}/kaito/{_IMAGE_NAMES.get(t, t)}:{tag}" for t, tag in self._built]
         subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", *refs], capture_output=True, timeout=120)
 
 
